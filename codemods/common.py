@@ -1,0 +1,233 @@
+"""Shared libcst machinery for the emitters.
+
+* :class:`SpanIndex` finds the libcst node for a :class:`loop2scan.plan.Span`
+  (the analysis reads source with ``ast``; positions are matched exactly and the
+  node's text is compared with the span's text before anything is edited);
+* :class:`EditTransformer` applies identity-keyed edits (replace an expression,
+  drop or replace a small statement, replace a ``for`` statement) while keeping
+  the comments of dropped lines and valid ``;`` separators;
+* small helpers to parse snippets with the module's own formatting and to add
+  imports once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import libcst as cst
+from libcst.codemod import CodemodContext
+from libcst.codemod.visitors import AddImportsVisitor, ImportItem
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from loop2scan.plan import Span
+
+EXPR_KINDS = {"Subscript": cst.Subscript, "Call": cst.Call, "Name": cst.Name, "Attribute": cst.Attribute}
+STMT_KINDS = {"Assign": cst.Assign, "AugAssign": cst.AugAssign, "AnnAssign": cst.AnnAssign, "Expr": cst.Expr}
+
+
+class MappingError(Exception):
+    """A span of the plan has no matching libcst node (the loop is left alone)."""
+
+
+class SpanIndex:
+    """All nodes of a module by exact source range."""
+
+    def __init__(self, module: cst.Module, lines: Sequence[str]) -> None:
+        self.module = module
+        self.wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        positions = self.wrapper.resolve(PositionProvider)
+        self.lines = lines
+        self._by_range: dict[tuple, list[cst.CSTNode]] = {}
+        for node, rng in positions.items():
+            key = (rng.start.line, rng.start.column, rng.end.line, rng.end.column)
+            self._by_range.setdefault(key, []).append(node)
+
+    def text(self, span: Span) -> str:
+        if span.line == span.end_line:
+            return self.lines[span.line - 1][span.col:span.end_col]
+        parts = [self.lines[span.line - 1][span.col:]]
+        parts += self.lines[span.line:span.end_line - 1]
+        parts.append(self.lines[span.end_line - 1][:span.end_col])
+        return "\n".join(parts)
+
+    def find(self, span: Span) -> cst.CSTNode:
+        candidates = self._by_range.get((span.line, span.col, span.end_line, span.end_col), [])
+        want = EXPR_KINDS.get(span.kind) or STMT_KINDS.get(span.kind)
+        if span.kind in ("For", "AsyncFor"):
+            want = cst.For
+        chosen = None
+        for node in candidates:
+            if want is not None:
+                if isinstance(node, want):
+                    chosen = node
+                    break
+            elif isinstance(node, cst.BaseExpression):
+                chosen = node
+                break
+        if chosen is None:
+            raise MappingError(f"no {span.kind} node at {span.line}:{span.col + 1}")
+        if span.kind not in ("For", "AsyncFor"):
+            expected = _norm(self.text(span))
+            actual = _norm(self._code(chosen))
+            if expected != actual:
+                raise MappingError(f"source text mismatch at {span.line}:{span.col + 1}")
+        return chosen
+
+    def _code(self, node: cst.CSTNode) -> str:
+        if hasattr(node, "lpar") and getattr(node, "lpar"):
+            node = node.with_changes(lpar=[], rpar=[])
+        if isinstance(node, cst.BaseSmallStatement) and hasattr(node, "semicolon"):
+            node = node.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
+        return self.module.code_for_node(node)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("\r", "")).strip().rstrip(";").strip()
+
+
+def fresh_name(base: str, reserved: set[str]) -> str:
+    if base not in reserved:
+        reserved.add(base)
+        return base
+    i = 1
+    while f"{base}_{i}" in reserved:
+        i += 1
+    name = f"{base}_{i}"
+    reserved.add(name)
+    return name
+
+
+def parse_expr(text: str, module: cst.Module) -> cst.BaseExpression:
+    return cst.parse_expression(text, config=module.config_for_parsing)
+
+
+def parse_stmt(text: str, module: cst.Module) -> cst.BaseStatement:
+    return cst.parse_statement(text, config=module.config_for_parsing)
+
+
+def block_statements(body: Union[cst.IndentedBlock, cst.SimpleStatementSuite]) -> list[cst.BaseStatement]:
+    """The statements of a block; a one-line suite (``for x in xs: f(x)``) is
+    split into one line per small statement."""
+    if isinstance(body, cst.IndentedBlock):
+        return list(body.body)
+    return [cst.SimpleStatementLine(body=[s.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)])
+            for s in body.body]
+
+
+class EditTransformer(cst.CSTTransformer):
+    """Applies edits keyed by node identity.
+
+    ``replace``: expression node -> new expression (or a callable taking the
+    updated node); ``drop``: small statements to remove; ``swap``: small
+    statement -> replacement built from the updated node; ``capture``: nodes
+    whose *updated* version (after inner edits) must be remembered in
+    ``captured``; ``loops``: ``for`` statements -> callable(original, updated)
+    returning the statements that replace the loop.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replace: dict[int, Callable[[cst.CSTNode], cst.CSTNode]] = {}
+        self.drop: set[int] = set()
+        self.swap: dict[int, Callable[[cst.CSTNode], cst.BaseSmallStatement]] = {}
+        self.capture: set[int] = set()
+        self.captured: dict[int, cst.CSTNode] = {}
+        self.loops: dict[int, Callable[[cst.For, cst.For], list[cst.BaseStatement]]] = {}
+        self._dead_lines: dict[int, list[cst.EmptyLine]] = {}
+
+    def on_leave(self, original_node, updated_node):
+        key = id(original_node)
+        if key in self.replace:
+            updated_node = self.replace[key](updated_node)
+        if key in self.capture:
+            self.captured[key] = updated_node
+        if key in self.swap:
+            return self.swap[key](updated_node)
+        if key in self.drop:
+            return cst.RemoveFromParent()
+        if key in self.loops:
+            return cst.FlattenSentinel(self.loops[key](original_node, updated_node))
+        if key in self.replace:
+            return updated_node
+        updated = super().on_leave(original_node, updated_node)
+        if isinstance(original_node, cst.SimpleStatementLine) and isinstance(updated, cst.SimpleStatementLine):
+            return self._fix_line(original_node, updated)
+        if isinstance(updated, (cst.IndentedBlock, cst.Module)):
+            return self._fix_block(updated)
+        return updated
+
+    def _fix_line(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
+        if len(updated.body) == len(original.body):
+            return updated
+        if not updated.body:
+            comments = list(updated.leading_lines)
+            trailing = updated.trailing_whitespace.comment
+            if trailing is not None:
+                comments.append(cst.EmptyLine(comment=trailing))
+            placeholder = updated.with_changes(body=[cst.Pass()])
+            self._dead_lines[id(placeholder)] = [line for line in comments if line.comment is not None]
+            return placeholder
+        last = updated.body[-1]
+        if hasattr(last, "semicolon"):
+            body = list(updated.body[:-1]) + [last.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)]
+            updated = updated.with_changes(body=body)
+        return updated
+
+    def _fix_block(self, block):
+        if not any(id(s) in self._dead_lines for s in block.body):
+            return block
+        pending: list[cst.EmptyLine] = []
+        body = []
+        for stmt in block.body:
+            if id(stmt) in self._dead_lines:
+                pending.extend(self._dead_lines.pop(id(stmt)))
+                continue
+            if pending:
+                stmt = stmt.with_changes(leading_lines=[*pending, *stmt.leading_lines])
+                pending = []
+            body.append(stmt)
+        if isinstance(block, cst.Module):
+            return block.with_changes(body=body, footer=[*pending, *block.footer])
+        if not body:
+            body = [cst.SimpleStatementLine(body=[cst.Pass()])]
+        return block.with_changes(body=body, footer=[*pending, *block.footer])
+
+
+def add_imports(module: cst.Module, items: Iterable[ImportItem]) -> cst.Module:
+    items = list(items)
+    if not items:
+        return module
+    return AddImportsVisitor(CodemodContext(), items).transform_module(module)
+
+
+def module_aliases(module: cst.Module) -> dict[str, str]:
+    """Module-level ``import``/``from ... import`` bindings: local name -> qualified name."""
+    out: dict[str, str] = {}
+    for stmt in module.body:
+        lines = [stmt] if isinstance(stmt, cst.SimpleStatementLine) else []
+        for line in lines:
+            for small in line.body:
+                if isinstance(small, cst.Import):
+                    for alias in small.names:
+                        name = _dotted(alias.name)
+                        if alias.asname is not None:
+                            out[alias.asname.name.value] = name
+                        else:
+                            root = name.split(".")[0]
+                            out.setdefault(root, root)
+                elif isinstance(small, cst.ImportFrom) and not small.relative and small.module is not None \
+                        and not isinstance(small.names, cst.ImportStar):
+                    mod = _dotted(small.module)
+                    for alias in small.names:
+                        local = alias.asname.name.value if alias.asname is not None else _dotted(alias.name)
+                        out[local] = f"{mod}.{_dotted(alias.name)}"
+    return out
+
+
+def _dotted(node) -> str:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        return f"{_dotted(node.value)}.{node.attr.value}"
+    raise TypeError(node)

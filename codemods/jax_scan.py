@@ -1,0 +1,376 @@
+"""Emit ``jax.lax.scan`` for the loops the analysis planned.
+
+The emitter follows the plan literally: the loop body becomes a step function
+defined in place of the loop (so it closes over the same names), the carries
+become its first argument and the first part of its result, the per-step
+inputs its second argument, the per-step outputs the second part of its
+result; list accumulators are replaced by the stacked outputs, and their uses
+after the loop by the equivalent array expression.
+
+Also runnable through libcst's codemod runner (``.libcst.codemod.yaml`` lists
+this package)::
+
+    python -m libcst.tool codemod --no-format jax_scan.JaxScanCommand path/
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+from libcst.codemod import CodemodCommand, CodemodContext
+
+from loop2scan.plan import ScanPlan, Span, XsItem, YsItem
+
+from .common import (
+    EditTransformer,
+    MappingError,
+    SpanIndex,
+    add_imports,
+    block_statements,
+    fresh_name,
+    module_aliases,
+    parse_expr,
+    parse_stmt,
+)
+
+TARGET = "jax.lax.scan"
+
+
+class _Refs:
+    """How this module spells ``jax.lax.scan`` and ``jax.numpy``, and which
+    imports must be added for that."""
+
+    def __init__(self, module: cst.Module, module_names: set[str]) -> None:
+        aliases = module_aliases(module)
+        self.imports: list = []
+        self._jnp: Optional[str] = None
+        self._need_jnp = False
+        by_qual: dict[str, list[str]] = {}
+        for local, qual in aliases.items():
+            by_qual.setdefault(qual, []).append(local)
+        self.by_qual = {k: sorted(v) for k, v in by_qual.items()}
+        self.module_names = module_names
+        if "jax.lax.scan" in self.by_qual:
+            self.scan = self.by_qual["jax.lax.scan"][0]
+        elif "jax.lax" in self.by_qual:
+            self.scan = f"{self.by_qual['jax.lax'][0]}.scan"
+        elif "jax" in self.by_qual:
+            self.scan = f"{self.by_qual['jax'][0]}.lax.scan"
+        elif "jax" not in module_names:
+            self.scan = "jax.lax.scan"
+            self._add("jax")
+        else:
+            raise MappingError("the module binds the name `jax` to something else")
+
+    def _add(self, module: str, alias: Optional[str] = None) -> None:
+        from libcst.codemod.visitors import ImportItem
+
+        item = ImportItem(module, alias=alias)
+        if all((i.module_name, i.alias) != (module, alias) for i in self.imports):
+            self.imports.append(item)
+
+    @property
+    def jnp(self) -> str:
+        if self._jnp is None:
+            if "jax.numpy" in self.by_qual:
+                self._jnp = self.by_qual["jax.numpy"][0]
+            elif "jnp" not in self.module_names:
+                self._jnp = "jnp"
+                self._add("jax.numpy", "jnp")
+            else:
+                self._jnp = f"{self.scan.split('.')[0]}.numpy" if self.scan.endswith(".lax.scan") else "jax.numpy"
+                if self._jnp == "jax.numpy" and "jax" not in self.by_qual:
+                    self._add("jax")
+        return self._jnp
+
+    def roots(self) -> set[str]:
+        out = {self.scan.split(".")[0]}
+        if self._jnp is not None:
+            out.add(self._jnp.split(".")[0])
+        return out
+
+
+class JaxScanEmitter:
+    """Rewrites the planned loops of one module."""
+
+    target = TARGET
+
+    def __init__(self, module: cst.Module, lines: list[str], module_names: set[str]) -> None:
+        self.module = module
+        self.lines = lines
+        self.module_names = module_names
+
+    def emit(self, plans: list[ScanPlan]) -> tuple[cst.Module, dict[Span, str]]:
+        """Returns the new module and, for plans that could not be applied, why."""
+        failures: dict[Span, str] = {}
+        if not plans:
+            return self.module, failures
+        try:
+            refs = _Refs(self.module, self.module_names)
+        except MappingError as e:
+            return self.module, {p.loop: str(e) for p in plans}
+        index = SpanIndex(self.module, self.lines)
+        tr = EditTransformer()
+        reserved_by_function: dict[str, set[str]] = {}
+        for plan in plans:
+            reserved = reserved_by_function.setdefault(plan.function, set(plan.function_names))
+            trial = EditTransformer()
+            try:
+                _PlanEmitter(plan, index, refs, trial, set(reserved)).register()
+            except MappingError as e:
+                failures[plan.loop] = str(e)
+                continue
+            roots = refs.roots()
+            if roots & plan.local_names:
+                failures[plan.loop] = f"`{sorted(roots & plan.local_names)[0]}` is a local name in this function"
+                continue
+            reserved |= trial.reserved  # type: ignore[attr-defined]
+            _merge(tr, trial)
+        if len(failures) == len(plans):
+            return self.module, failures
+        module = self.module.visit(tr)
+        module = add_imports(module, refs.imports)
+        return module, failures
+
+
+def _needs_jnp(plan: ScanPlan) -> bool:
+    if any(x.kind == "arange" or x.wrap_asarray or x.axis != 0 for x in plan.xs):
+        return True
+    for y in plan.ys:
+        if y.wrap_asarray or (y.kind == "at_set" and (y.at_arange is not None or y.at_index_before)):
+            return True
+        if any(c.kind == "stack" and c.axis != 0 for c in y.consumers):
+            return True
+    return False
+
+
+def _merge(dst: EditTransformer, src: EditTransformer) -> None:
+    dst.replace.update(src.replace)
+    dst.drop |= src.drop
+    dst.swap.update(src.swap)
+    dst.capture |= src.capture
+    dst.loops.update(src.loops)
+    src.captured = dst.captured  # closures of src read the shared captures
+
+
+class _PlanEmitter:
+    def __init__(self, plan: ScanPlan, index: SpanIndex, refs: _Refs, tr: EditTransformer,
+                 reserved: set[str]) -> None:
+        self.plan = plan
+        self.index = index
+        self.refs = refs
+        self.tr = tr
+        self.reserved = reserved
+        self.module = index.module
+        tr.reserved = set()  # type: ignore[attr-defined]
+
+    def _fresh(self, base: str) -> str:
+        name = fresh_name(base, self.reserved)
+        self.tr.reserved.add(name)  # type: ignore[attr-defined]
+        return name
+
+    def register(self) -> None:
+        plan, tr, index = self.plan, self.tr, self.index
+        loop = index.find(plan.loop)
+        if not isinstance(loop, cst.For) or loop.asynchronous is not None:
+            raise MappingError("the loop is not a plain `for` statement")
+        step = self._fresh("_step")
+        if _needs_jnp(plan):
+            self.refs.jnp  # decide the spelling (and the import) before checking for shadowing
+        # per-step inputs: index reads become the names bound by the step
+        for item in plan.xs:
+            for span in item.replaces:
+                node = index.find(span)
+                tr.replace[id(node)] = (lambda name: lambda u: cst.Name(name))(item.bind)
+        # per-step outputs
+        self.ys_values: list = []
+        self.ys_targets: list[str] = []
+        self.post: list[str] = []
+        for y in plan.ys:
+            self._register_output(y)
+        tr.loops[id(loop)] = lambda o, u, step=step: self._build(u, step)
+
+    # -------------------------------------------------------------- outputs
+    def _register_output(self, y: YsItem) -> None:
+        tr, index, plan = self.tr, self.index, self.plan
+        if y.kind == "last":
+            target = self._fresh(f"all_{y.name}")
+            self.ys_values.append(lambda: cst.Name(y.name))
+            self.ys_targets.append(target)
+            self.post.append(f"{y.name} = {target}[-1]")
+            return
+        stmt = index.find(y.statement)
+        value = index.find(y.value)
+        tr.capture.add(id(value))
+        if y.bind_value:
+            bound = self._fresh("y")
+            tr.swap[id(stmt)] = lambda u, vid=id(value), bound=bound: cst.Assign(
+                targets=[cst.AssignTarget(cst.Name(bound))], value=tr.captured[vid])
+            get_value = lambda bound=bound: cst.Name(bound)
+        else:
+            tr.drop.add(id(stmt))
+            if y.value_is_name:
+                get_value = lambda name=y.value_is_name: cst.Name(name)
+            else:
+                get_value = lambda vid=id(value): tr.captured[vid].with_changes(lpar=[], rpar=[]) \
+                    if hasattr(tr.captured[vid], "lpar") else tr.captured[vid]
+        if y.wrap_asarray:
+            inner = get_value
+            get_value = lambda inner=inner: cst.Call(func=parse_expr(f"{self.refs.jnp}.asarray", self.module),
+                                                     args=[cst.Arg(inner())])
+        self.ys_values.append(get_value)
+        if y.kind == "append":
+            if y.init is not None:
+                tr.drop.add(id(index.find(y.init)))
+            self.ys_targets.append(y.name)
+            for c in y.consumers:
+                node = index.find(c.span)
+                tr.replace[id(node)] = (lambda c: lambda u: self._consumer(u, c, y.name))(c)
+        else:  # at_set
+            target = self._fresh(f"{y.name}_steps")
+            self.ys_targets.append(target)
+            rows = target
+            pos = len(y.at_index_before)
+            if pos:
+                rows = f"{self.refs.jnp}.moveaxis({target}, 0, {pos})"
+            if y.at_slice is not None:
+                idx = y.at_slice
+            else:
+                idx = f"{self.refs.jnp}.arange({', '.join(y.at_arange)})"
+                if y.at_offset:
+                    idx += f" + {y.at_offset}" if y.at_offset > 0 else f" - {-y.at_offset}"
+            parts = [*y.at_index_before, idx]
+            self.post.append(f"{y.name} = {y.name}.at[{', '.join(parts)}].set({rows})")
+
+    def _consumer(self, node: cst.BaseExpression, c, name: str) -> cst.BaseExpression:
+        flip = self.plan.reverse != c.flipped
+        seq = f"{name}[::-1]" if flip else name
+        jnp = self.refs.jnp
+        if c.kind == "stack":
+            text = seq if c.axis == 0 else f"{jnp}.moveaxis({seq}, 0, {c.axis})"
+        elif c.kind == "array":
+            text = seq
+        elif c.kind == "sequence":
+            assert isinstance(node, cst.Call)
+            first = node.args[0].with_changes(value=parse_expr(seq, self.module))
+            return node.with_changes(args=[first, *node.args[1:]])
+        elif c.kind == "len":
+            return node
+        else:  # index
+            i = c.axis
+            text = f"{name}[{-1 - i}]" if self.plan.reverse else f"{name}[{i}]"
+        expr = parse_expr(text, self.module)
+        if getattr(node, "lpar", None):
+            expr = expr.with_changes(lpar=node.lpar, rpar=node.rpar)
+        return expr
+
+    # -------------------------------------------------------------- the loop
+    def _render_xs(self, item: XsItem) -> str:
+        jnp = self.refs.jnp if (item.kind == "arange" or item.wrap_asarray or item.axis != 0) else None
+        if item.kind == "arange":
+            return f"{jnp}.arange({', '.join(item.range_args)})"
+        src = item.source_text
+        if "\n" in src:
+            src = f"({src})"
+        if item.kind == "elements":
+            return f"{jnp}.asarray({src})" if item.wrap_asarray else src
+        base = f"{jnp}.asarray({src})" if item.wrap_asarray else src
+        if item.axis != 0:
+            base = f"{jnp}.moveaxis({base}, {item.axis}, 0)"
+        sl = item.slice_text()
+        if sl != ":":
+            base = f"{base}[{sl}]"
+        return base
+
+    def _tree_text(self, tree, leaf) -> Optional[str]:
+        if tree is None or tree == []:
+            return None
+        if isinstance(tree, int):
+            return leaf(tree)
+        return "(" + ", ".join(self._tree_text(t, leaf) for t in tree) + ("," if len(tree) == 1 else "") + ")"
+
+    def _build(self, loop: cst.For, step: str) -> list[cst.BaseStatement]:
+        plan, module = self.plan, self.module
+        body = block_statements(loop.body)
+        prologue: list[cst.BaseStatement] = []
+        # carries
+        carries = plan.carries
+        if len(carries) == 1:
+            carry_param = carries[0]
+            carry_out = carry_init = carry_lhs = carries[0]
+        else:
+            carry_param = self._fresh("carry")
+            if carries:
+                names = ", ".join(carries)
+                prologue.append(parse_stmt(f"{names} = {carry_param}\n", module))
+                carry_out = carry_init = carry_lhs = f"({names})"
+            else:
+                carry_out, carry_init, carry_lhs = carry_param, "None", None
+        # inputs
+        xs_text = self._tree_text(plan.xs_tree, lambda i: self._render_xs(plan.xs[i]))
+        if xs_text is None:
+            xs_param = "_" if "_" not in plan.step_reads else self._fresh("_x")
+        elif isinstance(plan.xs_tree, int) and plan.elements_pattern.isidentifier():
+            xs_param = plan.elements_pattern
+        else:
+            xs_param = self._fresh("inputs")
+            pattern = plan.elements_pattern
+            prologue.append(parse_stmt(f"{pattern} = {xs_param}\n", module))
+        # outputs
+        values = [get() for get in self.ys_values]
+        if not values:
+            ys_expr: cst.BaseExpression = cst.Name("None")
+        elif len(values) == 1:
+            ys_expr = values[0]
+        else:
+            ys_expr = cst.Tuple([cst.Element(v) for v in values])
+        ret = cst.SimpleStatementLine([cst.Return(value=cst.Tuple(
+            [cst.Element(parse_expr(carry_out, module)), cst.Element(ys_expr)], lpar=[], rpar=[]))])
+        header = parse_stmt(f"def {step}({carry_param}, {xs_param}):\n    pass\n", module)
+        if isinstance(loop.body, cst.IndentedBlock):
+            block = loop.body.with_changes(body=[*prologue, *body, ret])
+        else:
+            block = cst.IndentedBlock(body=[*prologue, *body, ret])
+        func = header.with_changes(body=block, leading_lines=loop.leading_lines)
+        # the call
+        args = [step, carry_init]
+        if xs_text is not None:
+            args.append(xs_text)
+        if plan.length is not None:
+            args.append(f"length={plan.length}")
+        if plan.reverse:
+            args.append("reverse=True")
+        call = f"{self.refs.scan}({', '.join(args)})"
+        ys_lhs = None
+        if self.ys_targets:
+            ys_lhs = self.ys_targets[0] if len(self.ys_targets) == 1 else f"({', '.join(self.ys_targets)})"
+        if carry_lhs and ys_lhs:
+            line = f"{carry_lhs}, {ys_lhs} = {call}"
+        elif carry_lhs:
+            line = f"{carry_lhs}, _ = {call}" if "_" not in plan.function_names else f"{carry_lhs} = {call}[0]"
+        elif ys_lhs:
+            line = f"_, {ys_lhs} = {call}" if "_" not in plan.function_names else f"{ys_lhs} = {call}[1]"
+        else:
+            line = call
+        stmts = [func, parse_stmt(line + "\n", module)]
+        stmts += [parse_stmt(p + "\n", module) for p in self.post]
+        return stmts
+
+
+class JaxScanCommand(CodemodCommand):
+    """libcst codemod: rewrite every loop loop2scan can prove safe into ``jax.lax.scan``."""
+
+    DESCRIPTION = "Rewrite Python loops over time steps into jax.lax.scan (loop2scan)."
+
+    def __init__(self, context: CodemodContext) -> None:
+        super().__init__(context)
+
+    def transform_module_impl(self, tree: cst.Module) -> cst.Module:
+        from loop2scan.engine import rewrite_module
+
+        result = rewrite_module(tree, framework="jax")
+        for loop in result.loops:
+            if loop.status == "declined":
+                self.warn(f"line {loop.line}: {loop.code} {loop.message}")
+        return result.module if result.module is not None else tree

@@ -1,0 +1,17 @@
+"""The framework-neutral loop analysis.
+
+Passes, in the order they run for a loop (after AutoGraph's static analyses):
+
+* ``activity``   names read and written by expressions and statements;
+* ``flow``       reaching definitions and liveness over structured statements;
+* ``imports``    local names of framework modules;
+* ``arrays``     which values are certainly arrays;
+* ``iteration``  what the loop iterates over, and static trip counts;
+* ``outputs``    list/tuple accumulators and ``.at[].set`` buffers;
+* ``loops``      the decisions: a :class:`loop2scan.plan.ScanPlan` or a decline.
+"""
+
+from .context import ModuleContext
+from .loops import analyze_module
+
+__all__ = ["ModuleContext", "analyze_module"]

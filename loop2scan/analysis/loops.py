@@ -1,0 +1,1110 @@
+"""The scan analysis of one ``for`` loop: a :class:`ScanPlan` or a decline.
+
+The phases run in a fixed order, and the first one that fails decides the
+decline code, so every loop gets exactly one, stable explanation:
+
+1. suppression comment, array evidence (else *not a candidate*), framework;
+2. structure: ``async``, module level, ``for``/``else``, ``locals()``...;
+3. what is iterated (``range``/``zip``/``enumerate``/``reversed``/arrays);
+4. the body: control flow, side effects, attribute/item writes, mutation;
+5. dataflow: loop-variable use, closures, accumulators, carries;
+6. per-step values in Python control flow or host conversions;
+7. trip count and per-step inputs (index reads become slices where that is
+   provably exact).
+
+Design notes section 2 is the contract each phase implements.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from ..codes import CODES, NOT_CANDIDATE, REWRITTEN, SKIPPED
+from ..plan import Bound, Consumer, LoopResult, ScanPlan, Span, XsItem, YsItem
+from .activity import (
+    all_read_names,
+    all_written_names,
+    collect,
+    header_effects,
+    reads,
+    target_names,
+    target_side_effects,
+    walk_scope,
+)
+from .arrays import ArrayFacts
+from .context import FunctionContext, ModuleContext
+from .decline import Decline
+from .flow import Def, ReachingDefinitions
+from .imports import is_array_call, is_under
+from .iteration import (
+    ElementSource,
+    EnumerateIndex,
+    Iteration,
+    RangeSource,
+    TupleSource,
+    invariant_simple_expr,
+    parse_iteration,
+    static_int,
+)
+from .outputs import Accumulator, OutputAnalysis, index_offset
+from .symbolic import Lin, length_atom, to_lin
+
+SKIP_RE = re.compile(r"#\s*loop2scan:\s*skip\b(?!-)")
+SKIP_FILE_RE = re.compile(r"^\s*#\s*loop2scan:\s*skip-file\b", re.MULTILINE)
+
+PURE_CONTEXT_MANAGERS = {
+    "jax.named_scope", "jax.default_matmul_precision", "jax.numpy_dtype_promotion", "jax.numpy_rank_promotion",
+    "jax.default_device", "jax.checking_leaks", "contextlib.nullcontext",
+}
+HOST_CALL_ROOTS = (
+    "logging", "warnings", "time", "random", "os", "sys", "subprocess", "shutil", "tqdm", "wandb", "mlflow",
+    "tensorboard", "tensorboardX", "absl.logging", "pdb", "pickle", "numpy.random", "numpy.save", "numpy.savez",
+    "numpy.savetxt", "torch.save", "matplotlib", "rich", "IPython", "socket", "requests", "threading",
+    "multiprocessing", "json.dump", "csv", "builtins.print", "timeit",
+)
+HOST_BUILTINS = {"print", "input", "open", "breakpoint", "exit", "quit", "help", "next", "iter", "globals"}
+ATTR_BUILTINS = {"setattr", "delattr"}
+LOG_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log"}
+IO_METHODS = {"write", "writelines", "flush", "set_description", "set_postfix", "set_postfix_str", "refresh",
+              "display", "savefig", "show"}
+MUTATING_METHODS = {
+    "append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault", "popitem", "discard",
+    "sort", "reverse", "add", "__setitem__", "__delitem__", "put", "put_nowait", "send",
+}
+AT_METHODS = {"set", "add", "multiply", "mul", "divide", "power", "min", "max", "get", "apply"}
+CONVERSION_BUILTINS = {"float", "int", "bool", "complex"}
+CONVERSION_METHODS = {"item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "to_py"}
+STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes", "aval", "weak_type", "sharding"}
+STATIC_FUNCS = {"len", "isinstance", "type", "id", "hasattr", "callable"}
+BUILTIN_NAMES = set(dir(builtins))
+NOT_ARRAY_ATTRS = STATIC_ATTRS | {"T", "mT", "real", "imag", "at"}
+
+
+def _pos(node: ast.AST) -> tuple[int, int]:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+
+
+@dataclass
+class _IndexUse:
+    node: ast.Name
+    kind: str  # "slice-candidate" | "at" | "generic"
+    base: Optional[ast.AST] = None
+    subscript: Optional[ast.Subscript] = None
+    axis: int = 0
+    offset: int = 0
+    tail: int = 0  # number of full slices after the index
+
+
+class LoopAnalysis:
+    """Analyses one loop.  Attributes set along the way are read by later phases
+    and by :class:`OutputAnalysis`."""
+
+    def __init__(self, mctx: ModuleContext, loop: ast.AST) -> None:
+        self.mctx = mctx
+        self.loop = loop
+        self.func = mctx.enclosing_function(loop)
+        self.fctx: Optional[FunctionContext] = mctx.function(self.func) if self.func is not None else None
+        self.facts: Optional[ArrayFacts] = ArrayFacts(self.fctx) if self.fctx is not None else None
+        self.written: set[str] = set()
+        self.targets: set[str] = set()
+
+    # ------------------------------------------------------------------ api
+    def run(self) -> LoopResult:
+        loop = self.loop
+        span = self.mctx.span(loop)
+        try:
+            if self._has_skip_comment():
+                return LoopResult(span.line, span.col, span.end_line, "skipped", SKIPPED,
+                                  "skipped by `# loop2scan: skip`")
+            evidence = self._evidence()
+            if evidence is None:
+                return LoopResult(span.line, span.col, span.end_line, "not-candidate", NOT_CANDIDATE,
+                                  self._not_candidate_reason())
+            plan = self._analyse()
+        except Decline as d:
+            where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
+            return LoopResult(span.line, span.col, span.end_line, "declined", d.code, d.message, where=where)
+        return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self._summary(plan), plan)
+
+    # ------------------------------------------------------------ phase 1
+    def _has_skip_comment(self) -> bool:
+        loop = self.loop
+        first = loop.lineno
+        last = loop.body[0].lineno if loop.body else loop.lineno
+        if last > first:
+            last -= 1 if self._body_on_own_line() else 0
+        for line in self.mctx.lines[first - 1:max(first, last)]:
+            if SKIP_RE.search(line):
+                return True
+        # an own-line comment directly above the loop also counts
+        if first >= 2 and SKIP_RE.search(self.mctx.lines[first - 2]) and \
+                self.mctx.lines[first - 2].lstrip().startswith("#"):
+            return True
+        return False
+
+    def _body_on_own_line(self) -> bool:
+        return bool(self.loop.body) and self.loop.body[0].lineno > self.loop.lineno
+
+    def _not_candidate_reason(self) -> str:
+        fw = self.mctx.framework
+        if fw is None:
+            return "the module imports no array framework (jax, flax, torch_xla), so its loops are left alone"
+        return ("no array operations in the loop: it computes Python values (shapes, names, config), "
+                "which must stay a Python loop")
+
+    def _evidence(self) -> Optional[ast.AST]:
+        """An array operation in the loop, or ``None`` (not a candidate)."""
+        if self.mctx.framework is None:
+            return None
+        imports = self.fctx.imports if self.fctx else self.mctx.imports
+        shadow = frozenset(self.fctx.locals) if self.fctx else frozenset()
+        loop = self.loop
+        for node in ast.walk(loop):
+            if isinstance(node, ast.Call):
+                q = imports.qualname(node.func, shadow)
+                if is_array_call(q):
+                    return node
+                if isinstance(node.func, ast.Name) and node.func.id in self.mctx.array_functions \
+                        and node.func.id not in shadow:
+                    return node
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+                return node
+            elif isinstance(node, ast.Attribute) and node.attr == "at" and isinstance(
+                    self.mctx.parent(node), ast.Subscript):
+                return node
+        if self.fctx is None:
+            return None
+        # carried names that start from arrays, or iterating an array
+        body_written = all_written_names(loop.body)
+        body_read = all_read_names(loop.body)
+        for name in sorted(body_written & body_read):
+            for value in self.fctx.assigned_values(name):
+                if not isinstance(value, tuple) and self.facts.is_array(value):
+                    return loop
+            if name in self.fctx.params and self.mctx.annotation_is_array(self.fctx.param_annotations.get(name)):
+                return loop
+        it = loop.iter
+        if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id in ("reversed", "zip", "enumerate"):
+            seqs = it.args
+        else:
+            seqs = [it]
+        for s in seqs:
+            if isinstance(s, ast.Name) and self.facts.name_is_array(s.id):
+                return s
+        return None
+
+    # ------------------------------------------------------------ phases 2..7
+    def _analyse(self) -> ScanPlan:
+        loop, mctx = self.loop, self.mctx
+        self._check_framework()
+        if isinstance(loop, ast.AsyncFor):
+            raise Decline("L2S010", "`async for` cannot become a scan", loop)
+        if self.func is None:
+            raise Decline("L2S011", "the loop is not inside a function; move it into one to rewrite it", loop)
+        fctx = self.fctx
+        if loop.orelse:
+            raise Decline("L2S012", "the loop has an `else:` block; move its statements after the loop",
+                          loop.orelse[0])
+        if fctx.uses_dynamic_scope is not None:
+            node = fctx.uses_dynamic_scope
+            raise Decline("L2S014", f"the function calls `{ast.unparse(node.func)}()`, which inspects its frame", node)
+
+        self.targets = set(target_names(loop.target))
+        self.written = all_written_names(loop.body)
+        iteration = parse_iteration(loop, set(fctx.locals) - set(), self)
+        self._check_layer_loop(iteration)
+        self._check_body_structure()
+        self._check_globals()
+
+        live_out = fctx.liveness.live_after.get(id(loop), set())
+        reassigned = sorted(self.targets & self.written)
+        if reassigned:
+            node = self._first_write(reassigned[0])
+            raise Decline("L2S305", f"the loop variable `{reassigned[0]}` is reassigned in the body", node)
+        used_after = sorted(n for n in self.targets & live_out if n != "_")
+        if used_after:
+            raise Decline("L2S306", f"the loop variable `{used_after[0]}` is read after the loop", loop)
+        for name in sorted(self.written | self.targets):
+            outside = [n for n in fctx.captured.get(name, []) if not self._inside_loop(n)]
+            if outside:
+                raise Decline("L2S206", f"`{name}` changes in the loop and is read by a function or lambda "
+                              f"defined at line {outside[0].lineno}, outside the loop", outside[0])
+
+        range_index = iteration.range_loop.name if iteration.range_loop is not None else None
+        accs = OutputAnalysis(self).find(range_index)
+        self._check_mutations(accs)
+
+        body_rd, exposed, definitely = self._body_dataflow()
+        self.body_rd = body_rd
+        trip_min = self._trip_count_at_least_one(iteration)
+        carries: list[str] = []
+        last_values: list[str] = []
+        for name in self._ordered(self.written - self.targets - set(accs)):
+            if name in exposed:
+                carries.append(name)
+            elif name in live_out:
+                defs = fctx.defs_before(loop, name)
+                bound_before = bool(defs) and not any(d.kind in ("undef", "del") for d in defs)
+                if name not in definitely or (bound_before and not trip_min):
+                    carries.append(name)
+                else:
+                    last_values.append(name)
+        for name in carries:
+            self._check_carry_init(name)
+
+        tainted = self._tainted(set(carries))
+        self._check_control_flow(tainted)
+        self._check_conversions(tainted)
+
+        xs, length, reverse, length_reason, index_info = self._inputs(iteration, accs)
+        ys = self._outputs(accs, last_values, iteration, index_info, reverse)
+        reads_in_body = all_read_names(loop.body)
+        step_reads = self._step_reads(xs)
+        broadcast = [n for n in self._ordered_reads(step_reads)
+                     if n not in self.written and n not in self.targets and n not in accs
+                     and self._is_value_name(n)]
+        plan = ScanPlan(
+            loop=self.mctx.span(loop),
+            function=mctx.qualified_function_name(self.func),
+            carries=carries,
+            carry_inits={c: c for c in carries},
+            xs=xs,
+            ys=ys,
+            broadcast=broadcast,
+            reverse=reverse,
+            length=length,
+            length_reason=length_reason,
+            target_text=mctx.source(loop.target),
+            target_pattern=mctx.span(loop.target),
+            elements_pattern=self._elements_pattern(iteration, xs),
+            function_names=set(fctx.all_names) | mctx.module_names | reads_in_body,
+            step_reads=step_reads,
+            xs_tree=self.xs_tree,
+            local_names=set(fctx.locals),
+        )
+        return plan
+
+    # ---------------------------------------------------------------- helpers
+    def _step_reads(self, xs: list[XsItem]) -> set[str]:
+        """Names the step function reads once index reads became slices."""
+        replaced = {x_span for item in xs for x_span in item.replaces}
+        skip: set[int] = set()
+        for stmt in self.loop.body:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Subscript) and self.mctx.span(node) in replaced:
+                    skip.update(id(n) for n in ast.walk(node))
+        out: set[str] = set()
+        for stmt in self.loop.body:
+            c = collect(stmt)
+            out.update(n.id for n in c.loads if id(n) not in skip)
+            out |= c.closure_reads
+        return out
+
+    def _inside_loop(self, node: ast.AST) -> bool:
+        return any(a is self.loop for a in self.mctx.ancestors(node))
+
+    def _ordered(self, names: Iterable[str]) -> list[str]:
+        """Names in order of first appearance in the loop body."""
+        names = set(names)
+        order: list[str] = []
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                n = node.id if isinstance(node, ast.Name) else None
+                if n in names and n not in order:
+                    order.append(n)
+        order += sorted(names - set(order))
+        return order
+
+    def _ordered_reads(self, names: set[str]) -> list[str]:
+        return [n for n in self._ordered(names) if n in names]
+
+    def _is_value_name(self, name: str) -> bool:
+        fctx = self.fctx
+        if name in fctx.locals:
+            return True
+        if name in self.mctx.module_functions or name in BUILTIN_NAMES and name not in self.mctx.module_names:
+            return False
+        if self.mctx.imports.lookup(name) is not None:
+            return False
+        for stmt in self.mctx.tree.body:
+            if isinstance(stmt, ast.ClassDef) and stmt.name == name:
+                return False
+        if name in self.mctx.module_names:
+            return True
+        # a name of an enclosing function
+        for anc in self.mctx.ancestors(self.func):
+            if isinstance(anc, (ast.FunctionDef, ast.AsyncFunctionDef)) and name in self.mctx.function(anc).locals:
+                return True
+        return False
+
+    def _first_write(self, name: str) -> Optional[ast.AST]:
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                if isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
+                    return node
+        return None
+
+    def qual(self, expr: ast.AST) -> Optional[str]:
+        return self.facts.qual(expr)
+
+    def is_progress_bar(self, call: ast.Call) -> bool:
+        q = self.qual(call.func)
+        if q and (q.split(".")[0] in ("tqdm", "rich", "alive_progress", "progressbar") or "progress" in q.lower()):
+            return True
+        return isinstance(call.func, ast.Name) and call.func.id in ("tqdm", "trange")
+
+    # ---------------------------------------------------------- framework
+    def _check_framework(self) -> None:
+        fw = self.mctx.framework
+        imports = self.fctx.imports if self.fctx else self.mctx.imports
+        shadow = frozenset(self.fctx.locals) if self.fctx else frozenset()
+        if fw in ("torch", "torch_xla"):
+            if fw == "torch":
+                raise Decline("L2S602", "plain PyTorch file (no `torch_xla` import): there is no scan that keeps "
+                              "eager CUDA code working; add `torch_xla` or pass `--framework torch_xla`", self.loop)
+            raise Decline("L2S602", "the `torch_xla` target is not available in this version; "
+                          "the loop is left unchanged", self.loop)
+        for node in ast.walk(self.loop):
+            if isinstance(node, ast.Call):
+                q = imports.qualname(node.func, shadow)
+                if is_under(q, "torch", "torch_xla"):
+                    raise Decline("L2S601", f"the loop calls PyTorch (`{ast.unparse(node.func)}`); "
+                                  "the JAX target cannot rewrite it", node)
+                if is_under(q, "flax.linen", "flax.nnx", "flax", "haiku", "equinox"):
+                    raise Decline("L2S601", f"the loop builds or calls Flax/Haiku modules (`{ast.unparse(node.func)}`); "
+                                  "module loops need a Flax target, which is not available in this version", node)
+        cls = self.mctx.enclosing_class(self.func) if self.func is not None else None
+        if cls is not None and self._is_module_class(cls):
+            for node in ast.walk(self.loop):
+                if isinstance(node, ast.Call):
+                    f = node.func
+                    while isinstance(f, (ast.Attribute, ast.Subscript)):
+                        f = f.value
+                    if isinstance(f, ast.Name) and f.id == "self" and isinstance(node.func, (ast.Attribute, ast.Subscript)):
+                        raise Decline("L2S601", f"the loop calls a submodule (`{ast.unparse(node.func)}`) of a "
+                                      "Flax/PyTorch module; module loops need a Flax or torch_xla target", node)
+
+    def _is_module_class(self, cls: ast.ClassDef) -> bool:
+        for base in cls.bases:
+            q = self.mctx.imports.qualname(base)
+            if is_under(q, "flax", "torch", "haiku", "equinox"):
+                return True
+        return False
+
+    # ---------------------------------------------------------- structure
+    def _check_layer_loop(self, iteration: Iteration) -> None:
+        """Loops that call their elements or unpack per-layer structures."""
+        loop = self.loop
+        element_names: set[str] = set()
+        for leaf in iteration.leaves:
+            if isinstance(leaf, ElementSource):
+                element_names.update(target_names(leaf.target))
+                if isinstance(leaf.target, (ast.Tuple, ast.List)):
+                    raise Decline("L2S304", f"the loop unpacks each element of `{ast.unparse(leaf.expr)}` into "
+                                  f"`{ast.unparse(leaf.target)}`: a list of per-layer parameter tuples; stack them "
+                                  "into one pytree of arrays (one leading layer axis) and scan over that", leaf.target)
+        index = iteration.range_loop.name if iteration.range_loop else None
+        for node in walk_scope_all(loop.body):
+            if isinstance(node, ast.Call):
+                f = node.func
+                if isinstance(f, ast.Name) and f.id in element_names:
+                    raise Decline("L2S303", f"the loop calls its element `{f.id}`: a loop over layers or callables", node)
+                if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in element_names \
+                        and f.attr not in NOT_ARRAY_ATTRS and f.attr not in ("reshape", "astype", "sum", "mean",
+                                                                              "transpose", "squeeze", "max", "min"):
+                    raise Decline("L2S303", f"the loop calls `{ast.unparse(f)}` on each element: a loop over layers "
+                                  "or objects", node)
+                if isinstance(f, ast.Subscript) and index is not None and any(
+                        isinstance(n, ast.Name) and n.id == index for n in ast.walk(f.slice)):
+                    raise Decline("L2S303", f"the loop calls `{ast.unparse(f)}`: a loop over a list of layers "
+                                  "or callables", node)
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and \
+                    node.value.id in element_names and isinstance(node.slice, ast.Constant) and \
+                    isinstance(node.slice.value, str):
+                raise Decline("L2S304", f"each element `{node.value.id}` is indexed by a string "
+                              f"(`{ast.unparse(node)}`): a list of per-layer parameter dicts; stack them into one "
+                              "pytree of arrays and scan over that", node)
+            elif isinstance(node, ast.Subscript) and index is not None and isinstance(node.value, ast.Subscript) \
+                    and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str) \
+                    and index_offset(node.value.slice, index) is not None:
+                raise Decline("L2S304", f"`{ast.unparse(node)}` indexes a per-layer structure by the loop index: "
+                              "a list of per-layer parameter dicts; stack them into one pytree of arrays and "
+                              "scan over that", node)
+
+    def _check_body_structure(self) -> None:
+        problems: list[tuple[tuple[int, int], str, str, ast.AST]] = []
+
+        def add(code: str, message: str, node: ast.AST) -> None:
+            problems.append((_pos(node), code, message, node))
+
+        def binding(stmts: list[ast.stmt], binds: bool) -> None:
+            for s in stmts:
+                if isinstance(s, ast.Break) and binds:
+                    add("L2S101", "`break` ends the loop early; a scan always runs every step", s)
+                elif isinstance(s, ast.Continue) and binds:
+                    add("L2S102", "`continue` skips the rest of a step; a scan runs the same code every step", s)
+                elif isinstance(s, (ast.For, ast.AsyncFor, ast.While)):
+                    binding(s.body, False)
+                    binding(s.orelse, binds)
+                elif isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    continue
+                else:
+                    for name in ("body", "orelse", "finalbody"):
+                        block = getattr(s, name, None)
+                        if isinstance(block, list):
+                            binding(block, binds)
+                    for h in getattr(s, "handlers", []) or []:
+                        binding(h.body, binds)
+                    for c in getattr(s, "cases", []) or []:
+                        binding(c.body, binds)
+
+        binding(self.loop.body, True)
+        shadow = set(self.fctx.locals)
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                if isinstance(node, ast.Return):
+                    add("L2S103", "`return` inside the loop leaves the function from within a step", node)
+                elif isinstance(node, (ast.Yield, ast.YieldFrom)):
+                    add("L2S104", "`yield` inside the loop makes it a generator loop", node)
+                elif isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)):
+                    add("L2S105", "asynchronous code inside the loop", node)
+                elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                    add("L2S106", f"`{type(node).__name__.lower()} {', '.join(node.names)}` inside the loop", node)
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    for sub in ast.walk(node):
+                        if isinstance(sub, (ast.Global, ast.Nonlocal)):
+                            add("L2S106", f"`{type(sub).__name__.lower()} {', '.join(sub.names)}` in a function "
+                                "defined inside the loop", sub)
+                elif isinstance(node, ast.Delete):
+                    add("L2S107", f"`{ast.unparse(node)}` inside the loop", node)
+                elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+                    add("L2S108", "`try` inside the loop", node)
+                elif isinstance(node, ast.ClassDef):
+                    add("L2S111", f"class `{node.name}` is defined inside the loop", node)
+                elif isinstance(node, ast.Match):
+                    add("L2S111", "`match` statement inside the loop", node)
+                elif isinstance(node, ast.With):
+                    for item in node.items:
+                        expr = item.context_expr
+                        q = self.qual(expr.func) if isinstance(expr, ast.Call) else self.qual(expr)
+                        if q not in PURE_CONTEXT_MANAGERS:
+                            add("L2S110", f"`with {ast.unparse(expr)}` inside the loop: a context manager would be "
+                                "entered once when the scan traces the step, not once per step", node)
+                if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.With)):
+                    targets: list[ast.AST] = []
+                    if isinstance(node, ast.Assign):
+                        targets = list(node.targets)
+                    elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                        targets = [node.target] if (not isinstance(node, ast.AnnAssign) or node.value is not None) else []
+                    elif isinstance(node, ast.For):
+                        targets = [node.target]
+                    else:
+                        targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
+                    for t in targets:
+                        for leaf in target_side_effects(t):
+                            if isinstance(leaf, ast.Attribute):
+                                add("L2S203", f"`{ast.unparse(leaf)}` is assigned inside the loop; a scan step "
+                                    "cannot change objects outside it", leaf)
+                            else:
+                                add("L2S204", f"`{ast.unparse(leaf)}` is assigned inside the loop; use "
+                                    "`x = x.at[i].set(v)` or collect values and stack them after the loop", leaf)
+                if isinstance(node, ast.Call):
+                    self._host_call(node, shadow, add)
+        if problems:
+            problems.sort(key=lambda p: (p[0], p[1]))
+            _, code, message, node = problems[0]
+            raise Decline(code, message, node)
+
+    def _host_call(self, node: ast.Call, shadow: set[str], add) -> None:
+        f = node.func
+        if isinstance(f, ast.Name) and f.id not in shadow:
+            if f.id in HOST_BUILTINS:
+                add("L2S201", f"`{f.id}(...)` is a host side effect; inside a scan it would run once, at trace "
+                    "time (use `jax.debug.print` / `jax.debug.callback`)", node)
+            elif f.id in ATTR_BUILTINS:
+                add("L2S203", f"`{f.id}(...)` changes an object inside the loop", node)
+            elif f.id in self.mctx.impure_functions:
+                add("L2S201", f"`{f.id}()` rebinds module globals (it has a `global` statement)", node)
+            elif self.is_progress_bar(node):
+                add("L2S201", f"`{f.id}(...)` is a progress bar", node)
+            return
+        q = self.qual(f)
+        if q is not None:
+            if is_under(q, *HOST_CALL_ROOTS) or (q.split(".")[0] == "builtins" and q.split(".")[-1] in HOST_BUILTINS):
+                add("L2S201", f"`{ast.unparse(f)}(...)` is a host side effect; inside a scan it would run once, at "
+                    "trace time", node)
+            return
+        if isinstance(f, ast.Attribute):
+            recv_text = ast.unparse(f.value).lower()
+            if f.attr in LOG_METHODS and "log" in recv_text:
+                add("L2S201", f"`{ast.unparse(f)}(...)` logs; inside a scan it would run once, at trace time", node)
+            elif f.attr in IO_METHODS:
+                add("L2S201", f"`{ast.unparse(f)}(...)` writes output; inside a scan it would run once", node)
+
+    def _check_globals(self) -> None:
+        declared = self.fctx.declared_global
+        if not declared:
+            return
+        used = (all_read_names(self.loop.body) | self.written) & declared
+        if used:
+            name = sorted(used)[0]
+            raise Decline("L2S106", f"`{name}` is declared `global`/`nonlocal` in the function and used in the loop",
+                          self.loop)
+
+    def _check_mutations(self, accs: dict[str, Accumulator]) -> None:
+        handled = {id(a.stmt) for a in accs.values()}
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                attr = node.func.attr
+                recv = node.func.value
+                if isinstance(recv, ast.Subscript) and isinstance(recv.value, ast.Attribute) and recv.value.attr == "at":
+                    continue
+                if attr == "append" and isinstance(recv, ast.Name) and recv.id in accs \
+                        and id(self.mctx.parent(node)) in handled:
+                    continue
+                if attr in MUTATING_METHODS or (attr.endswith("_") and not attr.startswith("_")):
+                    raise Decline("L2S205", f"`{ast.unparse(node.func)}(...)` changes an object in place inside the "
+                                  "loop; a scan step must only return new values", node)
+
+    # ---------------------------------------------------------- dataflow
+    def _body_dataflow(self):
+        """Reaching definitions over one iteration of the body: which names are
+        read before being written (carried), and which are written on every path."""
+        rd = ReachingDefinitions()
+        entry = {}
+        for name in self.written | self.targets:
+            entry[name] = frozenset((Def(name, None, "entry"),))
+        for name in self.targets:
+            entry[name] = frozenset((Def(name, self.loop, "for"),))
+        end = rd.run(self.loop.body, entry)
+        exposed: set[str] = set()
+        for stmt in self._body_statements():
+            state = rd.before.get(id(stmt), {})
+            eff = header_effects(stmt)
+            names = {n.id for n in eff.reads} | eff.closure_reads
+            if isinstance(stmt, ast.Match):
+                names |= {n.id for c in stmt.cases for n in reads(c.guard)} if stmt.cases else set()
+            for name in names & self.written:
+                if any(d.kind == "entry" for d in state.get(name, ())):
+                    exposed.add(name)
+        definitely: set[str] = set()
+        if end is not None:
+            for name in self.written:
+                if not any(d.kind == "entry" for d in end.get(name, ())):
+                    definitely.add(name)
+        return rd, exposed, definitely
+
+    def _body_statements(self) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                if isinstance(node, ast.stmt) and (node is stmt or not isinstance(node, (ast.FunctionDef,
+                                                                                         ast.AsyncFunctionDef,
+                                                                                         ast.ClassDef)) or True):
+                    out.append(node)
+        return out
+
+    def _trip_count_at_least_one(self, iteration: Iteration) -> bool:
+        r = iteration.range_loop
+        if r is None:
+            return False
+        start = to_lin(r.start, lambda n: None) if r.start is not None else Lin.constant(0)
+        stop = to_lin(r.stop, lambda n: None)
+        step = to_lin(r.step, lambda n: None) if r.step is not None else Lin.constant(1)
+        if start is None or stop is None or step is None or not (start.is_const and stop.is_const and step.is_const):
+            return False
+        return len(range(start.const, stop.const, step.const or 1)) >= 1 if step.const else False
+
+    def _check_carry_init(self, name: str) -> None:
+        defs = self.fctx.defs_before(self.loop, name)
+        if not defs or any(d.kind in ("undef", "del") for d in defs):
+            raise Decline("L2S401", f"`{name}` is carried from step to step but may be unassigned before the loop; "
+                          "initialise it before the loop", self._first_write(name) or self.loop)
+        for d in defs:
+            node = d.node
+            value = getattr(node, "value", None) if d.kind == "assign" else None
+            if isinstance(node, ast.Assign) and isinstance(value, ast.Constant) and value.value is None:
+                raise Decline("L2S402", f"`{name}` is carried from step to step but starts as `None` "
+                              f"(line {node.lineno}); initialise it with an array of its final shape", node)
+            if isinstance(node, ast.AnnAssign) and isinstance(value, ast.Constant) and value.value is None:
+                raise Decline("L2S402", f"`{name}` is carried from step to step but starts as `None` "
+                              f"(line {node.lineno})", node)
+        if len(defs) == 1:
+            d = next(iter(defs))
+            default = self.fctx.param_defaults.get(name) if d.kind == "param" else None
+            if isinstance(default, ast.Constant) and default.value is None:
+                raise Decline("L2S402", f"`{name}` is carried from step to step and its default is `None`; "
+                              "initialise it before the loop (e.g. `if h is None: h = jnp.zeros(...)`)", self.loop)
+
+    # ------------------------------------------------------------ taint
+    def _value_reads(self, expr: Optional[ast.AST]) -> set[str]:
+        """Names whose *values* an expression uses (reads under ``.shape``,
+        ``len()`` and friends only see static metadata)."""
+        if expr is None:
+            return set()
+        skip: set[int] = set()
+        for node in ast.walk(expr):
+            if isinstance(node, ast.Attribute) and node.attr in STATIC_ATTRS:
+                skip.update(id(n) for n in ast.walk(node.value))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in STATIC_FUNCS:
+                for a in node.args:
+                    skip.update(id(n) for n in ast.walk(a))
+        return {n.id for n in reads(expr) if id(n) not in skip}
+
+    def _tainted(self, carries: set[str]) -> set[str]:
+        tainted = set(self.targets) | carries
+        stmts = self._body_statements()
+        changed = True
+        while changed:
+            changed = False
+            for stmt in stmts:
+                if isinstance(stmt, (ast.For, ast.AsyncFor)):
+                    if self._value_reads(stmt.iter) & tainted:
+                        new = set(target_names(stmt.target)) - tainted
+                        if new:
+                            tainted |= new
+                            changed = True
+                    continue
+                eff = header_effects(stmt)
+                if not eff.writes:
+                    continue
+                if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                    src = self._value_reads(stmt.value)
+                    if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+                        src.add(stmt.target.id)
+                else:
+                    src = {n.id for n in eff.reads} | eff.closure_reads
+                if src & tainted:
+                    new = set(eff.writes) - tainted
+                    if new:
+                        tainted |= new
+                        changed = True
+        return tainted
+
+    def _check_control_flow(self, tainted: set[str]) -> None:
+        problems = []
+        for stmt in self.loop.body:
+            for node in walk_scope_all([stmt]):
+                bad: set[str] = set()
+                what = ""
+                if isinstance(node, (ast.If, ast.While)):
+                    bad, what = self._value_reads(node.test) & tainted, f"`{type(node).__name__.lower()}` tests"
+                elif isinstance(node, ast.IfExp):
+                    bad, what = self._value_reads(node.test) & tainted, "a conditional expression tests"
+                elif isinstance(node, ast.BoolOp):
+                    bad = set()
+                    for v in node.values:
+                        bad |= self._value_reads(v) & tainted
+                    what = f"`{'and' if isinstance(node.op, ast.And) else 'or'}` takes the truth value of"
+                elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+                    bad, what = self._value_reads(node.operand) & tainted, "`not` takes the truth value of"
+                elif isinstance(node, ast.Compare) and len(node.ops) > 1:
+                    bad = set()
+                    for v in [node.left, *node.comparators]:
+                        bad |= self._value_reads(v) & tainted
+                    what = "a chained comparison takes the truth value of"
+                elif isinstance(node, ast.Assert):
+                    bad, what = self._value_reads(node.test) & tainted, "`assert` tests"
+                elif isinstance(node, ast.comprehension):
+                    bad = set()
+                    for cond in node.ifs:
+                        bad |= self._value_reads(cond) & tainted
+                    what = "a comprehension filter tests"
+                    if not bad and not isinstance(node.iter, (ast.Name, ast.Attribute, ast.Subscript)):
+                        bad, what = self._value_reads(node.iter) & tainted, "a comprehension iterates over"
+                elif isinstance(node, (ast.For, ast.AsyncFor)) and node is not self.loop:
+                    if not isinstance(node.iter, (ast.Name, ast.Attribute, ast.Subscript)):
+                        bad, what = self._value_reads(node.iter) & tainted, "a nested loop's trip count depends on"
+                if bad:
+                    name = self._ordered(bad)[0]
+                    problems.append((_pos(node), what, name, node))
+        if problems:
+            problems.sort(key=lambda p: p[0])
+            _, what, name, node = problems[0]
+            kind = "the loop variable" if name in self.targets else "a value that changes every step"
+            raise Decline("L2S109", f"{what} `{name}`, {kind}; inside a scan it is a traced array "
+                          "(use `jnp.where` or `jax.lax.cond`)", node)
+
+    def _check_conversions(self, tainted: set[str]) -> None:
+        shadow = set(self.fctx.locals)
+        for stmt in self.loop.body:
+            for node in walk_scope_all([stmt]):
+                if not isinstance(node, ast.Call):
+                    continue
+                f = node.func
+                args = list(node.args) + [k.value for k in node.keywords]
+                arg_reads: set[str] = set()
+                for a in args:
+                    arg_reads |= self._value_reads(a)
+                if isinstance(f, ast.Name) and f.id in CONVERSION_BUILTINS and f.id not in shadow:
+                    if arg_reads & tainted:
+                        raise Decline("L2S202", f"`{ast.unparse(node)}` converts a per-step value to a Python "
+                                      "number; inside a scan it is a traced array", node)
+                elif isinstance(f, ast.Attribute) and f.attr in CONVERSION_METHODS:
+                    if self._value_reads(f.value) & tainted:
+                        raise Decline("L2S202", f"`{ast.unparse(node)}` converts a per-step value to a Python "
+                                      "value; inside a scan it is a traced array", node)
+                else:
+                    q = self.qual(f)
+                    if q and (is_under(q, "numpy", "math", "scipy")) and arg_reads & tainted:
+                        raise Decline("L2S202", f"`{ast.unparse(f)}(...)` is a host NumPy/math call on a per-step "
+                                      "value; use the `jnp` equivalent", node)
+
+    # ------------------------------------------------------------ inputs
+    def _resolve(self, name: str):
+        """Definition of a stable local name for symbolic bounds."""
+        fctx = self.fctx
+        d = fctx.single_defs.get(name)
+        if d is None:
+            return None
+        value = d[0] if isinstance(d, tuple) else d
+        roots = [n.id for n in ast.walk(value) if isinstance(n, ast.Name)]
+        for r in roots:
+            if r in self.written or r in self.targets:
+                return None
+            if r in fctx.params and r in fctx.locals - set(fctx.params):
+                return None
+            if r in fctx.locals and r not in fctx.params and r not in fctx.single_defs:
+                return None
+        return d
+
+    def _lin(self, expr: Optional[ast.AST], default: int) -> Optional[Lin]:
+        if expr is None:
+            return Lin.constant(default)
+        return to_lin(expr, self._resolve)
+
+    def _index_uses(self, index: str, accs: dict[str, Accumulator]) -> list[_IndexUse]:
+        at_nodes = set()
+        for acc in accs.values():
+            if acc.kind == "at_set":
+                at_nodes.update(id(n) for n in ast.walk(acc.stmt.value.func.value.slice))
+        uses: list[_IndexUse] = []
+        changing = self.written | self.targets
+        for node in walk_scope_all(self.loop.body):
+            if not (isinstance(node, ast.Name) and node.id == index and isinstance(node.ctx, ast.Load)):
+                continue
+            if id(node) in at_nodes:
+                uses.append(_IndexUse(node, "at"))
+                continue
+            parent = self.mctx.parent(node)
+            expr: ast.AST = node
+            if isinstance(parent, ast.BinOp) and index_offset(parent, index) is not None:
+                expr = parent
+                parent = self.mctx.parent(parent)
+            if isinstance(parent, ast.Slice):
+                raise Decline("L2S307", f"the loop index `{index}` bounds a slice (`{ast.unparse(parent)}`); inside "
+                              "a scan it is traced, so the slice would not have a static size "
+                              "(use `jax.lax.dynamic_slice`)", node)
+            if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name) and parent.func.id == "range":
+                raise Decline("L2S307", f"the loop index `{index}` is used as a trip count (`{ast.unparse(parent)}`)",
+                              node)
+            sub = None
+            parts: list[ast.AST] = []
+            pos = -1
+            if isinstance(parent, ast.Subscript) and parent.slice is expr:
+                sub, parts, pos = parent, [expr], 0
+            elif isinstance(parent, ast.Tuple) and isinstance(self.mctx.parent(parent), ast.Subscript) \
+                    and self.mctx.parent(parent).slice is parent:
+                sub = self.mctx.parent(parent)
+                parts = list(parent.elts)
+                pos = next(i for i, e in enumerate(parts) if e is expr)
+            if sub is not None and isinstance(sub.ctx, ast.Load):
+                offset = index_offset(expr, index)
+                before, after = parts[:pos], parts[pos + 1:]
+                ok_before = all(_full_slice(p) for p in before) or (
+                    len(before) >= 1 and isinstance(before[0], ast.Constant) and before[0].value is Ellipsis
+                    and all(_full_slice(p) for p in before[1:]))
+                ellipsis = bool(before) and isinstance(before[0], ast.Constant) and before[0].value is Ellipsis
+                ok_after = all(_full_slice(p) for p in after)
+                base = sub.value
+                if ok_before and ok_after and not ellipsis and invariant_simple_expr(base, changing) \
+                        and not (isinstance(base, ast.Attribute) and base.attr == "at"):
+                    uses.append(_IndexUse(node, "slice-candidate", base, sub, pos, offset, len(after)))
+                    continue
+                if ok_before and ok_after and ellipsis and not after and invariant_simple_expr(base, changing):
+                    uses.append(_IndexUse(node, "slice-candidate", base, sub, -1, offset, 0))
+                    continue
+                if not self._array_at_loop(base):
+                    raise Decline("L2S307", f"`{ast.unparse(sub)}` indexes `{ast.unparse(base)}`, which may be a "
+                                  "Python list, with the loop index; inside a scan the index is traced "
+                                  "(make it an array with `jnp.asarray` before the loop)", sub)
+            uses.append(_IndexUse(node, "generic"))
+        return uses
+
+    def _array_at_loop(self, expr: ast.AST) -> bool:
+        return self.facts.is_array(expr, lambda n: self.fctx.defs_before(self.loop, n) or None)
+
+    def _inputs(self, iteration: Iteration, accs: dict[str, Accumulator]):
+        """Per-step inputs, trip count, direction."""
+        fctx = self.fctx
+        reverse = iteration.reverse
+        # static trip counts
+        for leaf in iteration.leaves:
+            if isinstance(leaf, RangeSource):
+                for arg in leaf.args():
+                    bad = static_int(arg, fctx, set())
+                    if bad is not None:
+                        raise Decline("L2S301", f"the trip count depends on `{ast.unparse(bad)}`, which is not "
+                                      "known at trace time", bad)
+                if leaf.step is not None and _int_literal(leaf.step) is None:
+                    raise Decline("L2S301", "the `range` step must be an integer literal", leaf.step)
+                if leaf.step is not None and _int_literal(leaf.step) == 0:
+                    raise Decline("L2S302", "`range` step 0", leaf.step)
+            elif isinstance(leaf, EnumerateIndex) and leaf.start is not None:
+                bad = static_int(leaf.start, fctx, set())
+                if bad is not None:
+                    raise Decline("L2S301", f"the `enumerate` start `{ast.unparse(bad)}` is not static", bad)
+        index_info = None
+        xs: list[XsItem] = []
+        length = None
+        length_reason = ""
+        r = iteration.range_loop
+        if r is not None:
+            xs, length, reverse, length_reason, index_info = self._range_inputs(r, accs, reverse)
+            self.xs_tree = list(range(len(xs))) if len(xs) != 1 else 0
+            return xs, length, reverse, length_reason, index_info
+        # element loops: sources mirror the target
+        self.xs_tree = self._element_items(iteration.source, xs)
+        return xs, None, reverse, "", None
+
+    def _element_items(self, source, xs: list[XsItem]):
+        """Per-step inputs of an element loop, mirroring the target's structure;
+        returns that structure as nested lists of indices into ``xs``."""
+        mctx = self.mctx
+        if isinstance(source, TupleSource):
+            return [self._element_items(p, xs) for p in source.parts]
+        target = source.target
+        bind = mctx.source(target) if hasattr(target, "lineno") else "_"
+        if isinstance(source, ElementSource):
+            xs.append(XsItem("elements", bind, mctx.span(source.expr), mctx.source(source.expr), 0,
+                             wrap_asarray=not self._array_at_loop(source.expr)))
+        elif isinstance(source, EnumerateIndex):
+            seq = mctx.source(source.seq)
+            if source.start is None:
+                args = [f"len({seq})"]
+            else:
+                start = mctx.source(source.start)
+                args = [start, f"{start} + len({seq})" if _atomic_text(start) else f"({start}) + len({seq})"]
+            xs.append(XsItem("arange", bind, None, "", 0, range_args=args))
+        elif isinstance(source, RangeSource):
+            xs.append(XsItem("arange", bind, None, "", 0, range_args=[mctx.source(a) for a in source.args()]))
+        return len(xs) - 1
+
+    def _range_inputs(self, r: RangeSource, accs, reverse: bool):
+        """``for t in range(a, b, s)``: index reads ``x[t + c]`` become slices of
+        ``x`` when that is provably the same sequence of rows; any other use of
+        ``t`` scans the index values themselves.
+
+        Everything is expressed over the ascending range ``lo:hi:step`` (a
+        ``range(hi - 1, lo - 1, -1)`` loop is that range processed in reverse),
+        so slices, the index array and ``.at[...]`` writes line up with the
+        per-step outputs, which a scan returns in index order."""
+        mctx = self.mctx
+        index = r.name
+        uses = self._index_uses(index, accs)
+        step = _int_literal(r.step) if r.step is not None else 1
+        start = self._lin(r.start, 0)
+        stop = self._lin(r.stop, 0)
+        original_args = ([mctx.source(r.start)] if r.start is not None else []) + [mctx.source(r.stop)]
+        if r.step is not None:
+            original_args.append(mctx.source(r.step))
+        sliceable = start is not None and stop is not None and (step > 0 or step == -1)
+        if sliceable:
+            if step > 0:
+                lo, hi, s, scan_reverse = start, stop, step, reverse
+                ascending_args = original_args
+            else:
+                lo, hi, s, scan_reverse = stop.shift(1), start.shift(1), 1, not reverse
+                ascending_args = [hi.render()] if lo.is_const and lo.const == 0 else [lo.render(), hi.render()]
+        else:
+            lo = hi = None
+            s, scan_reverse, ascending_args = step, reverse, original_args
+        slices: dict[tuple, XsItem] = {}
+        in_bounds: dict[tuple, bool] = {}
+        generic = False
+        for use in uses:
+            if use.kind == "at":
+                continue
+            if use.kind == "slice-candidate" and sliceable:
+                first, end = lo.shift(use.offset), hi.shift(use.offset)
+                if first.nonnegative() and end.nonnegative():
+                    key = (ast.unparse(use.base), use.axis, use.offset)
+                    item = slices.get(key)
+                    if item is None:
+                        base_len = Lin.atom(length_atom(use.base, use.axis), "") if use.axis >= 0 else None
+                        in_bounds[key] = base_len is not None and end.le(base_len)
+                        full = base_len is not None and in_bounds[key] and base_len.le(end)
+                        item = slices[key] = XsItem(
+                            "slice", "", mctx.span(use.base), mctx.source(use.base), use.axis,
+                            start=None if first.is_const and first.const == 0 else Bound(first.render()),
+                            stop=Bound(end.render()), step=s, stop_is_full=full,
+                            wrap_asarray=not self._array_at_loop(use.base),
+                        )
+                    item.replaces.append(mctx.span(use.subscript))
+                    continue
+            if use.kind == "slice-candidate" and not self._array_at_loop(use.base):
+                raise Decline("L2S307", f"`{ast.unparse(use.subscript)}` indexes `{ast.unparse(use.base)}`, which "
+                              "may be a Python list, with the loop index; inside a scan the index is traced "
+                              "(make it an array with `jnp.asarray` before the loop)", use.subscript)
+            generic = True
+        xs: list[XsItem] = []
+        reserved = set(self.fctx.all_names) | self.mctx.module_names | all_read_names(self.loop.body)
+        for (_, _, off), item in slices.items():
+            suffix = "" if off == 0 else "_next" if off == 1 else "_prev" if off == -1 else \
+                f"_{'p' if off > 0 else 'm'}{abs(off)}"
+            item.bind = _fresh(f"{_base_name(item.source_text)}_{index}{suffix}", reserved)
+            reserved.add(item.bind)
+            xs.append(item)
+        if generic:
+            xs.append(XsItem("arange", index, None, "", 0, range_args=list(ascending_args)))
+        length = None
+        reason = ""
+        if not xs:
+            length = self._trip_text(r, start, stop, step)
+            reason = "no per-step inputs"
+        elif slices and not generic and not any(in_bounds.values()):
+            length = self._trip_text(r, start, stop, step)
+            reason = ("the slices are exact only if the arrays are long enough; `length=` makes the scan raise "
+                      "instead of silently running fewer steps")
+        index_info = {"lo": lo, "hi": hi, "step": s, "sliceable": sliceable, "arange_args": ascending_args}
+        return xs, length, scan_reverse, reason, index_info
+
+    def _trip_text(self, r: RangeSource, start: Optional[Lin], stop: Optional[Lin], step: int) -> str:
+        mctx = self.mctx
+        if step == 1 and start is not None and stop is not None:
+            diff = stop - start
+            if r.start is None:
+                return mctx.source(r.stop)
+            return diff.render()
+        args = ", ".join(mctx.source(a) for a in r.args())
+        return f"len(range({args}))"
+
+    def _elements_pattern(self, iteration: Iteration, xs: list[XsItem]) -> str:
+        if iteration.range_loop is not None:
+            return ", ".join(x.bind for x in xs)
+        return self.mctx.source(self.loop.target)
+
+    # ------------------------------------------------------------ outputs
+    def _outputs(self, accs: dict[str, Accumulator], last_values: list[str], iteration: Iteration,
+                 index_info, reverse: bool) -> list[YsItem]:
+        mctx = self.mctx
+        ys: list[YsItem] = []
+        body_index = {id(s): i for i, s in enumerate(self.loop.body)}
+        for acc in sorted(accs.values(), key=lambda a: _pos(a.stmt)):
+            pos = body_index[id(acc.stmt)]
+            later_writes = all_written_names(self.loop.body[pos + 1:])
+            value_reads = {n.id for n in reads(acc.value)}
+            bind_value = bool(value_reads & later_writes)
+            is_name = acc.value.id if isinstance(acc.value, ast.Name) and not bind_value else None
+            state = self.body_rd.before.get(id(acc.stmt), {})
+
+            def defs_of(n, state=state):
+                d = state.get(n)
+                if d is None:
+                    return self.fctx.defs_before(self.loop, n) or None
+                if any(x.kind == "entry" for x in d):
+                    return (d - {x for x in d if x.kind == "entry"}) | self.fctx.defs_before(self.loop, n) or None
+                return d
+
+            known = self.facts.is_array(acc.value, defs_of)
+            item = YsItem("append" if acc.kind in ("list", "tuple") else "at_set", acc.name, mctx.span(acc.value),
+                          is_name, bind_value, wrap_asarray=not known, statement=mctx.span(acc.stmt),
+                          init=mctx.span(acc.init) if acc.init is not None else None)
+            for c in acc.consumers:
+                item.consumers.append(Consumer(mctx.span(c.node), c.kind, c.axis if c.kind != "index" else c.index,
+                                               c.flipped, mctx.span(c.arg)))
+            if acc.kind == "at_set":
+                item.wrap_asarray = False  # `.set` converts the value like the original did
+                item.at_index_before = [mctx.source(p) for p in acc.index_parts]
+                item.at_offset = acc.offset
+                item.at_target = mctx.span(acc.stmt.value.func.value)
+                info = index_info
+                lo, hi = info["lo"], info["hi"]
+                first = lo.shift(acc.offset) if lo is not None else None
+                end = hi.shift(acc.offset) if hi is not None else None
+                item.at_slice = None
+                item.at_arange = None
+                if info["sliceable"] and first.nonnegative() and end.nonnegative():
+                    start_txt = "" if first.is_const and first.const == 0 else first.render()
+                    step_txt = "" if info["step"] == 1 else f":{info['step']}"
+                    item.at_slice = f"{start_txt}:{end.render()}{step_txt}"
+                else:
+                    item.at_arange = list(info["arange_args"])
+            ys.append(item)
+        for name in last_values:
+            ys.append(YsItem("last", name, None, name, False, wrap_asarray=False))
+        return ys
+
+    def _summary(self, plan: ScanPlan) -> str:
+        parts = [f"carry: {', '.join(plan.carries) or '(none)'}"]
+        if plan.xs:
+            parts.append(f"xs: {'; '.join(x.describe() for x in plan.xs)}")
+        if plan.ys:
+            parts.append(f"ys: {', '.join(y.name for y in plan.ys)}")
+        if plan.reverse:
+            parts.append("reverse")
+        return "scan with " + "; ".join(parts)
+
+
+def walk_scope_all(stmts) -> Iterable[ast.AST]:
+    """Every node of these statements, nested function bodies and lambdas
+    included (they run inside the step too)."""
+    for stmt in stmts:
+        yield from ast.walk(stmt)
+
+
+def _full_slice(node: ast.AST) -> bool:
+    return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
+
+
+def _int_literal(node: Optional[ast.AST]) -> Optional[int]:
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
+            and type(node.operand.value) is int:
+        return -node.operand.value
+    return None
+
+
+def _atomic_text(text: str) -> bool:
+    return re.fullmatch(r"[\w.]+", text) is not None
+
+
+def _base_name(text: str) -> str:
+    m = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
+    strings = re.findall(r"['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\]$", text)
+    if strings:
+        return strings[-1]
+    if not m:
+        return "x"
+    name = m[-1]
+    return name
+
+
+def _fresh(name: str, reserved: set[str]) -> str:
+    if name not in reserved and name not in BUILTIN_NAMES:
+        return name
+    i = 1
+    while f"{name}_{i}" in reserved:
+        i += 1
+    return f"{name}_{i}"
+
+
+def analyze_module(mctx: ModuleContext) -> list[LoopResult]:
+    """Analyse every ``for`` loop of a module, in source order."""
+    if SKIP_FILE_RE.search(mctx.text):
+        out = []
+        for loop in mctx.loops:
+            s = mctx.span(loop)
+            out.append(LoopResult(s.line, s.col, s.end_line, "skipped", SKIPPED,
+                                  "skipped by `# loop2scan: skip-file`"))
+        return out
+    return [LoopAnalysis(mctx, loop).run() for loop in mctx.loops]

@@ -1,0 +1,326 @@
+"""Per-step outputs: list and tuple accumulators, and preallocated buffers.
+
+Recognised forms (design notes, section 2):
+
+* ``outs = []`` right before the loop, ``outs.append(v)`` once per step, and
+  after the loop only ``jnp.stack(outs[, axis])``, ``jnp.array(outs)``,
+  ``jnp.asarray(outs)``, ``jnp.concatenate(outs, ...)`` (and the other
+  ``jnp`` functions that take a sequence of arrays), ``len(outs)``,
+  ``outs[i]``, each possibly on ``outs[::-1]``;
+* the same with a tuple: ``acc = ()`` and ``acc += (v,)``;
+* ``out = out.at[..., t + c, ...].set(v)`` into an array bound before the loop.
+
+Anything else that touches the accumulator is declined with the use named.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .activity import walk_scope
+from .decline import Decline
+
+STACK_FUNCS = {"jax.numpy.stack"}
+ARRAY_FUNCS = {"jax.numpy.array", "jax.numpy.asarray"}
+SEQUENCE_FUNCS = {
+    "jax.numpy.concatenate", "jax.numpy.vstack", "jax.numpy.hstack", "jax.numpy.dstack",
+    "jax.numpy.column_stack", "jax.numpy.row_stack", "jax.numpy.concat",
+}
+
+
+@dataclass
+class ConsumerUse:
+    node: ast.AST  # the whole consumer expression (replaced by the emitter)
+    kind: str  # stack | array | sequence | len | index
+    axis: int = 0
+    flipped: bool = False
+    arg: Optional[ast.AST] = None  # `outs` or `outs[::-1]` inside the consumer
+    index: int = 0
+
+
+@dataclass
+class Accumulator:
+    kind: str  # "list" | "tuple" | "at_set"
+    name: str
+    stmt: ast.stmt
+    value: ast.AST
+    init: Optional[ast.stmt] = None
+    consumers: list[ConsumerUse] = field(default_factory=list)
+    # at_set only
+    index_parts: list[ast.AST] = field(default_factory=list)
+    index_pos: int = 0
+    offset: int = 0
+
+
+def _is_reverse_slice(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Slice) and node.lower is None and node.upper is None
+            and isinstance(node.step, ast.UnaryOp) and isinstance(node.step.op, ast.USub)
+            and isinstance(node.step.operand, ast.Constant) and node.step.operand.value == 1)
+
+
+def _is_full_slice(node: ast.AST) -> bool:
+    return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
+
+
+def _int_const(node: ast.AST) -> Optional[int]:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _int_const(node.operand)
+        return -inner if inner is not None else None
+    return None
+
+
+def index_offset(node: ast.AST, index: str) -> Optional[int]:
+    """``t`` -> 0, ``t + 2`` -> 2, ``t - 1`` -> -1, ``1 + t`` -> 1; else ``None``."""
+    if isinstance(node, ast.Name) and node.id == index:
+        return 0
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        if isinstance(node.left, ast.Name) and node.left.id == index:
+            c = _int_const(node.right)
+            if c is not None:
+                return c if isinstance(node.op, ast.Add) else -c
+        if isinstance(node.op, ast.Add) and isinstance(node.right, ast.Name) and node.right.id == index:
+            return _int_const(node.left)
+    return None
+
+
+class OutputAnalysis:
+    """Finds the accumulators of one loop (``ctx`` is the loop analysis)."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.fctx = ctx.fctx
+        self.mctx = ctx.mctx
+
+    # -- helpers ---------------------------------------------------------
+    def _refs_in_body(self, name: str) -> list[ast.Name]:
+        out = []
+        for stmt in self.loop.body:
+            for node in ast.walk(stmt):  # nested scopes included: any reference counts
+                if isinstance(node, ast.Name) and node.id == name:
+                    out.append(node)
+        return out
+
+    def _stmt_of(self, node: ast.AST) -> ast.stmt:
+        cur = node
+        while not isinstance(cur, ast.stmt):
+            cur = self.mctx.parent(cur)
+        return cur
+
+    def _check_top_level(self, stmt: ast.stmt, name: str, what: str) -> None:
+        if not any(s is stmt for s in self.loop.body):
+            raise Decline("L2S501", f"`{what}` runs conditionally or inside a nested block, so the number of "
+                          f"items in `{name}` could differ from the number of steps", stmt)
+
+    def _check_init(self, name: str, empty_kind: str) -> ast.stmt:
+        defs = self.fctx.defs_before(self.loop, name)
+        init = next(iter(defs)) if len(defs) == 1 else None
+        empty = "[]" if empty_kind == "list" else "()"
+        ok = init is not None and init.kind == "assign" and isinstance(init.node, ast.Assign) \
+            and len(init.node.targets) == 1 and isinstance(init.node.targets[0], ast.Name) \
+            and self._is_empty(init.node.value, empty_kind)
+        if not ok:
+            raise Decline("L2S502", f"`{name}` must be `{name} = {empty}` right before the loop "
+                          f"(it may hold other values when the loop starts)", self.loop)
+        block, idx = self.mctx.block_of(self.loop)
+        iblock, iidx = self.mctx.block_of(init.node)
+        if block is None or iblock is not block or iidx >= idx:
+            raise Decline("L2S502", f"`{name} = {empty}` must be in the same block as the loop, before it",
+                          init.node)
+        for between in block[iidx + 1:idx]:
+            for node in ast.walk(between):
+                if isinstance(node, ast.Name) and node.id == name:
+                    raise Decline("L2S502", f"`{name}` is used between `{name} = {empty}` and the loop", between)
+        return init.node
+
+    def _is_empty(self, value: ast.AST, kind: str) -> bool:
+        if kind == "list":
+            if isinstance(value, ast.List) and not value.elts:
+                return True
+            return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "list"
+                    and not value.args and not value.keywords)
+        if isinstance(value, ast.Tuple) and not value.elts:
+            return True
+        return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "tuple"
+                and not value.args and not value.keywords)
+
+    def _consumers(self, name: str, init: ast.stmt) -> list[ConsumerUse]:
+        if name in self.fctx.captured:
+            raise Decline("L2S501", f"`{name}` is used by a nested function", self.fctx.captured[name][0])
+        body_nodes = {id(n) for s in self.loop.body for n in ast.walk(s)}
+        init_def = next(iter(self.fctx.defs_before(self.loop, name)))
+        out: list[ConsumerUse] = []
+        for node in walk_scope(self.fctx.func):
+            if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
+                continue
+            if id(node) in body_nodes:
+                continue
+            stmt = self._stmt_of(node)
+            defs = self.fctx.defs_before(stmt, name)
+            if init_def not in defs:
+                continue
+            if defs != frozenset((init_def,)):
+                raise Decline("L2S501", f"`{name}` may be the list built by the loop or another value at "
+                              f"line {stmt.lineno}", stmt)
+            out.append(self._consumer(node, name))
+        return out
+
+    def _consumer(self, node: ast.Name, name: str) -> ConsumerUse:
+        p = self.mctx.parent(node)
+        arg: ast.AST = node
+        flipped = False
+        if isinstance(p, ast.Subscript) and p.value is node and _is_reverse_slice(p.slice):
+            flipped = True
+            arg = p
+            p = self.mctx.parent(p)
+        if isinstance(p, ast.Call) and p.args and p.args[0] is arg and not any(
+                isinstance(a, ast.Starred) for a in p.args):
+            q = self.ctx.facts.qual(p.func)
+            kwargs = {k.arg: k.value for k in p.keywords}
+            if q in STACK_FUNCS:
+                axis_node = kwargs.pop("axis", None)
+                if len(p.args) == 2 and axis_node is None:
+                    axis_node = p.args[1]
+                elif len(p.args) > 2:
+                    axis_node = None
+                if not kwargs and len(p.args) <= 2:
+                    axis = 0 if axis_node is None else _int_const(axis_node)
+                    if axis is not None:
+                        return ConsumerUse(p, "stack", axis, flipped, arg)
+            elif q in ARRAY_FUNCS and len(p.args) == 1 and not kwargs:
+                return ConsumerUse(p, "array", 0, flipped, arg)
+            elif q in SEQUENCE_FUNCS:
+                return ConsumerUse(p, "sequence", 0, flipped, arg)
+            elif (isinstance(p.func, ast.Name) and p.func.id == "len" and len(p.args) == 1 and not kwargs
+                  and "len" not in self.fctx.locals):
+                return ConsumerUse(p, "len", 0, flipped, arg)
+        if (not flipped and isinstance(p, ast.Subscript) and p.value is node and isinstance(p.ctx, ast.Load)
+                and _int_const(p.slice) is not None):
+            return ConsumerUse(p, "index", 0, False, node, _int_const(p.slice))
+        stmt = self._stmt_of(node)
+        text = self.mctx.source(p if isinstance(p, ast.expr) else node)
+        if len(text) > 60:
+            text = text[:57] + "..."
+        raise Decline("L2S501", f"`{name}` is used as a Python {'tuple' if False else 'sequence'} after the loop "
+                      f"(`{text}`, line {stmt.lineno}); after the rewrite it would be one stacked array", node)
+
+    # -- the three forms ---------------------------------------------------
+    def find(self, range_index: Optional[str]) -> dict[str, Accumulator]:
+        accs: dict[str, Accumulator] = {}
+        appends: dict[str, list[ast.Call]] = {}
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "append" and isinstance(node.func.value, ast.Name)):
+                    appends.setdefault(node.func.value.id, []).append(node)
+        for name, calls in appends.items():
+            accs[name] = self._list(name, calls)
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                name = self._tuple_append_target(node)
+                if name is not None and name not in accs:
+                    accs[name] = self._tuple(name, node)
+        if range_index is not None:
+            for stmt in self.loop.body:
+                acc = self._at_set(stmt, range_index)
+                if acc is not None and acc.name not in accs:
+                    accs[acc.name] = acc
+        return accs
+
+    def _list(self, name: str, calls: list[ast.Call]) -> Accumulator:
+        if name in self.ctx.written:
+            raise Decline("L2S501", f"`{name}` is both appended to and reassigned in the loop", calls[0])
+        if len(calls) != 1:
+            raise Decline("L2S501", f"`{name}.append` is called {len(calls)} times per step; append one value "
+                          f"(a tuple or a stacked array) once per step", calls[1])
+        call = calls[0]
+        stmt = self.mctx.parent(call)
+        if not isinstance(stmt, ast.Expr) or len(call.args) != 1 or call.keywords \
+                or isinstance(call.args[0], ast.Starred):
+            raise Decline("L2S501", f"the result of `{name}.append(...)` is used, or it has unusual arguments", call)
+        self._check_top_level(stmt, name, f"{name}.append(...)")
+        refs = self._refs_in_body(name)
+        if len(refs) != 1:
+            raise Decline("L2S501", f"`{name}` is also read inside the loop; only `{name}.append(...)` is allowed "
+                          f"there", next(r for r in refs if r is not call.func.value))
+        if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(call.args[0])):
+            raise Decline("L2S501", f"`{name}` is appended to itself", call)
+        init = self._check_init(name, "list")
+        return Accumulator("list", name, stmt, call.args[0], init, self._consumers(name, init))
+
+    def _tuple_append_target(self, node: ast.AST) -> Optional[str]:
+        if (isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and isinstance(node.target, ast.Name)
+                and isinstance(node.value, ast.Tuple) and len(node.value.elts) == 1):
+            return node.target.id
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            v = node.value
+            if (isinstance(v, ast.BinOp) and isinstance(v.op, ast.Add) and isinstance(v.left, ast.Name)
+                    and v.left.id == name and isinstance(v.right, ast.Tuple) and len(v.right.elts) == 1):
+                return name
+            if (isinstance(v, ast.Tuple) and len(v.elts) == 2 and isinstance(v.elts[0], ast.Starred)
+                    and isinstance(v.elts[0].value, ast.Name) and v.elts[0].value.id == name):
+                return name
+        return None
+
+    def _tuple_value(self, stmt: ast.stmt) -> ast.AST:
+        if isinstance(stmt, ast.AugAssign):
+            return stmt.value.elts[0]
+        v = stmt.value
+        if isinstance(v, ast.BinOp):
+            return v.right.elts[0]
+        return v.elts[1]
+
+    def _tuple(self, name: str, stmt: ast.stmt) -> Accumulator:
+        value = self._tuple_value(stmt)
+        if isinstance(value, ast.Starred):
+            raise Decline("L2S501", f"`{name}` grows by a starred expression", stmt)
+        self._check_top_level(stmt, name, ast.unparse(stmt))
+        count = sum(1 for s in self.loop.body for n in walk_scope(s) if self._tuple_append_target(n) == name)
+        if count != 1:
+            raise Decline("L2S501", f"`{name}` grows {count} times per step", stmt)
+        refs = self._refs_in_body(name)
+        if len(refs) != (2 if isinstance(stmt, ast.Assign) else 1):
+            raise Decline("L2S501", f"`{name}` is also read inside the loop", stmt)
+        if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(value)):
+            raise Decline("L2S501", f"`{name}` is added to itself", stmt)
+        init = self._check_init(name, "tuple")
+        return Accumulator("tuple", name, stmt, value, init, self._consumers(name, init))
+
+    def _at_set(self, stmt: ast.stmt, index: str) -> Optional[Accumulator]:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            return None
+        name = stmt.targets[0].id
+        call = stmt.value
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "set"
+                and len(call.args) == 1 and not call.keywords and not isinstance(call.args[0], ast.Starred)):
+            return None
+        sub = call.func.value
+        if not (isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Attribute) and sub.value.attr == "at"
+                and isinstance(sub.value.value, ast.Name) and sub.value.value.id == name):
+            return None
+        parts = list(sub.slice.elts) if isinstance(sub.slice, ast.Tuple) else [sub.slice]
+        pos = None
+        offset = 0
+        for i, part in enumerate(parts):
+            c = index_offset(part, index)
+            if c is not None:
+                pos, offset = i, c
+                break
+            if not _is_full_slice(part):
+                return None
+        if pos is None or not all(_is_full_slice(p) for p in parts[pos + 1:]):
+            return None
+        value = call.args[0]
+        if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(value)):
+            return None
+        if len(self._refs_in_body(name)) != 2:  # the target and `name.at`
+            return None
+        defs = self.fctx.defs_before(self.loop, name)
+        if not defs or any(d.kind in ("undef", "del") for d in defs):
+            return None
+        return Accumulator("at_set", name, stmt, value, None, [], parts[:pos], pos, offset)

@@ -1,0 +1,135 @@
+"""Running loop2scan over files and directories (the library behind the CLI).
+
+    from loop2scan.api import Options, run
+    report = run(["models/"], Options(framework="jax", write=False))
+    report.exit_code, report.files[0].loops
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from .config import Config
+from .engine import SourceResult, rewrite_source
+from .files import SourceError, SourceFile, discover, read_source, write_source
+from .plan import LoopResult
+
+
+@dataclass
+class Options:
+    framework: str = "auto"
+    write: bool = False
+    exclude: tuple[str, ...] = ()
+    extend_exclude: tuple[str, ...] = ()
+    root: Optional[str] = None
+
+
+@dataclass
+class FileReport:
+    path: str
+    loops: list[LoopResult] = field(default_factory=list)
+    error: Optional[str] = None
+    framework: Optional[str] = None
+    old_text: Optional[str] = None
+    new_text: Optional[str] = None
+    written: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.new_text is not None
+
+    def diff(self) -> str:
+        if self.new_text is None or self.old_text is None:
+            return ""
+        a = self.old_text.splitlines(keepends=True)
+        b = self.new_text.splitlines(keepends=True)
+        out = []
+        for line in difflib.unified_diff(a, b, f"a/{self.path}", f"b/{self.path}"):
+            if not line.endswith(("\n", "\r")):
+                line += "\n\\ No newline at end of file\n"
+            out.append(line)
+        return "".join(out)
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "error": self.error,
+            "framework": self.framework,
+            "changed": self.changed,
+            "loops": [loop.to_json() for loop in self.loops],
+        }
+
+
+@dataclass
+class RunReport:
+    files: list[FileReport]
+    write: bool = False
+
+    @property
+    def errors(self) -> list[FileReport]:
+        return [f for f in self.files if f.error is not None]
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files for loop in f.loops if loop.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return 2
+        if not self.write and any(f.changed for f in self.files):
+            return 1
+        return 0
+
+    def summary(self) -> dict:
+        by_status: dict[str, int] = {}
+        by_code: dict[str, int] = {}
+        for f in self.files:
+            for loop in f.loops:
+                by_status[loop.status] = by_status.get(loop.status, 0) + 1
+                by_code[loop.code] = by_code.get(loop.code, 0) + 1
+        return {
+            "files": len(self.files),
+            "changed_files": sum(1 for f in self.files if f.changed),
+            "errors": len(self.errors),
+            "loops": sum(by_status.values()),
+            "by_status": dict(sorted(by_status.items())),
+            "by_code": dict(sorted(by_code.items())),
+        }
+
+
+def options_from_config(cfg: Config, **overrides) -> Options:
+    opts = Options(framework=cfg.framework, exclude=cfg.exclude, extend_exclude=cfg.extend_exclude, root=cfg.root)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(opts, key, value)
+    return opts
+
+
+def process_file(path: str, options: Options) -> FileReport:
+    """Read, analyse, rewrite (and, with ``options.write``, write) one file."""
+    try:
+        source: SourceFile = read_source(path)
+    except SourceError as e:
+        return FileReport(path, error=e.message)
+    result: SourceResult = rewrite_source(source.text, options.framework)
+    report = FileReport(path, result.loops, result.error, result.framework, source.text, result.new_text)
+    if options.write and result.new_text is not None:
+        try:
+            write_source(source, result.new_text)
+            report.written = True
+        except SourceError as e:
+            report.error = e.message
+    return report
+
+
+def run(paths: Sequence[str], options: Options) -> RunReport:
+    """Process every Python file under ``paths``, in a deterministic order."""
+    files, errors = discover(list(paths), exclude=options.exclude, extend_exclude=options.extend_exclude,
+                             root=options.root)
+    reports = [FileReport(e.path, error=e.message) for e in errors]
+    for path in files:
+        reports.append(process_file(os.path.normpath(path), options))
+    return RunReport(reports, write=options.write)

@@ -1,0 +1,169 @@
+"""The ``loop2scan`` command: a thin shell over :mod:`loop2scan.api`.
+
+Exit codes (like black and ruff): 0 nothing to do or everything written,
+1 rewrites available (preview), 2 usage error or a file that could not be
+processed (2 wins over 1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Optional
+
+import click
+
+from . import __version__
+from .api import FileReport, Options, RunReport, options_from_config, process_file, run
+from .codes import CODES, code_table_markdown
+from .config import ConfigError, load_config
+from .engine import AVAILABLE_FRAMEWORKS, FRAMEWORKS
+from .report import explain_loop, file_error_line, loop_line, summary_text, to_json, to_sarif
+
+FRAMEWORK_HELP = "Target API: auto (per file, from its imports), jax, flax, flax-linen, torch_xla."
+
+
+def _check_framework(framework: Optional[str], source: str) -> None:
+    if framework is None:
+        return
+    if framework not in FRAMEWORKS:
+        raise click.UsageError(f"unknown framework {framework!r} ({source}); choose one of {', '.join(FRAMEWORKS)}")
+    if framework not in AVAILABLE_FRAMEWORKS:
+        raise click.UsageError(
+            f"the {framework!r} target is not available in loop2scan {__version__}; "
+            f"use --framework jax (or auto)")
+
+
+def _options(paths, framework, config_path, write=False) -> Options:
+    _check_framework(framework, "--framework")
+    try:
+        cfg = load_config(list(paths), config_path)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    if framework is None:
+        _check_framework(cfg.framework, f"framework in {cfg.path}")
+    return options_from_config(cfg, framework=framework, write=write)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="loop2scan")
+def main() -> None:
+    """Rewrite Python loops over layers and time steps into scans, safely."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--framework", type=str, default=None, help=FRAMEWORK_HELP)
+@click.option("--write", is_flag=True, help="Write the rewrites into the files (default: show a diff).")
+@click.option("--diff/--no-diff", default=True, help="Show the unified diff of each rewrite (preview mode).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text",
+              help="Output format: text (diff and summary), json or sarif (machine-readable report).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Read [tool.loop2scan] from this pyproject.toml.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print one line per loop (rewritten, declined, skipped).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the diff unless --no-diff).")
+def rewrite(paths, framework, write, diff, fmt, config_path, verbose, quiet) -> None:
+    """Find loops in PATHS, prove them safe, and rewrite them into scans.
+
+    Without --write, prints a unified diff and exits 1 when a rewrite is available."""
+    options = _options(paths, framework, config_path, write)
+    report = run(paths, options)
+    _print_report(report, fmt, diff and not write, verbose, quiet)
+    sys.exit(report.exit_code)
+
+
+def _print_report(report: RunReport, fmt: str, show_diff: bool, verbose: bool, quiet: bool) -> None:
+    if fmt == "json":
+        click.echo(to_json(report), nl=False)
+    elif fmt == "sarif":
+        click.echo(to_sarif(report), nl=False)
+    for f in report.files:
+        line = file_error_line(f)
+        if line:
+            click.echo(line, err=True)
+        if fmt != "text":
+            continue
+        if show_diff and f.changed:
+            click.echo(f.diff(), nl=False)
+        if verbose and not quiet:
+            for loop in f.loops:
+                click.echo(loop_line(f.path, loop), err=True)
+    if fmt == "text" and not quiet:
+        click.echo(summary_text(report), err=True)
+
+
+_LINE_SUFFIX = re.compile(r"^(?P<path>.+):(?P<line>\d+)$")
+
+
+def _split_target(target: str) -> tuple[str, Optional[int]]:
+    if os.path.exists(target):
+        return target, None
+    m = _LINE_SUFFIX.match(target)
+    if m and os.path.exists(m.group("path")):
+        return m.group("path"), int(m.group("line"))
+    return target, None
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="PATH[:LINE]...")
+@click.option("--framework", type=str, default=None, help=FRAMEWORK_HELP)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str), default=None)
+@click.option("--all", "show_all", is_flag=True, help="Also list loops that are not array loops.")
+def explain(targets, framework, fmt, config_path, show_all) -> None:
+    """Explain each loop: its carry / xs / ys / broadcast split, or why it is not rewritten.
+
+    PATH:LINE explains the loop on that line (or the innermost loop around it)."""
+    split = [_split_target(t) for t in targets]
+    options = _options([p for p, _ in split], framework, config_path)
+    reports: list[FileReport] = []
+    exit_code = 0
+    for path, line in split:
+        if line is None:
+            r = run([path], options)
+            reports.extend(r.files)
+            continue
+        fr = process_file(path, options)
+        if fr.error is None:
+            chosen = [lp for lp in fr.loops if lp.line == line]
+            if not chosen:
+                around = [lp for lp in fr.loops if lp.line <= line <= lp.end_line]
+                chosen = around[-1:] if around else []
+            if not chosen:
+                fr.error = f"no `for` loop at line {line}"
+            fr.loops = chosen
+        reports.append(fr)
+    report = RunReport(reports)
+    if report.errors:
+        exit_code = 2
+    if fmt == "json":
+        click.echo(to_json(report), nl=False)
+    for f in reports:
+        line = file_error_line(f)
+        if line:
+            click.echo(line, err=True)
+        if fmt != "text":
+            continue
+        for loop in f.loops:
+            if loop.status == "not-candidate" and not show_all and len(f.loops) > 1:
+                continue
+            click.echo(explain_loop(f.path, loop))
+    sys.exit(exit_code)
+
+
+@main.command()
+@click.argument("code", required=False)
+def codes(code: Optional[str]) -> None:
+    """List the loop2scan codes (or explain one)."""
+    if code is None:
+        click.echo(code_table_markdown(), nl=False)
+        return
+    c = CODES.get(code.upper())
+    if c is None:
+        raise click.UsageError(f"unknown code {code!r}")
+    click.echo(f"{c.code} ({c.name}): {c.title}\n\n{c.fix}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

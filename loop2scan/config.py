@@ -1,0 +1,100 @@
+"""``[tool.loop2scan]`` in ``pyproject.toml``.
+
+The configuration file is the nearest ``pyproject.toml`` above the common
+directory of the given paths (or the one named by ``--config``); command-line
+options override it.  Unknown keys are an error, so a typo never silently
+changes nothing.
+
+    [tool.loop2scan]
+    framework = "jax"                 # auto | jax | flax | flax-linen | torch_xla
+    exclude = ["build", "third_party"]  # replaces the default excludes
+    extend-exclude = ["*_pb2.py"]      # adds to them
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KNOWN_KEYS = {"framework", "exclude", "extend-exclude"}
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class Config:
+    framework: str = "auto"
+    exclude: tuple[str, ...] = ()
+    extend_exclude: tuple[str, ...] = ()
+    path: Optional[str] = None  # the pyproject.toml it came from
+    root: Optional[str] = None  # its directory
+    raw: dict = field(default_factory=dict)  # the whole [tool.loop2scan] table
+
+
+def find_pyproject(paths: Sequence[str]) -> Optional[str]:
+    """The nearest ``pyproject.toml`` containing ``[tool.loop2scan]`` (or the
+    first one at a repository root) above the common directory of ``paths``."""
+    existing = [os.path.abspath(p) for p in paths if os.path.exists(p)] or [os.getcwd()]
+    dirs = [p if os.path.isdir(p) else os.path.dirname(p) for p in existing]
+    try:
+        start = os.path.commonpath(dirs)
+    except ValueError:
+        start = os.getcwd()
+    cur = start
+    while True:
+        candidate = os.path.join(cur, "pyproject.toml")
+        if os.path.isfile(candidate):
+            try:
+                with open(candidate, "rb") as f:
+                    data = tomllib.load(f)
+            except (OSError, tomllib.TOMLDecodeError):
+                data = {}
+            if "loop2scan" in data.get("tool", {}):
+                return candidate
+        if os.path.isdir(os.path.join(cur, ".git")) or os.path.isdir(os.path.join(cur, ".hg")):
+            return candidate if os.path.isfile(candidate) else None
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            return None
+        cur = parent
+
+
+def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
+    path = explicit or find_pyproject(paths)
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    table = data.get("tool", {}).get("loop2scan", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.loop2scan] must be a table")
+    unknown = sorted(set(table) - KNOWN_KEYS - {"examples"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [tool.loop2scan]: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(KNOWN_KEYS))})")
+    cfg = Config(path=path, root=os.path.dirname(path), raw=table)
+    if "framework" in table:
+        if not isinstance(table["framework"], str):
+            raise ConfigError(f"{path}: framework must be a string")
+        cfg.framework = table["framework"]
+    for key, attr in (("exclude", "exclude"), ("extend-exclude", "extend_exclude")):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: {key} must be a list of strings")
+            setattr(cfg, attr, tuple(value))
+    return cfg

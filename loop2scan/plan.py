@@ -1,0 +1,220 @@
+"""The framework-neutral result of analysing one loop.
+
+The analysis (``loop2scan.analysis``) reads source through Python's ``ast`` and
+produces, for every ``for`` loop, either a :class:`ScanPlan` or a decline.  The
+plan says *what* the scan is (carries, per-step inputs, per-step outputs,
+broadcast values, direction and trip count) and *which pieces of source* take
+part, as :class:`Span` references.  Emitters in ``codemods/`` turn a plan into
+code for one target API; they locate the spans in their own syntax tree and
+never re-derive dataflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A node of the source: 1-based lines, 0-based *character* columns, and the
+    ``ast`` class name of the node (``"Subscript"``, ``"Call"``, ``"Assign"``...)."""
+
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    kind: str
+
+    def to_json(self) -> dict:
+        return {"line": self.line, "col": self.col + 1, "end_line": self.end_line, "end_col": self.end_col + 1}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An integer expression used in slice bounds: ``text`` plus a constant
+    ``offset``.  ``text`` is ``None`` for a pure constant."""
+
+    text: Optional[str]
+    offset: int = 0
+
+    def render(self) -> str:
+        if self.text is None:
+            return str(self.offset)
+        if self.offset == 0:
+            return self.text
+        base = self.text if _is_atomic(self.text) else f"({self.text})"
+        return f"{base} + {self.offset}" if self.offset > 0 else f"{base} - {-self.offset}"
+
+    @property
+    def is_zero(self) -> bool:
+        return self.text is None and self.offset == 0
+
+
+def _is_atomic(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and ch in "+-*/%<>=!&|^ ,@":
+            return False
+    return True
+
+
+@dataclass
+class XsItem:
+    """One per-step input.
+
+    kind:
+      ``"elements"``  scan ``source`` itself (the loop iterated over it);
+      ``"slice"``     scan ``source`` sliced along ``axis`` by ``start:stop:step``
+                      (the loop indexed ``source[..., t + c, ...]``);
+      ``"arange"``    scan the integer index values ``range(start, stop, step)``.
+    ``bind`` is the name (or, for ``"elements"``, the target pattern source) the
+    step function binds this input to.  ``replaces`` are the subscript
+    expressions in the body that become ``bind``.
+    """
+
+    kind: Literal["elements", "slice", "arange"]
+    bind: str
+    source: Optional[Span] = None
+    source_text: str = ""
+    axis: int = 0
+    start: Optional[Bound] = None
+    stop: Optional[Bound] = None
+    step: int = 1
+    stop_is_full: bool = False  # the slice runs to the end of the axis
+    wrap_asarray: bool = False  # the source may be a Python list: make it one array
+    replaces: list[Span] = field(default_factory=list)
+    range_args: list[str] = field(default_factory=list)  # for "arange": the range(...) arguments as written
+
+    def describe(self) -> str:
+        if self.kind == "arange":
+            return f"range({', '.join(self.range_args)}) as {self.bind}"
+        text = self.source_text
+        if self.kind == "slice":
+            text += f"[{self.slice_text()}]" if self.slice_text() != ":" else ""
+        axis = f", axis {self.axis}" if self.axis != 0 else ""
+        return f"{text}{axis} as {self.bind}"
+
+    def slice_text(self) -> str:
+        start = "" if self.start is None or self.start.is_zero else self.start.render()
+        stop = "" if self.stop_is_full or self.stop is None else self.stop.render()
+        text = f"{start}:{stop}"
+        if self.step != 1:
+            text += f":{self.step}"
+        return text
+
+
+@dataclass
+class Consumer:
+    """A use of a list/tuple accumulator after the loop.
+
+    kind: ``"stack"`` (``jnp.stack(outs, axis=k)``), ``"array"`` (``jnp.array`` /
+    ``jnp.asarray``), ``"sequence"`` (another ``jnp`` function taking a sequence
+    of arrays, kept as a call on the stacked array), ``"len"``, ``"index"``
+    (``outs[i]``).  ``flipped`` means the consumer read ``outs[::-1]``."""
+
+    span: Span  # the whole consumer expression
+    kind: Literal["stack", "array", "sequence", "len", "index"]
+    axis: int = 0
+    flipped: bool = False
+    arg: Optional[Span] = None  # the argument expression (``outs`` or ``outs[::-1]``)
+
+
+@dataclass
+class YsItem:
+    """One per-step output.
+
+    kind:
+      ``"append"``  ``outs.append(v)`` / ``acc += (v,)`` collected and stacked;
+      ``"at_set"``  ``out = out.at[..., t, ...].set(v)`` written back after the scan;
+      ``"last"``    a name assigned in every step and read after the loop: its last value.
+    """
+
+    kind: Literal["append", "at_set", "last"]
+    name: str  # the accumulator / array / name it ends up in after the loop
+    value: Optional[Span] = None  # the per-step value expression
+    value_is_name: Optional[str] = None  # the value is this plain name, read at step end
+    bind_value: bool = False  # the value must be bound where it was computed (names it reads change later)
+    wrap_asarray: bool = False  # the value may be a non-array (tuple, Python scalar)
+    statement: Optional[Span] = None  # the statement in the body producing it (removed from the step)
+    init: Optional[Span] = None  # the `outs = []` statement (removed)
+    consumers: list[Consumer] = field(default_factory=list)
+    # for "at_set": the index expression with the loop index at position ``axis``
+    at_index_before: list[str] = field(default_factory=list)  # index parts before the loop index
+    at_offset: int = 0
+    at_target: Optional[Span] = None  # the `out.at[...]` expression
+    at_slice: Optional[str] = None  # the index written after the scan, as a slice (`1:T`)
+    at_arange: Optional[list[str]] = None  # ... or as index values: range(...) arguments
+
+
+@dataclass
+class ScanPlan:
+    loop: Span
+    function: str  # qualified name of the enclosing function, for messages
+    carries: list[str]
+    carry_inits: dict[str, str]
+    xs: list[XsItem]
+    ys: list[YsItem]
+    broadcast: list[str]
+    reverse: bool = False
+    length: Optional[str] = None  # explicit `length=` for the scan call, when needed
+    length_reason: str = ""
+    target_text: str = ""  # the loop target as written, for "elements" unpacking
+    target_pattern: Optional[Span] = None  # loop target span
+    elements_pattern: str = ""  # how the step unpacks its inputs when iterating elements
+    notes: list[str] = field(default_factory=list)
+    reserved_names: set[str] = field(default_factory=set)  # names the step must not shadow
+    function_names: set[str] = field(default_factory=set)  # every name used in the enclosing function
+    step_reads: set[str] = field(default_factory=set)
+    xs_tree: object = None  # how the step's inputs nest: an index into ``xs``, a list of such, or None
+    local_names: set[str] = field(default_factory=set)  # names bound in the enclosing function
+
+
+Status = Literal["rewritten", "declined", "skipped", "not-candidate"]
+
+
+@dataclass
+class LoopResult:
+    """What happened to one loop; this is what reports and ``explain`` show."""
+
+    line: int
+    col: int  # 0-based character column
+    end_line: int
+    status: Status
+    code: str
+    message: str
+    plan: Optional[ScanPlan] = None
+    target: Optional[str] = None  # the emitted API, e.g. "jax.lax.scan"
+    where: Optional[Span] = None  # the construct that caused a decline
+
+    def to_json(self) -> dict:
+        plan = self.plan
+        data = {
+            "line": self.line,
+            "col": self.col + 1,
+            "end_line": self.end_line,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "target": self.target,
+            "carry": list(plan.carries) if plan else [],
+            "xs": [
+                {"expr": x.source_text if x.kind != "arange" else f"range({', '.join(x.range_args)})",
+                 "axis": x.axis, "kind": x.kind, "as": x.bind,
+                 **({"slice": x.slice_text()} if x.kind == "slice" else {})}
+                for x in plan.xs
+            ] if plan else [],
+            "ys": [y.name for y in plan.ys] if plan else [],
+            "broadcast": list(plan.broadcast) if plan else [],
+        }
+        if plan:
+            data["reverse"] = plan.reverse
+            if plan.length:
+                data["length"] = plan.length
+        if self.where is not None:
+            data["where"] = self.where.to_json()
+        return data

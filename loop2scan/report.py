@@ -1,0 +1,160 @@
+"""Rendering run reports: text for people, JSON and SARIF for machines.
+
+The JSON schema (stable keys; new keys may be added)::
+
+    {"version": str, "write": bool,
+     "files": [{"path": str, "error": str | null, "framework": str | null, "changed": bool,
+                "loops": [{"line": int, "col": int, "end_line": int,
+                           "status": "rewritten" | "declined" | "skipped" | "not-candidate",
+                           "code": str, "message": str, "target": str | null,
+                           "carry": [str], "xs": [{"expr": str, "axis": int, "kind": str, "as": str}],
+                           "ys": [str], "broadcast": [str], ...}]}],
+     "summary": {"files": int, "changed_files": int, "errors": int, "loops": int,
+                 "by_status": {status: int}, "by_code": {code: int}}}
+
+``col`` is 1-based, like the text output.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from . import __version__
+from .api import FileReport, RunReport
+from .codes import CODES
+from .plan import LoopResult
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def to_json(report: RunReport) -> str:
+    data = {
+        "version": __version__,
+        "write": report.write,
+        "files": [f.to_json() for f in report.files],
+        "summary": report.summary(),
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def to_sarif(report: RunReport) -> str:
+    used = sorted({loop.code for f in report.files for loop in f.loops if loop.status in ("rewritten", "declined")})
+    rules = [
+        {
+            "id": code,
+            "name": CODES[code].name,
+            "shortDescription": {"text": CODES[code].title},
+            "help": {"text": CODES[code].fix},
+        }
+        for code in used if code in CODES
+    ]
+    index = {r["id"]: i for i, r in enumerate(rules)}
+    results = []
+    for f in report.files:
+        for loop in f.loops:
+            if loop.status not in ("rewritten", "declined"):
+                continue
+            results.append({
+                "ruleId": loop.code,
+                "ruleIndex": index.get(loop.code, 0),
+                "level": "warning" if loop.status == "rewritten" else "note",
+                "message": {"text": (f"loop can be rewritten as a scan: {loop.message}" if loop.status == "rewritten"
+                                     else f"loop not rewritten: {loop.message}")},
+                "locations": [{"physicalLocation": {
+                    "artifactLocation": {"uri": f.path.replace("\\", "/")},
+                    "region": {"startLine": loop.line, "startColumn": loop.col + 1, "endLine": loop.end_line},
+                }}],
+            })
+    notifications = [
+        {"level": "error", "message": {"text": f.error},
+         "locations": [{"physicalLocation": {"artifactLocation": {"uri": f.path.replace("\\", "/")}}}]}
+        for f in report.files if f.error is not None
+    ]
+    run = {
+        "tool": {"driver": {"name": "loop2scan", "version": __version__, "informationUri":
+                            "https://github.com/loop2scan/loop2scan", "rules": rules}},
+        "results": results,
+        "invocations": [{"executionSuccessful": not report.errors, "toolExecutionNotifications": notifications}],
+    }
+    return json.dumps({"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}, indent=2) + "\n"
+
+
+def status_word(loop: LoopResult) -> str:
+    return {"rewritten": "rewritten", "declined": "declined", "skipped": "skipped",
+            "not-candidate": "not a candidate"}[loop.status]
+
+
+def explain_loop(path: str, loop: LoopResult) -> str:
+    """The multi-line explanation ``loop2scan explain`` prints for one loop."""
+    head = f"{path}:{loop.line}:{loop.col + 1}: "
+    if loop.status == "rewritten" and loop.plan is not None:
+        plan = loop.plan
+        lines = [head + f"rewritten -> {loop.target or 'scan'}"]
+        lines.append(f"    carry:     {', '.join(plan.carries) or '(none)'}")
+        if plan.xs:
+            lines.append(f"    xs:        {'; '.join(x.describe() for x in plan.xs)}")
+        else:
+            lines.append("    xs:        (none)")
+        if plan.length:
+            lines.append(f"    length:    {plan.length}" + (f"  ({plan.length_reason})" if plan.length_reason else ""))
+        ys = []
+        for y in plan.ys:
+            if y.kind == "append":
+                how = "stacked after the loop"
+                if y.wrap_asarray:
+                    how += ", each value made an array with jnp.asarray"
+                ys.append(f"{y.name} ({how})")
+            elif y.kind == "at_set":
+                ys.append(f"{y.name} (rows written with .at[...].set after the scan)")
+            else:
+                ys.append(f"{y.name} (value of the last step)")
+        lines.append(f"    ys:        {', '.join(ys) or '(none)'}")
+        lines.append(f"    broadcast: {', '.join(plan.broadcast) or '(none)'}")
+        if plan.reverse:
+            lines.append("    direction: reverse=True (the loop ran from the last index to the first)")
+        return "\n".join(lines)
+    code = CODES.get(loop.code)
+    word = status_word(loop)
+    lines = [head + f"{word} {loop.code} [{code.name if code else '?'}]: {loop.message}"]
+    if loop.where is not None and (loop.where.line, loop.where.col) != (loop.line, loop.col):
+        lines.append(f"    at {path}:{loop.where.line}:{loop.where.col + 1}")
+    if loop.status == "declined" and code is not None:
+        lines.append(f"    fix: {code.fix}")
+    return "\n".join(lines)
+
+
+def loop_line(path: str, loop: LoopResult) -> str:
+    """One line per loop (``rewrite --verbose``)."""
+    return f"{path}:{loop.line}:{loop.col + 1}: {loop.code} {status_word(loop)}: {loop.message}"
+
+
+def summary_text(report: RunReport) -> str:
+    s = report.summary()
+    st = s["by_status"]
+    rewritten = st.get("rewritten", 0)
+    changed = s["changed_files"]
+    files_word = "file" if changed == 1 else "files"
+    loops_word = "loop" if rewritten == 1 else "loops"
+    if report.write:
+        head = f"rewrote {rewritten} {loops_word} in {changed} {files_word}"
+    elif rewritten:
+        head = f"{rewritten} {loops_word} can be rewritten in {changed} {files_word} (run with --write to apply)"
+    else:
+        head = "no loop to rewrite"
+    parts = []
+    if st.get("declined"):
+        parts.append(f"{st['declined']} declined")
+    if st.get("skipped"):
+        parts.append(f"{st['skipped']} skipped")
+    if st.get("not-candidate"):
+        parts.append(f"{st['not-candidate']} not array loops")
+    tail = f"; {', '.join(parts)}" if parts else ""
+    n = s["files"]
+    errors = f"; {s['errors']} file{'s' if s['errors'] != 1 else ''} could not be processed" if s["errors"] else ""
+    hint = " (`loop2scan explain PATH` says why)" if st.get("declined") else ""
+    return f"{head} ({n} file{'s' if n != 1 else ''} checked){tail}{errors}{hint}."
+
+
+def file_error_line(f: FileReport) -> Optional[str]:
+    return f"error: {f.path}: {f.error}" if f.error is not None else None
