@@ -53,6 +53,9 @@ _CODES = [
          "Only known pure context managers (such as `jax.named_scope`) may run once per traced step."),
     Code("L2S111", "class-def", "class definition or `match` statement in the loop body",
          "Move it out of the loop."),
+    Code("L2S112", "raise", "`raise` in the loop body",
+         "A scan step cannot stop the loop with an exception: check the condition before or after the loop "
+         "(or use `checkify`)."),
     # side effects
     Code("L2S201", "host-side-effect", "host side effect in the loop body (printing, logging, I/O, Python randomness, progress bars)",
          "A scan traces the body once, so the effect would happen once instead of every step: use `jax.debug.print`/`jax.debug.callback`, or move it out of the loop."),
@@ -86,6 +89,9 @@ _CODES = [
          "Initialise it before the loop with a value of the same shape and dtype it has inside the loop."),
     Code("L2S402", "carry-none", "a carried value starts as `None`",
          "Initialise it with an array of the shape and dtype it has inside the loop (e.g. `jnp.zeros(...)`)."),
+    Code("L2S403", "python-number-carry", "a carried value is a Python number that never meets an array",
+         "A scan would turn it into a traced array; if it really is an array value, initialise it as one "
+         "(`jnp.zeros(())`, `jnp.float32(0)`), otherwise keep the loop."),
     # outputs
     Code("L2S501", "list-accumulator", "a list built in the loop is used in a way a stacked array cannot replace",
          "Only `outs.append(y)` once per step, then `jnp.stack(outs)` / `jnp.array(outs)` / `jnp.concatenate(outs)` / `len(outs)` / `outs[i]` after the loop are understood."),

@@ -78,8 +78,19 @@ MUTATING_METHODS = {
 AT_METHODS = {"set", "add", "multiply", "mul", "divide", "power", "min", "max", "get", "apply"}
 CONVERSION_BUILTINS = {"float", "int", "bool", "complex"}
 CONVERSION_METHODS = {"item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "to_py"}
-STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes", "aval", "weak_type", "sharding"}
-STATIC_FUNCS = {"len", "isinstance", "type", "id", "hasattr", "callable"}
+STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes"}
+STATIC_KEYWORDS = {"axis", "axes", "dim", "dimension", "dimensions", "shape", "size", "num", "k", "ord",
+                   "repeats", "length", "num_segments", "total_repeat_length", "new_sizes", "window_dimensions",
+                   "window_strides", "precision", "dtype", "unroll", "split_rngs", "in_axes", "out_axes"}
+# Calls returning several arrays of different shapes: iterating them cannot be stacked.
+HETEROGENEOUS_CALLS = {"ix_", "array_split", "svd", "eig", "eigh", "qr", "lu", "lu_factor", "unique_all",
+                       "unique_counts", "unique_inverse", "histogram", "histogram2d", "histogramdd", "polyfit",
+                       "lstsq", "slogdet", "schur", "hessenberg", "tree_leaves", "tree_flatten", "leaves",
+                       "tree_flatten_with_path", "tree_leaves_with_path"}
+# Builtins and itertools whose results are Python sequences or iterators.
+PYTHON_SEQUENCE_CALLS = {"sorted", "set", "frozenset", "range", "map", "filter", "zip", "enumerate", "reversed",
+                         "iter", "dict", "str", "bytes"}
+STATIC_FUNCS = {"len"}  # isinstance/type would see tracers inside a scan
 BUILTIN_NAMES = set(dir(builtins))
 NOT_ARRAY_ATTRS = STATIC_ATTRS | {"T", "mT", "real", "imag", "at"}
 
@@ -182,8 +193,10 @@ class LoopAnalysis:
         body_written = all_written_names(loop.body)
         body_read = all_read_names(loop.body)
         for name in sorted(body_written & body_read):
-            for value in self.fctx.assigned_values(name):
-                if not isinstance(value, tuple) and self.facts.is_array(value):
+            for d in self.fctx.defs_before(loop, name):
+                value = getattr(d.node, "value", None) if d.kind == "assign" else None
+                if value is not None and isinstance(d.node, (ast.Assign, ast.AnnAssign)) \
+                        and self.facts.is_array(value):
                     return loop
             if name in self.fctx.params and self.mctx.annotation_is_array(self.fctx.param_annotations.get(name)):
                 return loop
@@ -216,7 +229,7 @@ class LoopAnalysis:
         self.targets = set(target_names(loop.target))
         self.written = all_written_names(loop.body)
         iteration = parse_iteration(loop, set(fctx.locals) - set(), self)
-        self._check_layer_loop(iteration)
+        self._check_iterables(iteration)
         self._check_body_structure()
         self._check_globals()
 
@@ -255,6 +268,7 @@ class LoopAnalysis:
                     last_values.append(name)
         for name in carries:
             self._check_carry_init(name)
+        self._check_python_number_carries(carries)
 
         tainted = self._tainted(set(carries))
         self._check_control_flow(tainted)
@@ -396,8 +410,8 @@ class LoopAnalysis:
         return False
 
     # ---------------------------------------------------------- structure
-    def _check_layer_loop(self, iteration: Iteration) -> None:
-        """Loops that call their elements or unpack per-layer structures."""
+    def _check_iterables(self, iteration: Iteration) -> None:
+        """Loops over layers, per-layer parameter structures, or Python values."""
         loop = self.loop
         element_names: set[str] = set()
         for leaf in iteration.leaves:
@@ -407,6 +421,14 @@ class LoopAnalysis:
                     raise Decline("L2S304", f"the loop unpacks each element of `{ast.unparse(leaf.expr)}` into "
                                   f"`{ast.unparse(leaf.target)}`: a list of per-layer parameter tuples; stack them "
                                   "into one pytree of arrays (one leading layer axis) and scan over that", leaf.target)
+        for leaf in iteration.leaves:
+            if isinstance(leaf, ElementSource):
+                self._check_element_iterable(leaf.expr)
+        for node in walk_scope_all(loop.body):
+            if isinstance(node, ast.keyword) and node.arg in STATIC_KEYWORDS and isinstance(node.value, ast.Name) \
+                    and node.value.id in self.targets:
+                raise Decline("L2S307", f"the loop variable `{node.value.id}` is passed as `{node.arg}=`, which "
+                              "must be a Python value; inside a scan it would be a traced array", node)
         index = iteration.range_loop.name if iteration.range_loop else None
         for node in walk_scope_all(loop.body):
             if isinstance(node, ast.Call):
@@ -434,6 +456,49 @@ class LoopAnalysis:
                 raise Decline("L2S304", f"`{ast.unparse(node)}` indexes a per-layer structure by the loop index: "
                               "a list of per-layer parameter dicts; stack them into one pytree of arrays and "
                               "scan over that", node)
+
+    def _check_element_iterable(self, expr: ast.AST) -> None:
+        """Iterating a parameter annotated as Python values, or the parts of a
+        call that returns arrays of different shapes."""
+        if isinstance(expr, ast.Name) and expr.id in self.fctx.params and expr.id not in self.written:
+            ann = self.fctx.param_annotations.get(expr.id)
+            if ann is not None and not self.mctx.annotation_is_array(ann):
+                text = ast.unparse(ann)
+                arrayish = any(k in text for k in ("Array", "Tensor", "ndarray", "Any"))
+                if not arrayish:
+                    raise Decline("L2S302", f"the loop iterates over `{expr.id}`, annotated `{text}`: Python values, "
+                                  "not the rows of an array", expr)
+        if isinstance(expr, ast.Name) and expr.id in self.fctx.locals:
+            for d in self.fctx.defs_before(self.loop, expr.id):
+                value = getattr(d.node, "value", None) if d.kind == "assign" else None
+                if value is None or not isinstance(d.node, (ast.Assign, ast.AnnAssign)):
+                    continue
+                why = self._python_sequence(value)
+                if why:
+                    raise Decline("L2S302", f"the loop iterates over `{expr.id}`, {why} (line {d.node.lineno}): "
+                                  "Python values, not the rows of an array", expr)
+        if isinstance(expr, ast.Call):
+            q = self.qual(expr.func)
+            last = expr.func.attr if isinstance(expr.func, ast.Attribute) else getattr(expr.func, "id", "")
+            if last in HETEROGENEOUS_CALLS:
+                raise Decline("L2S302", f"the loop iterates over the results of `{ast.unparse(expr.func)}`, which "
+                              "have different shapes and cannot be stacked into one array", expr)
+
+    def _python_sequence(self, value: ast.AST) -> str:
+        """Why ``value`` is certainly a Python sequence/iterator of non-arrays ('' if not)."""
+        if isinstance(value, (ast.GeneratorExp, ast.SetComp, ast.DictComp, ast.Dict, ast.Set)):
+            return "a generator, set or dict"
+        if isinstance(value, (ast.List, ast.Tuple)) and value.elts and all(
+                isinstance(e, ast.Constant) for e in value.elts):
+            return "a literal sequence of constants"
+        if isinstance(value, ast.Call):
+            f = value.func
+            if isinstance(f, ast.Name) and f.id in PYTHON_SEQUENCE_CALLS and f.id not in self.fctx.locals:
+                return f"built by `{f.id}(...)`"
+            q = self.qual(f)
+            if q and q.split(".")[0] in ("itertools", "functools", "collections", "string", "os", "re"):
+                return f"built by `{q}(...)`"
+        return ""
 
     def _check_body_structure(self) -> None:
         problems: list[tuple[tuple[int, int], str, str, ast.AST]] = []
@@ -481,6 +546,13 @@ class LoopAnalysis:
                                 "defined inside the loop", sub)
                 elif isinstance(node, ast.Delete):
                     add("L2S107", f"`{ast.unparse(node)}` inside the loop", node)
+                elif isinstance(node, ast.Raise):
+                    add("L2S112", "`raise` inside the loop: a step cannot end the scan with an exception", node)
+                elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+                        not self._is_append_statement(node) and not is_under(self.qual(node.value.func), "jax.debug"):
+                    add("L2S201", f"the result of `{_short(ast.unparse(node.value))}` is discarded: a call made "
+                        "for its effect would run once, when the scan traces the step (use `jax.debug.callback` "
+                        "for host effects)", node)
                 elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
                     add("L2S108", "`try` inside the loop", node)
                 elif isinstance(node, ast.ClassDef):
@@ -518,6 +590,12 @@ class LoopAnalysis:
             problems.sort(key=lambda p: (p[0], p[1]))
             _, code, message, node = problems[0]
             raise Decline(code, message, node)
+
+    @staticmethod
+    def _is_append_statement(stmt: ast.Expr) -> bool:
+        call = stmt.value
+        return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "append"
+                and isinstance(call.func.value, ast.Name))
 
     def _host_call(self, node: ast.Call, shadow: set[str], add) -> None:
         f = node.func
@@ -641,6 +719,53 @@ class LoopAnalysis:
             if isinstance(default, ast.Constant) and default.value is None:
                 raise Decline("L2S402", f"`{name}` is carried from step to step and its default is `None`; "
                               "initialise it before the loop (e.g. `if h is None: h = jnp.zeros(...)`)", self.loop)
+
+    def _check_python_number_carries(self, carries: list[str]) -> None:
+        """A carry that starts as a Python number and is only ever updated by
+        non-array computations is a Python value (a counter, a size)."""
+        for name in carries:
+            defs = self.fctx.defs_before(self.loop, name)
+            if not defs or not all(self._numeric_literal_def(d) for d in defs):
+                continue
+            updates = []
+            for stmt in self._body_statements():
+                if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and name in header_effects(stmt).writes:
+                    updates.append(stmt)
+            if any(self._update_is_array(stmt, name) for stmt in updates):
+                continue
+            first = updates[0] if updates else self.loop
+            raise Decline("L2S403", f"`{name}` starts as a Python number and is never combined with an array in "
+                          "the loop, so it is a Python value; a scan would turn it into a traced array "
+                          f"(initialise it with `jnp.asarray(...)` if it is meant to be an array)", first)
+
+    @staticmethod
+    def _numeric_literal_def(d) -> bool:
+        node = d.node
+        if d.kind != "assign" or not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            return False
+        if isinstance(node, ast.Assign) and (len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name)):
+            return False
+        value = node.value
+        while isinstance(value, ast.UnaryOp) and isinstance(value.op, (ast.USub, ast.UAdd)):
+            value = value.operand
+        return isinstance(value, ast.Constant) and type(value.value) in (int, float, bool, complex)
+
+    def _update_is_array(self, stmt: ast.stmt, name: str) -> bool:
+        state = self.body_rd.before.get(id(stmt), {})
+
+        def defs_of(n):
+            d = state.get(n)
+            if n == name:
+                return None
+            if d is None or any(x.kind == "entry" for x in d):
+                return self.fctx.defs_before(self.loop, n) or None
+            return d
+
+        value = stmt.value
+        if value is None:
+            return False
+        return self.facts.is_array(value, defs_of) or any(
+            isinstance(n, ast.Call) and self.facts.call_is_array(n) for n in ast.walk(value))
 
     # ------------------------------------------------------------ taint
     def _value_reads(self, expr: Optional[ast.AST]) -> set[str]:
@@ -1057,6 +1182,11 @@ def walk_scope_all(stmts) -> Iterable[ast.AST]:
     included (they run inside the step too)."""
     for stmt in stmts:
         yield from ast.walk(stmt)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _full_slice(node: ast.AST) -> bool:
