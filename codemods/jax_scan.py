@@ -134,6 +134,18 @@ class JaxScanEmitter:
         return module, failures
 
 
+def _drop_index(node: cst.Subscript, name: str, drop: Optional[int]) -> cst.BaseExpression:
+    """``x[:, t, 0]`` -> ``x_t[:, 0]`` (``drop`` is the position of ``t``); ``x[t]`` -> ``x_t``."""
+    if drop is None:
+        return cst.Name(name, lpar=node.lpar, rpar=node.rpar)
+    kept = [e for i, e in enumerate(node.slice) if i != drop]
+    kept = [e.with_changes(comma=cst.MaybeSentinel.DEFAULT) for e in kept]
+    if len(kept) > 1:
+        kept = [e.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))) for e in kept[:-1]] \
+            + kept[-1:]
+    return node.with_changes(value=cst.Name(name), slice=kept)
+
+
 def _needs_jnp(plan: ScanPlan) -> bool:
     if any(x.kind == "arange" or x.wrap_asarray or x.axis != 0 for x in plan.xs):
         return True
@@ -180,9 +192,9 @@ class _PlanEmitter:
             self.refs.jnp  # decide the spelling (and the import) before checking for shadowing
         # per-step inputs: index reads become the names bound by the step
         for item in plan.xs:
-            for span in item.replaces:
+            for span, drop in zip(item.replaces, item.replace_drop or [None] * len(item.replaces)):
                 node = index.find(span)
-                tr.replace[id(node)] = (lambda name: lambda u: cst.Name(name))(item.bind)
+                tr.replace[id(node)] = (lambda name, drop: lambda u: _drop_index(u, name, drop))(item.bind, drop)
         # per-step outputs
         self.ys_values: list = []
         self.ys_targets: list[str] = []

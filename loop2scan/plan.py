@@ -88,6 +88,7 @@ class XsItem:
     stop_is_full: bool = False  # the slice runs to the end of the axis
     wrap_asarray: bool = False  # the source may be a Python list: make it one array
     replaces: list[Span] = field(default_factory=list)
+    replace_drop: list[Optional[int]] = field(default_factory=list)  # per read: index part to drop, or None
     range_args: list[str] = field(default_factory=list)  # for "arange": the range(...) arguments as written
 
     def describe(self) -> str:

@@ -309,26 +309,26 @@ class FunctionContext:
     @cached_property
     def single_defs(self) -> dict[str, ast.AST]:
         """Names assigned exactly once in the function by a plain ``name = expr``
-        or ``a, b, c = expr`` (the value expression, or ``(expr, index)`` for
-        unpacking), and never elsewhere."""
+        or ``a, b, c = expr`` (the value expression, or ``(expr, index, count)``
+        for unpacking), and bound nowhere else (not parameters either)."""
         counts: dict[str, int] = {}
         value: dict[str, object] = {}
+        handled: set[int] = set()
         for node in ast.walk(self.func):
-            if node is self.func:
-                continue
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 t = node.targets[0]
                 if isinstance(t, ast.Name):
                     counts[t.id] = counts.get(t.id, 0) + 1
                     value[t.id] = node.value
-                    continue
-                if isinstance(t, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Name) for e in t.elts):
+                    handled.add(id(t))
+                elif isinstance(t, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Name) for e in t.elts):
                     for i, e in enumerate(t.elts):
                         counts[e.id] = counts.get(e.id, 0) + 1
                         value[e.id] = (node.value, i, len(t.elts))
-                    continue
-            if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-                counts[node.id] = counts.get(node.id, 0) + 2  # any other binding disqualifies
+                        handled.add(id(e))
+        for node in ast.walk(self.func):
+            if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) and id(node) not in handled:
+                counts[node.id] = counts.get(node.id, 0) + 2
             elif isinstance(node, ast.arg):
                 counts[node.arg] = counts.get(node.arg, 0) + 2
         return {n: value[n] for n, c in counts.items() if c == 1 and n in value}

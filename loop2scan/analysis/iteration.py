@@ -146,11 +146,13 @@ def _source(it: ast.AST, target: ast.AST, shadowed: set[str], facts, top: bool =
             raise Decline("L2S302", "unsupported `enumerate(...)` arguments", it)
         seq = it.args[0]
         start = it.args[1] if len(it.args) == 2 else (it.keywords[0].value if it.keywords else None)
-        if _builtin_call(seq, "reversed", shadowed) or _builtin_call(seq, "zip", shadowed) \
-                or _builtin_call(seq, "enumerate", shadowed) or _builtin_call(seq, "range", shadowed):
+        if _builtin_call(seq, "reversed", shadowed) or _builtin_call(seq, "enumerate", shadowed) \
+                or _builtin_call(seq, "range", shadowed):
             raise Decline("L2S302", f"`enumerate({ast.unparse(seq)})` is not supported; "
                           "iterate with an index over `range(...)` instead", seq)
-        if not _simple_expr(seq):
+        # the counter runs over len(seq); for zip(...) its first argument (scan checks that all agree)
+        counted = seq.args[0] if _builtin_call(seq, "zip", shadowed) and seq.args else seq
+        if not _simple_expr(counted):
             raise Decline("L2S302", "`enumerate()` over a computed expression; assign it to a name first", seq)
         if isinstance(target, ast.Name):
             idx_t: ast.AST = ast.Name(id="_", ctx=ast.Store())
@@ -162,7 +164,7 @@ def _source(it: ast.AST, target: ast.AST, shadowed: set[str], facts, top: bool =
             if not isinstance(idx_t, ast.Name):
                 raise Decline("L2S013", "the counter of `enumerate()` must be a plain name", idx_t)
         elem = _source(seq, elt_t, shadowed, facts)
-        return TupleSource("enumerate", [EnumerateIndex(seq, start, idx_t), elem], target)
+        return TupleSource("enumerate", [EnumerateIndex(counted, start, idx_t), elem], target)
     if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id in (
             "reversed", "sorted", "map", "filter", "iter", "list", "tuple", "set", "dict", "frozenset") \
             and it.func.id not in shadowed:

@@ -107,7 +107,7 @@ class _IndexUse:
     subscript: Optional[ast.Subscript] = None
     axis: int = 0
     offset: int = 0
-    tail: int = 0  # number of full slices after the index
+    drop: Optional[int] = None  # keep the other index parts, dropping this one (None: replace the whole read)
 
 
 class LoopAnalysis:
@@ -208,6 +208,10 @@ class LoopAnalysis:
         for s in seqs:
             if isinstance(s, ast.Name) and self.facts.name_is_array(s.id):
                 return s
+        # arrays read in the body (known from `.shape`, annotations...)
+        for name in sorted(body_read - body_written):
+            if name in self.fctx.locals and self.facts.name_is_array(name):
+                return loop
         return None
 
     # ------------------------------------------------------------ phases 2..7
@@ -941,19 +945,13 @@ class LoopAnalysis:
                 pos = next(i for i, e in enumerate(parts) if e is expr)
             if sub is not None and isinstance(sub.ctx, ast.Load):
                 offset = index_offset(expr, index)
-                before, after = parts[:pos], parts[pos + 1:]
-                ok_before = all(_full_slice(p) for p in before) or (
-                    len(before) >= 1 and isinstance(before[0], ast.Constant) and before[0].value is Ellipsis
-                    and all(_full_slice(p) for p in before[1:]))
-                ellipsis = bool(before) and isinstance(before[0], ast.Constant) and before[0].value is Ellipsis
-                ok_after = all(_full_slice(p) for p in after)
                 base = sub.value
-                if ok_before and ok_after and not ellipsis and invariant_simple_expr(base, changing) \
+                axis = self._slice_axis(parts, pos)
+                if axis is not None and invariant_simple_expr(base, changing) \
                         and not (isinstance(base, ast.Attribute) and base.attr == "at"):
-                    uses.append(_IndexUse(node, "slice-candidate", base, sub, pos, offset, len(after)))
-                    continue
-                if ok_before and ok_after and ellipsis and not after and invariant_simple_expr(base, changing):
-                    uses.append(_IndexUse(node, "slice-candidate", base, sub, -1, offset, 0))
+                    bare = all(_full_slice(p) for i, p in enumerate(parts) if i != pos)
+                    uses.append(_IndexUse(node, "slice-candidate", base, sub, axis, offset,
+                                          None if bare else pos))
                     continue
                 if not self._array_at_loop(base):
                     raise Decline("L2S307", f"`{ast.unparse(sub)}` indexes `{ast.unparse(base)}`, which may be a "
@@ -961,6 +959,25 @@ class LoopAnalysis:
                                   "(make it an array with `jnp.asarray` before the loop)", sub)
             uses.append(_IndexUse(node, "generic"))
         return uses
+
+    @staticmethod
+    def _slice_axis(parts: list[ast.AST], pos: int) -> Optional[int]:
+        """The axis ``x[parts]`` indexes with ``parts[pos]``, when ``x[parts]`` equals
+        ``moveaxis(x, axis, 0)[index][parts without pos]`` (numpy indexing rules:
+        only full slices, or a leading ``...``, before the index; after it, basic
+        indices, or any indices when nothing comes before and no slice follows)."""
+        before, after = parts[:pos], parts[pos + 1:]
+        ellipsis = bool(before) and isinstance(before[0], ast.Constant) and before[0].value is Ellipsis
+        if not all(_full_slice(p) for p in (before[1:] if ellipsis else before)):
+            return None
+        basic = all(_basic_index(p) for p in after)
+        if ellipsis:
+            return -(len(after) + 1) if basic else None
+        if basic or (pos == 0 and not any(isinstance(p, ast.Slice) for p in after)
+                     and not any(isinstance(p, ast.Constant) and p.value in (None, Ellipsis) for p in after)
+                     and not any(isinstance(p, ast.Starred) for p in after)):
+            return pos
+        return None
 
     def _array_at_loop(self, expr: ast.AST) -> bool:
         return self.facts.is_array(expr, lambda n: self.fctx.defs_before(self.loop, n) or None)
@@ -1058,12 +1075,15 @@ class LoopAnalysis:
                 continue
             if use.kind == "slice-candidate" and sliceable:
                 first, end = lo.shift(use.offset), hi.shift(use.offset)
-                if first.nonnegative() and end.nonnegative():
+                if first.nonnegative():
                     key = (ast.unparse(use.base), use.axis, use.offset)
                     item = slices.get(key)
                     if item is None:
                         base_len = Lin.atom(length_atom(use.base, use.axis), "") if use.axis >= 0 else None
-                        in_bounds[key] = base_len is not None and end.le(base_len)
+                        # `x[:len(x) - 1]` is right even when x is empty (`x[:-1]` of an empty array is
+                        # empty too); that holds down to `len(x) - 2`, not below.
+                        own = base_len is not None and end.terms == base_len.terms and end.const >= -2
+                        in_bounds[key] = base_len is not None and end.le(base_len) and (end.nonnegative() or own)
                         full = base_len is not None and in_bounds[key] and base_len.le(end)
                         item = slices[key] = XsItem(
                             "slice", "", mctx.span(use.base), mctx.source(use.base), use.axis,
@@ -1072,6 +1092,7 @@ class LoopAnalysis:
                             wrap_asarray=not self._array_at_loop(use.base),
                         )
                     item.replaces.append(mctx.span(use.subscript))
+                    item.replace_drop.append(use.drop)
                     continue
             if use.kind == "slice-candidate" and not self._array_at_loop(use.base):
                 raise Decline("L2S307", f"`{ast.unparse(use.subscript)}` indexes `{ast.unparse(use.base)}`, which "
@@ -1095,8 +1116,8 @@ class LoopAnalysis:
             reason = "no per-step inputs"
         elif slices and not generic and not any(in_bounds.values()):
             length = self._trip_text(r, start, stop, step)
-            reason = ("the slices are exact only if the arrays are long enough; `length=` makes the scan raise "
-                      "instead of silently running fewer steps")
+            reason = ("the slices equal the loop's reads only when the arrays are long enough; `length=` makes "
+                      "the scan raise instead of silently running a different number of steps")
         index_info = {"lo": lo, "hi": hi, "step": s, "sliceable": sliceable, "arange_args": ascending_args}
         return xs, length, scan_reverse, reason, index_info
 
@@ -1187,6 +1208,13 @@ def walk_scope_all(stmts) -> Iterable[ast.AST]:
 def _short(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _basic_index(node: ast.AST) -> bool:
+    """An index that consumes exactly one axis and never triggers advanced indexing."""
+    if isinstance(node, ast.Slice):
+        return all(b is None or _int_literal(b) is not None for b in (node.lower, node.upper, node.step))
+    return _int_literal(node) is not None
 
 
 def _full_slice(node: ast.AST) -> bool:

@@ -95,6 +95,7 @@ class OutputAnalysis:
         self.loop = ctx.loop
         self.fctx = ctx.fctx
         self.mctx = ctx.mctx
+        self.tuple_inits: dict[int, tuple] = {}
 
     # -- helpers ---------------------------------------------------------
     def _refs_in_body(self, name: str) -> list[ast.Name]:
@@ -121,8 +122,7 @@ class OutputAnalysis:
         init = next(iter(defs)) if len(defs) == 1 else None
         empty = "[]" if empty_kind == "list" else "()"
         ok = init is not None and init.kind == "assign" and isinstance(init.node, ast.Assign) \
-            and len(init.node.targets) == 1 and isinstance(init.node.targets[0], ast.Name) \
-            and self._is_empty(init.node.value, empty_kind)
+            and len(init.node.targets) == 1 and self._init_value(init.node, name, empty_kind)
         if not ok:
             raise Decline("L2S502", f"`{name}` must be `{name} = {empty}` right before the loop "
                           f"(it may hold other values when the loop starts)", self.loop)
@@ -137,6 +137,23 @@ class OutputAnalysis:
                     raise Decline("L2S502", f"`{name}` is used between `{name} = {empty}` and the loop", between)
         return init.node
 
+    def _init_value(self, stmt: ast.Assign, name: str, kind: str) -> bool:
+        """``name = []`` or ``a, name = x, []`` (then every name of the statement
+        must be an accumulator of this loop: the whole statement is removed)."""
+        target = stmt.targets[0]
+        if isinstance(target, ast.Name):
+            return self._is_empty(stmt.value, kind)
+        if isinstance(target, (ast.Tuple, ast.List)) and isinstance(stmt.value, (ast.Tuple, ast.List)) \
+                and len(target.elts) == len(stmt.value.elts) \
+                and all(isinstance(e, ast.Name) for e in target.elts):
+            for t, v in zip(target.elts, stmt.value.elts):
+                if t.id == name:
+                    if not self._is_empty(v, kind):
+                        return False
+                    self.tuple_inits.setdefault(id(stmt), (stmt, [e.id for e in target.elts]))
+                    return True
+        return False
+
     def _is_empty(self, value: ast.AST, kind: str) -> bool:
         if kind == "list":
             if isinstance(value, ast.List) and not value.elts:
@@ -148,7 +165,7 @@ class OutputAnalysis:
         return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "tuple"
                 and not value.args and not value.keywords)
 
-    def _consumers(self, name: str, init: ast.stmt) -> list[ConsumerUse]:
+    def _consumers(self, name: str, init: ast.stmt, acc_stmt: ast.stmt) -> list[ConsumerUse]:
         if name in self.fctx.captured:
             raise Decline("L2S501", f"`{name}` is used by a nested function", self.fctx.captured[name][0])
         body_nodes = {id(n) for s in self.loop.body for n in ast.walk(s)}
@@ -161,9 +178,10 @@ class OutputAnalysis:
                 continue
             stmt = self._stmt_of(node)
             defs = self.fctx.defs_before(stmt, name)
-            if init_def not in defs:
+            ours = {d for d in defs if d is init_def or d.node is acc_stmt}
+            if not ours:
                 continue
-            if defs != frozenset((init_def,)):
+            if ours != set(defs):
                 raise Decline("L2S501", f"`{name}` may be the list built by the loop or another value at "
                               f"line {stmt.lineno}", stmt)
             out.append(self._consumer(node, name))
@@ -229,6 +247,11 @@ class OutputAnalysis:
                 acc = self._at_set(stmt, range_index)
                 if acc is not None and acc.name not in accs:
                     accs[acc.name] = acc
+        for stmt, names in self.tuple_inits.values():
+            others = [n for n in names if n not in accs or accs[n].kind not in ("list", "tuple")]
+            if others:
+                raise Decline("L2S502", f"`{ast.unparse(stmt)}` also assigns `{others[0]}`; give each accumulator "
+                              "its own `name = []` line", stmt)
         return accs
 
     def _list(self, name: str, calls: list[ast.Call]) -> Accumulator:
@@ -250,7 +273,7 @@ class OutputAnalysis:
         if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(call.args[0])):
             raise Decline("L2S501", f"`{name}` is appended to itself", call)
         init = self._check_init(name, "list")
-        return Accumulator("list", name, stmt, call.args[0], init, self._consumers(name, init))
+        return Accumulator("list", name, stmt, call.args[0], init, self._consumers(name, init, stmt))
 
     def _tuple_append_target(self, node: ast.AST) -> Optional[str]:
         if (isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and isinstance(node.target, ast.Name)
@@ -289,7 +312,7 @@ class OutputAnalysis:
         if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(value)):
             raise Decline("L2S501", f"`{name}` is added to itself", stmt)
         init = self._check_init(name, "tuple")
-        return Accumulator("tuple", name, stmt, value, init, self._consumers(name, init))
+        return Accumulator("tuple", name, stmt, value, init, self._consumers(name, init, stmt))
 
     def _at_set(self, stmt: ast.stmt, index: str) -> Optional[Accumulator]:
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
