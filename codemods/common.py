@@ -33,11 +33,14 @@ class MappingError(Exception):
 class SpanIndex:
     """All nodes of a module by exact source range."""
 
-    def __init__(self, module: cst.Module, lines: Sequence[str]) -> None:
+    def __init__(self, module: cst.Module, lines: Sequence[str], line_offset: int = 0) -> None:
+        """``lines`` are the lines of the whole file; ``module`` may be a part of
+        it that starts at line ``line_offset + 1`` (column 0)."""
         self.module = module
         self.wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
         positions = self.wrapper.resolve(PositionProvider)
         self.lines = lines
+        self.offset = line_offset
         self._by_range: dict[tuple, list[cst.CSTNode]] = {}
         for node, rng in positions.items():
             key = (rng.start.line, rng.start.column, rng.end.line, rng.end.column)
@@ -52,7 +55,8 @@ class SpanIndex:
         return "\n".join(parts)
 
     def find(self, span: Span) -> cst.CSTNode:
-        candidates = self._by_range.get((span.line, span.col, span.end_line, span.end_col), [])
+        key = (span.line - self.offset, span.col, span.end_line - self.offset, span.end_col)
+        candidates = self._by_range.get(key, [])
         want = EXPR_KINDS.get(span.kind) or STMT_KINDS.get(span.kind)
         if span.kind in ("For", "AsyncFor"):
             want = cst.For

@@ -41,8 +41,7 @@ class _Refs:
     """How this module spells ``jax.lax.scan`` and ``jax.numpy``, and which
     imports must be added for that."""
 
-    def __init__(self, module: cst.Module, module_names: set[str]) -> None:
-        aliases = module_aliases(module)
+    def __init__(self, aliases: dict[str, str], module_names: set[str]) -> None:
         self.imports: list = []
         self._jnp: Optional[str] = None
         self._need_jnp = False
@@ -92,25 +91,31 @@ class _Refs:
 
 
 class JaxScanEmitter:
-    """Rewrites the planned loops of one module."""
+    """Rewrites the planned loops of one module (or of one top-level statement
+    of it: ``line_offset`` says where that part starts in the file)."""
 
     target = TARGET
 
-    def __init__(self, module: cst.Module, lines: list[str], module_names: set[str]) -> None:
+    def __init__(self, module: cst.Module, lines: list[str], module_names: set[str],
+                 aliases: Optional[dict[str, str]] = None, line_offset: int = 0) -> None:
         self.module = module
         self.lines = lines
         self.module_names = module_names
+        self.aliases = aliases if aliases is not None else module_aliases(module)
+        self.line_offset = line_offset
+        self.imports: list = []  # libcst ImportItems the rewritten code needs
 
     def emit(self, plans: list[ScanPlan]) -> tuple[cst.Module, dict[Span, str]]:
-        """Returns the new module and, for plans that could not be applied, why."""
+        """Returns the new module and, for plans that could not be applied, why.
+        The imports to add are left in ``self.imports``."""
         failures: dict[Span, str] = {}
         if not plans:
             return self.module, failures
         try:
-            refs = _Refs(self.module, self.module_names)
+            refs = _Refs(self.aliases, self.module_names)
         except MappingError as e:
             return self.module, {p.loop: str(e) for p in plans}
-        index = SpanIndex(self.module, self.lines)
+        index = SpanIndex(self.module, self.lines, self.line_offset)
         tr = EditTransformer()
         reserved_by_function: dict[str, set[str]] = {}
         for plan in plans:
@@ -130,7 +135,7 @@ class JaxScanEmitter:
         if len(failures) == len(plans):
             return self.module, failures
         module = self.module.visit(tr)
-        module = add_imports(module, refs.imports)
+        self.imports = list(refs.imports)
         return module, failures
 
 

@@ -47,7 +47,9 @@ class FileReport:
         a = self.old_text.splitlines(keepends=True)
         b = self.new_text.splitlines(keepends=True)
         out = []
-        for line in difflib.unified_diff(a, b, f"a/{self.path}", f"b/{self.path}"):
+        # git-style a/ b/ prefixes for relative paths (`git apply`, `patch -p1`); absolute paths as they are
+        old, new = (self.path, self.path) if os.path.isabs(self.path) else (f"a/{self.path}", f"b/{self.path}")
+        for line in difflib.unified_diff(a, b, old, new):
             if not line.endswith(("\n", "\r")):
                 line += "\n\\ No newline at end of file\n"
             out.append(line)

@@ -8,6 +8,7 @@ optional atomic writing.  Nothing here imports a numerical framework.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -43,9 +44,8 @@ def detect_framework(tree: ast.Module, requested: str = "auto") -> Optional[str]
     if requested != "auto":
         return "jax" if requested in ("jax", "flax", "flax-linen") else requested
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found |= ImportTable._frameworks_of(node)
+    for node in _import_statements(tree):
+        found |= ImportTable._frameworks_of(node)
     if "torch_xla" in found:
         return "torch_xla"
     if "jax" in found:
@@ -53,6 +53,21 @@ def detect_framework(tree: ast.Module, requested: str = "auto") -> Optional[str]
     if "torch" in found:
         return "torch"
     return None
+
+
+def _import_statements(tree: ast.Module):
+    stack = list(tree.body)
+    while stack:
+        stmt = stack.pop()
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            yield stmt
+            continue
+        for name in ("body", "orelse", "finalbody"):
+            block = getattr(stmt, name, None)
+            if isinstance(block, list):
+                stack.extend(b for b in block if isinstance(b, ast.stmt))
+        for h in getattr(stmt, "handlers", None) or []:
+            stack.extend(h.body)
 
 
 def analyze_source(text: str, framework: str = "auto") -> tuple[list[LoopResult], Optional[str]]:
@@ -82,39 +97,114 @@ def rewrite_source(text: str, framework: str = "auto") -> SourceResult:
 
 
 def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> SourceResult:
+    """Parse with libcst only the top-level statements that hold a planned loop,
+    rewrite them, splice them back, and add the imports the rewrites need."""
     import libcst as cst
 
     from codemods import emitter_for
 
-    try:
-        module = cst.parse_module(text)
-    except Exception as e:  # noqa: BLE001 - libcst rejects what ast accepted: leave the file alone
-        return SourceResult([_internal(r, f"libcst could not parse the file ({type(e).__name__})")
-                             if r.status == "rewritten" else r for r in loops], framework=fw)
-    emitter = emitter_for(fw)(module, mctx.lines, mctx.module_names)
+    pieces = re.split(r"(\r\n|\r|\n)", text)
+    line_text = pieces[0::2]
+    line_end = pieces[1::2] + [""]
     plans = [r.plan for r in loops if r.status == "rewritten" and r.plan is not None]
-    try:
-        new_module, failures = emitter.emit(plans)
-    except Exception as e:  # noqa: BLE001 - an emitter bug must never corrupt a file
-        failures = {p.loop: f"{type(e).__name__}: {e}" for p in plans}
-        new_module = module
+    groups: dict[int, list] = {}
+    for plan in plans:
+        top = _top_level_statement(mctx, plan.loop.line)
+        groups.setdefault(top, []).append(plan)
+    failures: dict = {}
+    replacements: list[tuple[int, int, str]] = []  # (first line, last line, new text)
+    imports: list = []
+    emitter_cls = emitter_for(fw)
+    target = None
+    for index, group in sorted(groups.items()):
+        stmt = mctx.tree.body[index]
+        first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
+        last = stmt.end_lineno
+        segment = "".join(line_text[i] + line_end[i] for i in range(first - 1, last))
+        try:
+            module = cst.parse_module(segment)
+        except Exception as e:  # noqa: BLE001 - libcst rejects what ast accepted: leave it alone
+            for plan in group:
+                failures[plan.loop] = f"libcst could not parse this part of the file ({type(e).__name__})"
+            continue
+        emitter = emitter_cls(module, mctx.lines, mctx.module_names, mctx.imports.all_aliases(), first - 1)
+        target = emitter.target
+        try:
+            new_module, group_failures = emitter.emit(group)
+        except Exception as e:  # noqa: BLE001 - an emitter bug must never corrupt a file
+            group_failures = {p.loop: f"{type(e).__name__}: {e}" for p in group}
+            new_module = module
+        failures.update(group_failures)
+        if new_module is not module:
+            replacements.append((first, last, new_module.code))
+            for item in emitter.imports:
+                if item not in imports:
+                    imports.append(item)
     out: list[LoopResult] = []
     for r in loops:
         if r.status == "rewritten" and r.plan is not None:
             if r.plan.loop in failures:
                 out.append(_internal(r, failures[r.plan.loop]))
                 continue
-            r.target = emitter.target
+            r.target = target
         out.append(r)
-    if new_module is module or not any(r.status == "rewritten" for r in out):
+    if not replacements:
         return SourceResult(out, framework=fw)
-    new_text = new_module.code
+    new_lines = [line_text[i] + line_end[i] for i in range(len(line_text))]
+    for first, last, new in sorted(replacements, reverse=True):
+        new_lines[first - 1:last] = [new]
+    if imports:
+        at = _import_insertion_line(mctx)
+        newline = _first_newline(text)
+        block = "".join(_import_line(item) + newline for item in imports)
+        if at > 0 and not new_lines[at - 1].endswith(("\n", "\r")):
+            new_lines[at - 1] += newline
+        new_lines.insert(at, block)
+    new_text = "".join(new_lines)
     try:
         ast.parse(new_text)
     except SyntaxError as e:  # pragma: no cover - a bug; refuse rather than write invalid Python
         return SourceResult([_internal(r, f"the rewritten file did not parse ({e.msg})")
                              if r.status == "rewritten" else r for r in out], framework=fw)
-    return SourceResult(out, new_text=new_text if new_text != text else None, framework=fw, module=new_module)
+    return SourceResult(out, new_text=new_text if new_text != text else None, framework=fw)
+
+
+def _top_level_statement(mctx: ModuleContext, line: int) -> int:
+    body = mctx.tree.body
+    for i, stmt in enumerate(body):
+        first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
+        if first <= line <= stmt.end_lineno:
+            return i
+    raise ValueError(f"no top-level statement holds line {line}")
+
+
+def _import_insertion_line(mctx: ModuleContext) -> int:
+    """Index into the file's lines after which new imports go: after the last
+    import of the module's leading block of docstring and imports."""
+    at = 0
+    for i, stmt in enumerate(mctx.tree.body):
+        if i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) \
+                and isinstance(stmt.value.value, str):
+            at = stmt.end_lineno
+            continue
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            at = stmt.end_lineno
+            continue
+        break
+    return at
+
+
+def _first_newline(text: str) -> str:
+    m = re.search(r"\r\n|\r|\n", text)
+    return m.group(0) if m else "\n"
+
+
+def _import_line(item) -> str:
+    if item.obj_name:
+        line = f"from {item.module_name} import {item.obj_name}"
+    else:
+        line = f"import {item.module_name}"
+    return line + (f" as {item.alias}" if item.alias else "")
 
 
 def _internal(r: LoopResult, why: str) -> LoopResult:
@@ -124,7 +214,8 @@ def _internal(r: LoopResult, why: str) -> LoopResult:
 
 def rewrite_module(module, framework: str = "jax") -> SourceResult:
     """Rewrite a libcst module (used by the libcst codemod command)."""
+    import libcst as cst
+
     result = rewrite_source(module.code, framework)
-    if result.module is None:
-        result.module = module
+    result.module = cst.parse_module(result.new_text) if result.new_text is not None else module
     return result

@@ -64,6 +64,7 @@ class _Collector(ast.NodeVisitor):
     def __init__(self) -> None:
         self.loads: list[ast.Name] = []
         self.stores: list[str] = []
+        self.imported: list[str] = []
         self.walrus: list[str] = []
         self.closure_reads: set[str] = set()
         self._hidden: list[set[str]] = []  # names bound by enclosing lambdas/comprehensions
@@ -106,6 +107,7 @@ class _Collector(ast.NodeVisitor):
         for alias in node.names:
             if alias.name != "*":
                 self.stores.append(alias.asname or alias.name.split(".")[0])
+                self.imported.append(alias.asname or alias.name.split(".")[0])
 
     visit_ImportFrom = visit_Import
 

@@ -52,10 +52,9 @@ class ArrayFacts:
         self.fctx = fctx
         self.module = fctx.module
         self.imports = fctx.imports
-        self._shadow = frozenset(fctx.locals)
 
     def qual(self, expr: ast.AST) -> Optional[str]:
-        return self.imports.qualname(expr, self._shadow)
+        return self.imports.qualname(expr, self.fctx.shadowing)
 
     def call_is_array(self, call: ast.Call) -> bool:
         q = self.qual(call.func)
@@ -114,7 +113,8 @@ class ArrayFacts:
         if isinstance(expr, ast.Call):
             if self.call_is_array(expr):
                 return True
-            if isinstance(expr.func, ast.Name) and expr.func.id in self.module.module_functions:
+            if isinstance(expr.func, ast.Name) and expr.func.id in self.module.module_functions \
+                    and expr.func.id not in self.fctx.shadowing:
                 return self.function_returns_array(expr.func.id, depth + 1)
             return False
         if isinstance(expr, ast.BinOp):

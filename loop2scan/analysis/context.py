@@ -35,22 +35,72 @@ JAXTYPING_DTYPES = {"Float", "Int", "Bool", "Shaped", "Num", "Real", "Integer", 
                     "Float32", "Float16", "BFloat16", "Int32", "Int64"}
 
 
+STATEMENT_BLOCKS = ("body", "orelse", "finalbody")
+
+
 class ModuleContext:
-    def __init__(self, tree: ast.Module, text: str, framework: str) -> None:
+    def __init__(self, tree: ast.Module, text: str, framework: Optional[str]) -> None:
         self.tree = tree
         self.text = text
         self.lines = _LINE_SPLIT.split(text)
         self.framework = framework
-        self.imports = ImportTable.for_module(tree)
+        # Statement-level structure only (cheap): loops, imports and the parent
+        # of every statement.  Expression parents are filled in lazily, per
+        # function, for the loops that get analysed in depth.
         self.parents: dict[int, ast.AST] = {}
         self.loops: list[ast.AST] = []
-        for node in ast.walk(tree):
+        self.import_nodes: list[ast.AST] = []
+        self.module_import_nodes: list[ast.AST] = []
+        self._index_statements(tree, top=True)
+        self.loops.sort(key=lambda n: (n.lineno, n.col_offset))
+        self.imports = ImportTable.from_nodes(self.module_import_nodes)
+        self._functions: dict[int, FunctionContext] = {}
+        self._expr_parents_done: set[int] = set()
+
+    def _index_statements(self, node: ast.AST, top: bool) -> None:
+        stack = [(node, top)]
+        while stack:
+            cur, cur_top = stack.pop()
+            blocks = [getattr(cur, name, None) for name in STATEMENT_BLOCKS]
+            blocks += [h.body for h in getattr(cur, "handlers", None) or []]
+            blocks += [c.body for c in getattr(cur, "cases", None) or []]
+            is_scope = isinstance(cur, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            for handler in getattr(cur, "handlers", None) or []:
+                self.parents[id(handler)] = cur
+            for case in getattr(cur, "cases", None) or []:
+                self.parents[id(case)] = cur
+            for block in blocks:
+                if not isinstance(block, list):
+                    continue
+                for stmt in block:
+                    if not isinstance(stmt, ast.stmt):
+                        continue
+                    self.parents[id(stmt)] = cur
+                    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+                        self.loops.append(stmt)
+                    elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                        self.import_nodes.append(stmt)
+                        if cur_top and not is_scope:
+                            self.module_import_nodes.append(stmt)
+                    stack.append((stmt, cur_top and not is_scope and not isinstance(
+                        stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))))
+        # statement parents of handlers' bodies point at the handler's owner; fix them
+        for owner in list(self.parents.values()):
+            for handler in getattr(owner, "handlers", None) or []:
+                for stmt in handler.body:
+                    self.parents[id(stmt)] = handler
+            for case in getattr(owner, "cases", None) or []:
+                for stmt in case.body:
+                    self.parents[id(stmt)] = case
+
+    def ensure_parents(self, subtree: ast.AST) -> None:
+        """Record the parent of every node under ``subtree`` (once)."""
+        if id(subtree) in self._expr_parents_done:
+            return
+        self._expr_parents_done.add(id(subtree))
+        for node in ast.walk(subtree):
             for child in ast.iter_child_nodes(node):
                 self.parents[id(child)] = node
-            if isinstance(node, (ast.For, ast.AsyncFor)):
-                self.loops.append(node)
-        self.loops.sort(key=lambda n: (n.lineno, n.col_offset))
-        self._functions: dict[int, FunctionContext] = {}
 
     # -- positions -------------------------------------------------------
     def char_col(self, line: int, byte_col: int) -> int:
@@ -111,7 +161,7 @@ class ModuleContext:
         parent = self.parent(stmt)
         if parent is None:
             return None, -1
-        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for name in STATEMENT_BLOCKS:
             block = getattr(parent, name, None)
             if isinstance(block, list):
                 for i, s in enumerate(block):
@@ -133,43 +183,44 @@ class ModuleContext:
                 out[stmt.name] = stmt
         return out
 
-    @cached_property
-    def array_functions(self) -> set[str]:
-        """Module-level functions that compute with arrays (they call array ops,
-        directly or through other such functions)."""
-        direct: dict[str, set[str]] = {}
-        result: set[str] = set()
-        for name, fn in self.module_functions.items():
-            calls: set[str] = set()
-            for node in ast.walk(fn):
-                if isinstance(node, ast.Call):
-                    q = self.imports.qualname(node.func)
-                    if is_array_call(q):
-                        result.add(name)
-                    if isinstance(node.func, ast.Name):
-                        calls.add(node.func.id)
-                elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
-                    result.add(name)
-            direct[name] = calls
-        changed = True
-        while changed:
-            changed = False
-            for name, calls in direct.items():
-                if name not in result and calls & result:
-                    result.add(name)
-                    changed = True
+    def is_array_function(self, name: str, _seen: Optional[set] = None) -> bool:
+        """A module-level function that computes with arrays (it calls array
+        operations, directly or through other such functions of the module)."""
+        cache = self.__dict__.setdefault("_array_fn_cache", {})
+        if name in cache:
+            return cache[name]
+        fn = self.module_functions.get(name)
+        if fn is None:
+            return False
+        seen = _seen if _seen is not None else set()
+        if name in seen:
+            return False
+        seen.add(name)
+        result = False
+        calls: set[str] = set()
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Call):
+                if is_array_call(self.imports.qualname(node.func)):
+                    result = True
+                    break
+                if isinstance(node.func, ast.Name):
+                    calls.add(node.func.id)
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+                result = True
+                break
+        if not result:
+            result = any(self.is_array_function(c, seen) for c in sorted(calls) if c != name)
+        cache[name] = result
         return result
 
-    @cached_property
-    def impure_functions(self) -> set[str]:
-        """Module-level functions that rebind globals (``global`` statements)."""
-        out = set()
-        for name, fn in self.module_functions.items():
-            for node in ast.walk(fn):
-                if isinstance(node, (ast.Global, ast.Nonlocal)):
-                    out.add(name)
-                    break
-        return out
+    def is_impure_function(self, name: str) -> bool:
+        """A module-level function that rebinds globals (``global`` statements)."""
+        cache = self.__dict__.setdefault("_impure_cache", {})
+        if name not in cache:
+            fn = self.module_functions.get(name)
+            cache[name] = fn is not None and any(
+                isinstance(node, (ast.Global, ast.Nonlocal)) for node in ast.walk(fn))
+        return cache[name]
 
     @cached_property
     def module_names(self) -> set[str]:
@@ -223,37 +274,74 @@ class FunctionContext:
         for a, d in zip(func.args.kwonlyargs, func.args.kw_defaults):
             if d is not None:
                 self.param_defaults[a.arg] = d
+
+    @cached_property
+    def _names(self) -> tuple[set[str], set[str], set[str]]:
         stores: set[str] = set()
         loads: set[str] = set()
-        for stmt in func.body:
+        imported: set[str] = set()
+        for stmt in self.func.body:
             c = collect(stmt)
             stores.update(c.stores)
             loads.update(n.id for n in c.loads)
-        self.declared_global: set[str] = set()
-        self.uses_dynamic_scope: Optional[ast.AST] = None
-        for node in ast.walk(func):
-            if isinstance(node, (ast.Global, ast.Nonlocal)):
-                self.declared_global.update(node.names)
-            elif (self.uses_dynamic_scope is None and isinstance(node, ast.Call)
-                  and isinstance(node.func, ast.Name) and node.func.id not in stores):
+            imported.update(c.imported)
+        return stores, loads, imported
+
+    @cached_property
+    def shadowing(self) -> set[str]:
+        """Local names that may hide a module-level import (bound other than by an import)."""
+        stores, _, imported = self._names
+        return (stores - imported) | set(self.params)
+
+    @cached_property
+    def locals(self) -> set[str]:
+        """Names bound in the function (parameters included)."""
+        return self._names[0] | set(self.params)
+
+    @cached_property
+    def _scan(self) -> tuple[set[str], Optional[ast.AST], set[str]]:
+        declared: set[str] = set()
+        dynamic: Optional[ast.AST] = None
+        names: set[str] = set()
+        stores = self._names[0]
+        for node in ast.walk(self.func):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                declared.update(node.names)
+            elif (dynamic is None and isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id not in stores):
                 name = node.func.id
                 if name in ("locals", "eval", "exec") or (name in ("vars", "super") and not node.args):
-                    self.uses_dynamic_scope = node
-        self.locals: set[str] = stores | set(self.params)
-        self.all_names: set[str] = stores | loads | set(self.params)
-        # Names read by nested functions/lambdas/classes, with the nested node.
-        self.captured: dict[str, list[ast.AST]] = {}
-        for stmt in func.body:
+                    dynamic = node
+        return declared, dynamic, names
+
+    @property
+    def declared_global(self) -> set[str]:
+        return self._scan[0]
+
+    @property
+    def uses_dynamic_scope(self) -> Optional[ast.AST]:
+        return self._scan[1]
+
+    @cached_property
+    def all_names(self) -> set[str]:
+        """Every name used anywhere in the function (for fresh names)."""
+        return self._scan[2] | self._names[0] | self._names[1] | set(self.params)
+
+    @cached_property
+    def captured(self) -> dict[str, list[ast.AST]]:
+        """Names read by nested functions/lambdas/classes, with the nested nodes."""
+        out: dict[str, list[ast.AST]] = {}
+        for stmt in self.func.body:
             for nested in _all_nested_scopes(stmt):
                 for name in free_variables(nested):
-                    self.captured.setdefault(name, []).append(nested)
-        for node in ast.walk(func):
-            if node is not func and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                self.all_names.add(node.name)
-            elif isinstance(node, ast.Name):
-                self.all_names.add(node.id)
-            elif isinstance(node, ast.arg):
-                self.all_names.add(node.arg)
+                    out.setdefault(name, []).append(nested)
+        return out
 
     @cached_property
     def reaching(self) -> ReachingDefinitions:

@@ -55,6 +55,13 @@ class ImportTable:
         self.parent = parent
 
     @classmethod
+    def from_nodes(cls, nodes) -> "ImportTable":
+        aliases: dict[str, str] = {}
+        for node in nodes:
+            _add(aliases, node)
+        return cls(aliases)
+
+    @classmethod
     def for_module(cls, module: ast.Module) -> "ImportTable":
         aliases: dict[str, str] = {}
         for stmt in module.body:
@@ -65,10 +72,21 @@ class ImportTable:
 
     def for_function(self, func: ast.AST) -> "ImportTable":
         aliases: dict[str, str] = {}
-        for stmt in getattr(func, "body", []):
-            for node in walk_scope(stmt):
-                if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    _add(aliases, node)
+        stack = list(getattr(func, "body", []))
+        while stack:
+            stmt = stack.pop()
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                _add(aliases, stmt)
+            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            for name in ("body", "orelse", "finalbody"):
+                block = getattr(stmt, name, None)
+                if isinstance(block, list):
+                    stack.extend(b for b in block if isinstance(b, ast.stmt))
+            for h in getattr(stmt, "handlers", None) or []:
+                stack.extend(h.body)
+            for c in getattr(stmt, "cases", None) or []:
+                stack.extend(c.body)
         if not aliases:
             return self
         return ImportTable(aliases, self)

@@ -21,6 +21,7 @@ import ast
 import builtins
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Optional
 
 from ..codes import CODES, NOT_CANDIDATE, REWRITTEN, SKIPPED
@@ -118,10 +119,16 @@ class LoopAnalysis:
         self.mctx = mctx
         self.loop = loop
         self.func = mctx.enclosing_function(loop)
-        self.fctx: Optional[FunctionContext] = mctx.function(self.func) if self.func is not None else None
-        self.facts: Optional[ArrayFacts] = ArrayFacts(self.fctx) if self.fctx is not None else None
         self.written: set[str] = set()
         self.targets: set[str] = set()
+
+    @cached_property
+    def fctx(self) -> Optional[FunctionContext]:
+        return self.mctx.function(self.func) if self.func is not None else None
+
+    @cached_property
+    def facts(self) -> Optional[ArrayFacts]:
+        return ArrayFacts(self.fctx) if self.fctx is not None else None
 
     # ------------------------------------------------------------------ api
     def run(self) -> LoopResult:
@@ -168,55 +175,64 @@ class LoopAnalysis:
                 "which must stay a Python loop")
 
     def _evidence(self) -> Optional[ast.AST]:
-        """An array operation in the loop, or ``None`` (not a candidate)."""
+        """An array operation in the loop, or ``None`` (not a candidate).  Cheap
+        syntactic evidence first; dataflow only for loops without it."""
         if self.mctx.framework is None:
             return None
-        imports = self.fctx.imports if self.fctx else self.mctx.imports
-        shadow = frozenset(self.fctx.locals) if self.fctx else frozenset()
         loop = self.loop
+        imports = self.fctx.imports if self.fctx is not None else self.mctx.imports
         for node in ast.walk(loop):
+            found = None
             if isinstance(node, ast.Call):
-                q = imports.qualname(node.func, shadow)
-                if is_array_call(q):
-                    return node
-                if isinstance(node.func, ast.Name) and node.func.id in self.mctx.array_functions \
-                        and node.func.id not in shadow:
-                    return node
+                f = node.func
+                if is_array_call(imports.qualname(f)):
+                    found = f
+                elif isinstance(f, ast.Name) and self.mctx.is_array_function(f.id):
+                    found = f
             elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
                 return node
-            elif isinstance(node, ast.Attribute) and node.attr == "at" and isinstance(
-                    self.mctx.parent(node), ast.Subscript):
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "at":
+                return node
+            if found is not None and not self._shadowed(found):
                 return node
         if self.fctx is None:
             return None
-        # carried names that start from arrays, or iterating an array
+        fctx = self.fctx
+        # carried names that start from arrays
         body_written = all_written_names(loop.body)
         body_read = all_read_names(loop.body)
         for name in sorted(body_written & body_read):
-            for d in self.fctx.defs_before(loop, name):
+            if name in fctx.params and self.mctx.annotation_is_array(fctx.param_annotations.get(name)):
+                return loop
+            if not any(not isinstance(v, tuple) and self.facts.is_array(v) for v in fctx.assigned_values(name)):
+                continue  # cheap filter before reaching definitions
+            for d in fctx.defs_before(loop, name):
                 value = getattr(d.node, "value", None) if d.kind == "assign" else None
                 if value is not None and isinstance(d.node, (ast.Assign, ast.AnnAssign)) \
                         and self.facts.is_array(value):
                     return loop
-            if name in self.fctx.params and self.mctx.annotation_is_array(self.fctx.param_annotations.get(name)):
-                return loop
+        # iterating an array, or reading arrays (known from `.shape`, annotations...)
         it = loop.iter
-        if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id in ("reversed", "zip", "enumerate"):
-            seqs = it.args
-        else:
-            seqs = [it]
+        seqs = it.args if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and \
+            it.func.id in ("reversed", "zip", "enumerate") else [it]
         for s in seqs:
             if isinstance(s, ast.Name) and self.facts.name_is_array(s.id):
                 return s
-        # arrays read in the body (known from `.shape`, annotations...)
         for name in sorted(body_read - body_written):
-            if name in self.fctx.locals and self.facts.name_is_array(name):
+            if name in fctx.locals and self.facts.name_is_array(name):
                 return loop
         return None
+
+    def _shadowed(self, expr: ast.AST) -> bool:
+        """The root name of ``expr`` is rebound locally (not by an import)."""
+        while isinstance(expr, ast.Attribute):
+            expr = expr.value
+        return isinstance(expr, ast.Name) and self.fctx is not None and expr.id in self.fctx.shadowing
 
     # ------------------------------------------------------------ phases 2..7
     def _analyse(self) -> ScanPlan:
         loop, mctx = self.loop, self.mctx
+        mctx.ensure_parents(self.func if self.func is not None else loop)
         self._check_framework()
         if isinstance(loop, ast.AsyncFor):
             raise Decline("L2S010", "`async for` cannot become a scan", loop)
@@ -379,7 +395,7 @@ class LoopAnalysis:
     def _check_framework(self) -> None:
         fw = self.mctx.framework
         imports = self.fctx.imports if self.fctx else self.mctx.imports
-        shadow = frozenset(self.fctx.locals) if self.fctx else frozenset()
+        shadow = frozenset(self.fctx.shadowing) if self.fctx else frozenset()
         if fw in ("torch", "torch_xla"):
             if fw == "torch":
                 raise Decline("L2S602", "plain PyTorch file (no `torch_xla` import): there is no scan that keeps "
@@ -609,7 +625,7 @@ class LoopAnalysis:
                     "time (use `jax.debug.print` / `jax.debug.callback`)", node)
             elif f.id in ATTR_BUILTINS:
                 add("L2S203", f"`{f.id}(...)` changes an object inside the loop", node)
-            elif f.id in self.mctx.impure_functions:
+            elif self.mctx.is_impure_function(f.id):
                 add("L2S201", f"`{f.id}()` rebinds module globals (it has a `global` statement)", node)
             elif self.is_progress_bar(node):
                 add("L2S201", f"`{f.id}(...)` is a progress bar", node)

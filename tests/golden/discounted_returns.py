@@ -1,0 +1,62 @@
+"""Discounted returns and GAE advantages, computed backwards in time.
+
+Rewards are time-major: ``rewards[t]`` is the [B] batch of rewards at step t.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def discounted_returns(rewards, dones, gamma):
+    """G_t = r_t + gamma * (1 - done_t) * G_{t+1}, for every t; [T, B]."""
+    ret = jnp.zeros(rewards.shape[1:])
+    returns = []
+    # walk from the last step to the first
+    for t in reversed(range(rewards.shape[0])):
+        ret = rewards[t] + gamma * (1.0 - dones[t]) * ret
+        returns.append(ret)
+    # returns were collected last step first
+    return jnp.stack(returns[::-1])
+
+
+def td_errors(rewards, values, next_values, gamma):
+    """One-step TD errors (no loop, shared with the GAE code below)."""
+    return rewards + gamma * next_values - values
+
+
+class GAE:
+    """Generalised advantage estimation with a fixed (gamma, lambda)."""
+
+    def __init__(self, gamma, lam):
+        self.gamma = gamma
+        self.lam = lam
+
+    def advantages(self, rewards, values, last_value):
+        """rewards, values: [T, B]; last_value: [B]."""
+        T = rewards.shape[0]
+        next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
+        deltas = td_errors(rewards, values, next_values, self.gamma)
+        adv = jnp.zeros_like(last_value)
+        out = []
+        for t in reversed(range(T)):
+            adv = deltas[t] + self.gamma * self.lam * adv
+            out.append(adv)
+        return jnp.stack(out[::-1])
+
+
+def gae(rewards, values, last_value):
+    return GAE(0.99, 0.95).advantages(rewards, values, last_value)
+
+
+def example_inputs():
+    T, B = 8, 3
+    kr, kd, kv, kl = jax.random.split(jax.random.PRNGKey(4), 4)
+    rewards = jax.random.normal(kr, (T, B))
+    dones = (jax.random.uniform(kd, (T, B)) < 0.2).astype(jnp.float32)
+    values = jax.random.normal(kv, (T, B))
+    last_value = jax.random.normal(kl, (B,))
+    gamma = jnp.float32(0.9)
+    return {
+        "discounted_returns": [(rewards, dones, gamma), (rewards[:1], dones[:1], gamma)],
+        "gae": [(rewards, values, last_value), (rewards[:1], values[:1], last_value)],
+    }

@@ -1,0 +1,65 @@
+"""A two-level recurrence: sentences made of words, words made of characters.
+
+The inner loop reads characters, the outer loop reads words; both carry state.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def mix(a, b, w):
+    return jnp.tanh(a @ w + b)
+
+
+def hierarchical_encode(chars, w_char, w_word):
+    """chars: [W, C, D] (words x characters x features) -> (word states [W, D], sentence state [D])."""
+    sentence = jnp.zeros(chars.shape[-1])
+    def _step(sentence, chars_i):
+        # read the characters of word i
+        word = jnp.zeros(chars.shape[-1])
+        def _step_1(word, j):
+            word = mix(word, chars_i[j], w_char)
+            return word, None
+        word, _ = jax.lax.scan(_step_1, word, jnp.arange(chars.shape[1]))
+        # then fold the word into the sentence
+        sentence = mix(sentence, word, w_word)
+        return sentence, word
+    sentence, word_states = jax.lax.scan(_step, sentence, chars)
+    return word_states, sentence
+
+
+class GridSmoother:
+    """Smooths a [R, C] grid row by row, column by column."""
+
+    def __init__(self, alpha):
+        self.alpha = alpha
+
+    def smooth(self, grid):
+        total = jnp.zeros(())
+        def _step(total, row):
+            level = jnp.zeros(())
+            def _step_1(level, value):
+                level = self.alpha * level + (1 - self.alpha) * value
+                return level, None
+            level, _ = jax.lax.scan(_step_1, level, row)
+            total = total + level
+            return total, None
+        total, _ = jax.lax.scan(_step, total, jnp.asarray(grid))
+        return total
+
+
+def smooth_grid(grid):
+    return GridSmoother(0.7).smooth(grid)
+
+
+def example_inputs():
+    W, C, D = 4, 3, 5
+    kc, kw, kv, kg = jax.random.split(jax.random.PRNGKey(11), 4)
+    chars = jax.random.normal(kc, (W, C, D))
+    w_char = jax.random.normal(kw, (D, D)) / 3
+    w_word = jax.random.normal(kv, (D, D)) / 3
+    grid = jax.random.normal(kg, (W, C))
+    return {
+        "hierarchical_encode": [(chars, w_char, w_word), (chars[:1], w_char, w_word), (chars[:, :1], w_char, w_word)],
+        "smooth_grid": [(grid,), (grid[:1],), (grid[:0],), (grid[:, :0],)],
+    }

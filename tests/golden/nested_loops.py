@@ -1,0 +1,59 @@
+"""A two-level recurrence: sentences made of words, words made of characters.
+
+The inner loop reads characters, the outer loop reads words; both carry state.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def mix(a, b, w):
+    return jnp.tanh(a @ w + b)
+
+
+def hierarchical_encode(chars, w_char, w_word):
+    """chars: [W, C, D] (words x characters x features) -> (word states [W, D], sentence state [D])."""
+    sentence = jnp.zeros(chars.shape[-1])
+    word_states = []
+    for i in range(chars.shape[0]):
+        # read the characters of word i
+        word = jnp.zeros(chars.shape[-1])
+        for j in range(chars.shape[1]):
+            word = mix(word, chars[i, j], w_char)
+        # then fold the word into the sentence
+        sentence = mix(sentence, word, w_word)
+        word_states.append(word)
+    return jnp.stack(word_states), sentence
+
+
+class GridSmoother:
+    """Smooths a [R, C] grid row by row, column by column."""
+
+    def __init__(self, alpha):
+        self.alpha = alpha
+
+    def smooth(self, grid):
+        total = jnp.zeros(())
+        for row in grid:
+            level = jnp.zeros(())
+            for value in row:
+                level = self.alpha * level + (1 - self.alpha) * value
+            total = total + level
+        return total
+
+
+def smooth_grid(grid):
+    return GridSmoother(0.7).smooth(grid)
+
+
+def example_inputs():
+    W, C, D = 4, 3, 5
+    kc, kw, kv, kg = jax.random.split(jax.random.PRNGKey(11), 4)
+    chars = jax.random.normal(kc, (W, C, D))
+    w_char = jax.random.normal(kw, (D, D)) / 3
+    w_word = jax.random.normal(kv, (D, D)) / 3
+    grid = jax.random.normal(kg, (W, C))
+    return {
+        "hierarchical_encode": [(chars, w_char, w_word), (chars[:1], w_char, w_word), (chars[:, :1], w_char, w_word)],
+        "smooth_grid": [(grid,), (grid[:1],), (grid[:0],), (grid[:, :0],)],
+    }

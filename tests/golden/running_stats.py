@@ -1,0 +1,55 @@
+"""Running statistics over a stream of batches (Welford-free, sums only).
+
+The accumulators start as Python floats and become arrays on the first step.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def batch_energy(x):
+    """Mean squared activation of one batch."""
+    return jnp.mean(x * x)
+
+
+def running_mean_energy(batches):
+    """batches: [T, B, D] -> (mean energy after each batch [T], overall mean)."""
+    total = 0.0
+    count = jnp.zeros((), jnp.int32)
+    history = []
+    for x in batches:
+        total = total + batch_energy(x)
+        count = count + 1
+        # the running mean so far
+        history.append(total / count)
+    return jnp.array(history), total / jnp.maximum(count, 1)
+
+
+class EMATracker:
+    """Exponential moving averages of the mean and the second moment."""
+
+    def __init__(self, decay):
+        self.decay = decay
+
+    def track(self, batches):
+        mean = 0.0
+        second = 0.0
+        for x in batches:
+            # per-feature statistics of this batch
+            m = jnp.mean(x, axis=0)
+            mean = self.decay * mean + (1 - self.decay) * m
+            second = self.decay * second + (1 - self.decay) * m * m
+        return mean, second - mean * mean
+
+
+def ema_stats(batches):
+    return EMATracker(0.8).track(batches)
+
+
+def example_inputs():
+    T, B, D = 6, 4, 3
+    batches = jax.random.normal(jax.random.PRNGKey(5), (T, B, D))
+    return {
+        "running_mean_energy": [(batches,), (batches[:1],), (batches[:0],)],
+        "ema_stats": [(batches,), (batches[:1],)],
+    }

@@ -1,0 +1,60 @@
+"""A recurrent cell that is told which step it is at.
+
+The step index is used as a number (sinusoidal features, a decaying step
+size), not only to index the inputs.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def sinusoid(t, dim):
+    """Sinusoidal embedding of a (possibly traced) integer step t: [dim]."""
+    freqs = jnp.exp(-jnp.arange(dim // 2) / (dim // 2))
+    angles = t * freqs
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)])
+
+
+def clocked_rnn(w, xs, h):
+    """xs: [T, B, D], h: [B, D]; the cell sees sin/cos features of t."""
+    for t in range(xs.shape[0]):
+        # position features, broadcast over the batch
+        pos = sinusoid(t, xs.shape[-1])
+        h = jnp.tanh((xs[t] + pos) @ w + h)
+    return h
+
+
+class AnnealedDescent:
+    """Gradient descent on a quadratic with a 1/(t+1) step size."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def minimise(self, x0, n_steps):
+        x = x0
+        trace = []
+        for step in range(n_steps):
+            lr = 0.5 / (step + 1)
+            grad = self.a @ x
+            x = x - lr * grad
+            trace.append(jnp.sum(x * (self.a @ x)))
+        return x, jnp.stack(trace)
+
+
+def anneal(a, x0, n_steps):
+    return AnnealedDescent(a).minimise(x0, n_steps)
+
+
+def example_inputs():
+    T, B, D = 5, 3, 4
+    kw, kx, kh, ka = jax.random.split(jax.random.PRNGKey(6), 4)
+    w = jax.random.normal(kw, (D, D)) / 2.0
+    xs = jax.random.normal(kx, (T, B, D))
+    h = jax.random.normal(kh, (B, D))
+    m = jax.random.normal(ka, (D, D))
+    a = m @ m.T / D + jnp.eye(D)
+    x0 = jax.random.normal(kh, (D,))
+    return {
+        "clocked_rnn": [(w, xs, h), (w, xs[:1], h), (w, xs[:0], h)],
+        "anneal": [(a, x0, 7), (a, x0, 1)],
+    }
