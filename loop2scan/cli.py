@@ -61,13 +61,16 @@ def main() -> None:
               help="Output format: text (diff and summary), json or sarif (machine-readable report).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Read [tool.loop2scan] from this pyproject.toml.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: all cores). Output is the same for any number.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per loop (rewritten, declined, skipped).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the diff unless --no-diff).")
-def rewrite(paths, framework, write, diff, fmt, config_path, verbose, quiet) -> None:
+def rewrite(paths, framework, write, diff, fmt, config_path, jobs, verbose, quiet) -> None:
     """Find loops in PATHS, prove them safe, and rewrite them into scans.
 
     Without --write, prints a unified diff and exits 1 when a rewrite is available."""
     options = _options(paths, framework, config_path, write)
+    options.jobs = jobs
     report = run(paths, options)
     _print_report(report, fmt, diff and not write, verbose, quiet)
     sys.exit(report.exit_code)
@@ -111,12 +114,14 @@ def _split_target(target: str) -> tuple[str, Optional[int]]:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str), default=None)
 @click.option("--all", "show_all", is_flag=True, help="Also list loops that are not array loops.")
-def explain(targets, framework, fmt, config_path, show_all) -> None:
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
+def explain(targets, framework, fmt, config_path, show_all, jobs) -> None:
     """Explain each loop: its carry / xs / ys / broadcast split, or why it is not rewritten.
 
     PATH:LINE explains the loop on that line (or the innermost loop around it)."""
     split = [_split_target(t) for t in targets]
     options = _options([p for p, _ in split], framework, config_path)
+    options.jobs = jobs
     reports: list[FileReport] = []
     exit_code = 0
     for path, line in split:
