@@ -31,7 +31,7 @@ def _check_framework(framework: Optional[str], source: str) -> None:
         raise click.UsageError(f"unknown framework {framework!r} ({source}); choose one of {', '.join(FRAMEWORKS)}")
     if framework not in AVAILABLE_FRAMEWORKS:
         raise click.UsageError(
-            f"the {framework!r} target is not available in loop2scan {__version__}; "
+            f"the {framework!r} target ({source}) is not available in loop2scan {__version__}; "
             f"use --framework jax (or auto)")
 
 

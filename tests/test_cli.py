@@ -324,13 +324,16 @@ def test_quiet_still_reports_errors(project):
 
 
 def test_verbose_prints_one_line_per_loop_with_its_code(project):
+    put(project / "nest.py", NESTED_SRC)
     r = cli("rewrite", project, "-v", "--no-diff")
     assert r.exit_code == 1
     loop_lines = [line for line in r.stderr.splitlines() if re.match(r"^\S+:\d+:\d+: L2S\d{3} ", line)]
-    assert len(loop_lines) == 3, r.stderr
+    assert len(loop_lines) == 5, r.stderr
     expected = [
         f"proj/brk.py:{BREAK_LOOP}:5: L2S101 declined: ",
         f"proj/names.py:{NAMES_LOOP}:5: L2S001 not a candidate: ",
+        f"proj/nest.py:{line_of(NESTED_SRC, 'for i in')}:5: L2S000 rewritten: ",
+        f"proj/nest.py:{line_of(NESTED_SRC, 'for j in')}:9: L2S000 rewritten: ",
         f"proj/rnn.py:{RNN_LOOP}:5: L2S000 rewritten: ",
     ]
     for prefix in expected:
