@@ -14,7 +14,7 @@ message must contain: the offending construct or name, and what to do.
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -42,6 +42,7 @@ class Invalid:
     desc: str
     src: str
     says: tuple[str, ...] = ()
+    hint: str = ""  # what to do: in the message, or in the code's documented fix
     status: str = "declined"
     framework: str = "jax"
     header: bool = True  # prepend `import jax` / `import jax.numpy as jnp`
@@ -291,11 +292,11 @@ INVALID: list[Invalid] = [
     Invalid("L2S109", "if-on-element", """
         def clip_steps(xs, h):
             for x in xs:
-                if x.max() > 1.0:  # <-
-                    x = x / x.max()
-                h = h + x
+                if jnp.max(x) > 1.0:  # <-
+                    h = h * 0.5
+                h = jnp.tanh(h + x)
             return h
-        """, says=("`x`",)),
+        """, says=("`if`", "`x`", "loop variable")),
     Invalid("L2S109", "if-on-index", """
         def rnn(xs, h):
             for t in range(xs.shape[0]):
@@ -320,9 +321,9 @@ INVALID: list[Invalid] = [
     Invalid("L2S109", "and-or", """
         def rnn(xs, h, scale):
             for x in xs:
-                h = jnp.tanh(h + (x.any() and scale or x))  # <-
+                h = jnp.tanh(h + (jnp.any(x > 0) and scale or x))  # <-
             return h
-        """, says=("`x`",)),
+        """, says=("truth value", "`x`")),
     Invalid("L2S109", "chained-comparison", """
         def rnn(xs, h):
             for x in xs:
@@ -339,12 +340,21 @@ INVALID: list[Invalid] = [
             return h
         """, says=("`assert`", "`h`")),
     Invalid("L2S109", "comprehension-filter", """
+        def rnn(xs, h, ws):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                g = sum(w for w in ws if jnp.vdot(w, h) > 0)  # <-
+                h = h + g
+            return h
+        """, says=("comprehension filter", "`h`")),
+    Invalid("L2S109", "comprehension-filter-on-per-step-items", """
         def rnn(xs, h):
             for x in xs:
-                parts = [v for v in (h, x) if v.sum() > 0]  # <-
-                h = jnp.tanh(h + sum(parts))
+                candidates = (h, x)
+                keep = [v for v in candidates if v.sum() > 0]  # <-
+                h = jnp.tanh(h + sum(keep))
             return h
-        """, says=("comprehension", "`h`")),
+        """, says=("comprehension filter",)),
     Invalid("L2S109", "not", """
         def rnn(xs, h):
             for x in xs:
@@ -440,12 +450,38 @@ INVALID: list[Invalid] = [
                 h = jnp.tanh(h + x * random.random())  # <-
             return h
         """, says=("random.random",)),
+    Invalid("L2S201", "numpy-generator", """
+        import numpy as np
+
+        def noisy(xs, h, seed):
+            rng = np.random.default_rng(seed)
+            for x in xs:
+                h = jnp.tanh(h + x + rng.normal(size=h.shape))  # <-
+            return h
+        """, says=("rng.normal",)),
     Invalid("L2S201", "tqdm-iterable", """
         from tqdm import tqdm
 
         def rnn(xs, h):
             for x in tqdm(xs):  # <-
                 h = jnp.tanh(h + x)
+            return h
+        """, says=("progress bar",)),
+    Invalid("L2S201", "tqdm-bound-to-a-name", """
+        from tqdm import tqdm
+
+        def rnn(xs, h):
+            pbar = tqdm(xs)
+            for x in pbar:  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("progress bar",)),
+    Invalid("L2S201", "tqdm-inside-enumerate", """
+        from tqdm import tqdm
+
+        def rnn(xs, h):
+            for t, x in enumerate(tqdm(xs)):  # <-
+                h = jnp.tanh(h + x * t)
             return h
         """, says=("progress bar",)),
     Invalid("L2S201", "tqdm-postfix", """
@@ -469,7 +505,7 @@ INVALID: list[Invalid] = [
                 h = jnp.tanh(h + x)
                 total = total + h.sum().item()  # <-
             return h, total
-        """, says=("h.sum().item()", "jnp")),
+        """, says=("h.sum().item()", "per-step"), hint="jnp"),
     Invalid("L2S202", "float", """
         def rnn(xs, h):
             for x in xs:
@@ -493,7 +529,7 @@ INVALID: list[Invalid] = [
                 h = jnp.tanh(h + x)
                 rec.last = h  # <-
             return h
-        """, says=("rec.last", "after the loop")),
+        """, says=("rec.last",), hint="after the loop"),
     Invalid("L2S203", "setattr", """
         def rnn(xs, h, rec):
             for x in xs:
@@ -559,7 +595,7 @@ INVALID: list[Invalid] = [
                 h = jnp.tanh(h + x)
                 ys.append(readout(x))
             return jnp.stack(ys)
-        """, says=("`h`", "line 4")),
+        """, says=("`h`", "line 5", "outside the loop")),
     Invalid("L2S206", "nested-def-capture", """
         def rnn(xs, h):
             def energy():  # <-
@@ -664,7 +700,7 @@ INVALID: list[Invalid] = [
             for p in params:
                 x = jnp.tanh(x @ p["w"] + p["b"])  # <-
             return x
-        """, says=("p['w']", "stack")),
+        """, says=("`p`", "indexed by a string", "stack")),
     Invalid("L2S305", "target-reassigned", """
         def rnn(xs, h):
             for x in xs:
@@ -698,12 +734,25 @@ INVALID: list[Invalid] = [
             return h
         """, says=("range(t)",)),
     Invalid("L2S307", "index-into-python-list", """
-        def rnn(x, h):
-            weights = [jnp.ones((3, 3)), 2.0 * jnp.ones((3, 3))]
-            for t in range(len(weights)):
+        def every_other_layer(x, h):
+            weights = [jnp.eye(3), 2.0 * jnp.eye(3), 3.0 * jnp.eye(3)]
+            for t in range(len(weights) - 1, -1, -2):
                 h = jnp.tanh(h @ weights[t] + x)  # <-
             return h
         """, says=("weights[t]", "jnp.asarray")),
+    Invalid("L2S307", "index-formats-a-dict-key", """
+        def mlp(params, x):
+            for i in range(3):
+                w = params[f"layer_{i}"]  # <-
+                x = jnp.tanh(x @ w)
+            return x
+        """, says=("`i`",)),
+    Invalid("L2S307", "index-sizes-an-array", """
+        def causal_sums(xs, h):
+            for t in range(xs.shape[0]):
+                h = h + jnp.sum(jnp.ones(t + 1)) * xs[t]  # <-
+            return h
+        """, says=("`t`",)),
 
     # ------------------------------------------------------------------ carries
     Invalid("L2S401", "carry-unbound", """
@@ -791,7 +840,7 @@ INVALID: list[Invalid] = [
         def rnn(xs, h):
             hs = ()
             for x in xs:
-                hs += (h,)
+                hs += (h,)  # <-
                 h = jnp.tanh(h + x)
                 hs += (h,)  # <-
             return jnp.stack(hs)
@@ -998,6 +1047,25 @@ VALID: list[Valid] = [
                 gs.append(1.0 - h ** 2)
             return jnp.stack(hs), jnp.stack(gs, axis=1)
         """, "rnn", _seqs([(T, B, D), (B, D)])),
+    Valid("L2S109", "comprehension-over-a-tuple-of-per-step-values", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(sum(0.5 * v for v in (h, x)))
+            return h
+        """, "rnn", _seqs([(T, B, D), (B, D)])),
+    Valid("L2S303", "array-method-on-element", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x.clip(-1.0, 1.0))
+            return h
+        """, "rnn", _seqs([(T, B, D), (B, D)])),
+    Valid("L2S307", "index-into-list-of-same-shape-arrays", """
+        def rnn(x, h):
+            weights = [jnp.eye(4), 0.5 * jnp.eye(4), -jnp.eye(4)]
+            for t in range(len(weights)):
+                h = jnp.tanh(h @ weights[t] + x)
+            return h
+        """, "rnn", _seqs([(B, D), (B, D)])),
     Valid("L2S110", "pure-named-scope", """
         def rnn(xs, h):
             for x in xs:
@@ -1017,7 +1085,8 @@ NOT_THIS: list[NotThis] = [
                         break
                     h = jnp.tanh(h + x)
             return h
-        """),
+        """, "rnn", lambda: [(rand(T, B, D), rand(B, D, seed=1), 3), (rand(2, B, D), rand(B, D, seed=1), 1)],
+        static_argnums=(2,)),
     NotThis("L2S102", "continue-in-inner-loop", """
         def rnn(xs, h):
             for x in xs:
@@ -1089,9 +1158,11 @@ def test_invalid(case: Invalid):
             f"`where` is line {loop.where.line} ({loop.where.kind}), expected one of {sorted(marked)}"
     else:
         assert loop.where is None or loop.where.line == loop.line, loop.where
-    # the message and the code's fix say what to do; the code is documented
-    assert CODES[loop.code].fix
-    assert len(loop.message) > 15
+    # the message, or the code's documented fix shown with it, says what to do
+    fix = CODES[loop.code].fix
+    assert fix and len(loop.message) > 15
+    if case.hint:
+        assert case.hint in loop.message + " " + fix, (loop.message, fix)
 
 
 @pytest.mark.parametrize("case", VALID, ids=lambda c: c.id)

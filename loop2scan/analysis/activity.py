@@ -235,14 +235,15 @@ def free_variables(node: ast.AST) -> set[str]:
 
 
 def walk_scope(node: ast.AST) -> Iterator[ast.AST]:
-    """Like ``ast.walk`` but does not enter nested function/class/lambda bodies
-    (the nested definition node itself is yielded; its header expressions are
-    walked)."""
+    """Like ``ast.walk`` but never enters the body of a function, class or
+    lambda (the definition node itself is yielded and its header expressions --
+    decorators, defaults, annotations, bases -- are walked), not even when
+    ``node`` itself is one."""
     todo = [node]
     while todo:
         cur = todo.pop()
         yield cur
-        if cur is not node and isinstance(cur, SCOPE_NODES):
+        if isinstance(cur, SCOPE_NODES):
             if isinstance(cur, ast.Lambda):
                 todo.extend(reversed(list(cur.args.defaults) + [d for d in cur.args.kw_defaults if d is not None]))
             else:
@@ -251,10 +252,17 @@ def walk_scope(node: ast.AST) -> Iterator[ast.AST]:
         todo.extend(reversed(list(ast.iter_child_nodes(cur))))
 
 
+def walk_body(func: ast.AST) -> Iterator[ast.AST]:
+    """Every node of a function's own body (nested definitions not entered)."""
+    for stmt in func.body:
+        yield from walk_scope(stmt)
+
+
 def nested_scopes(node: ast.AST) -> Iterator[ast.AST]:
-    """Function, lambda and class definitions directly nested in ``node``'s scope."""
+    """Function, lambda and class definitions in ``node``'s scope (``node``
+    itself included when it is one)."""
     for sub in walk_scope(node):
-        if sub is not node and isinstance(sub, SCOPE_NODES):
+        if isinstance(sub, SCOPE_NODES):
             yield sub
 
 

@@ -222,6 +222,14 @@ class ModuleContext:
                 isinstance(node, (ast.Global, ast.Nonlocal)) for node in ast.walk(fn))
         return cache[name]
 
+    def module_assigned_values(self, name: str) -> list:
+        """Values of module-level ``name = value`` assignments."""
+        out = []
+        for stmt in self.tree.body:
+            if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in stmt.targets):
+                out.append(stmt.value)
+        return out
+
     @cached_property
     def module_names(self) -> set[str]:
         c_names: set[str] = set()
@@ -423,8 +431,18 @@ class FunctionContext:
 
 
 def _all_nested_scopes(stmt: ast.AST) -> Iterator[ast.AST]:
+    """Every function, lambda and class defined in ``stmt``, at any depth."""
     for nested in nested_scopes(stmt):
         yield nested
-        body = nested.body if not isinstance(nested, ast.Lambda) else [nested.body]
+        body = nested.body if not isinstance(nested, ast.Lambda) else []
         for inner in body:
             yield from _all_nested_scopes(inner)
+        if isinstance(nested, ast.Lambda):
+            for inner in nested_scopes_in_expr(nested.body):
+                yield inner
+
+
+def nested_scopes_in_expr(expr: ast.AST) -> Iterator[ast.AST]:
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Lambda):
+            yield node

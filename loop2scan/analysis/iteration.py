@@ -107,7 +107,8 @@ def _collect_leaves(source, out: list) -> None:
 def _source(it: ast.AST, target: ast.AST, shadowed: set[str], facts, top: bool = False) -> Source:
     if isinstance(target, ast.Starred) or (isinstance(target, (ast.Tuple, ast.List))
                                           and any(isinstance(e, ast.Starred) for e in target.elts)):
-        raise Decline("L2S013", "starred loop targets are not supported", target)
+        raise Decline("L2S013", f"the starred loop target `{ast.unparse(target)}` is not supported; unpack "
+                      "inside the body", target)
     if not isinstance(target, (ast.Name, ast.Tuple, ast.List)):
         raise Decline("L2S013", f"the loop assigns to `{ast.unparse(target)}`, not to a name", target)
     if isinstance(it, (ast.List, ast.Tuple, ast.Set, ast.Dict, ast.Constant, ast.JoinedStr)):
@@ -146,6 +147,9 @@ def _source(it: ast.AST, target: ast.AST, shadowed: set[str], facts, top: bool =
             raise Decline("L2S302", "unsupported `enumerate(...)` arguments", it)
         seq = it.args[0]
         start = it.args[1] if len(it.args) == 2 else (it.keywords[0].value if it.keywords else None)
+        if isinstance(seq, ast.Call) and facts.is_progress_bar(seq):
+            raise Decline("L2S201", "the loop iterates through a progress bar; drop it (a scan runs all steps at "
+                          "once)", seq)
         if _builtin_call(seq, "reversed", shadowed) or _builtin_call(seq, "enumerate", shadowed) \
                 or _builtin_call(seq, "range", shadowed):
             raise Decline("L2S302", f"`enumerate({ast.unparse(seq)})` is not supported; "

@@ -27,6 +27,7 @@ from typing import Iterable, Optional
 from ..codes import CODES, NOT_CANDIDATE, REWRITTEN, SKIPPED
 from ..plan import Bound, Consumer, LoopResult, ScanPlan, Span, XsItem, YsItem
 from .activity import (
+    walk_body,
     all_read_names,
     all_written_names,
     collect,
@@ -36,7 +37,7 @@ from .activity import (
     target_side_effects,
     walk_scope,
 )
-from .arrays import ArrayFacts
+from .arrays import ARRAY_METHODS, ArrayFacts
 from .context import FunctionContext, ModuleContext
 from .decline import Decline
 from .flow import Def, ReachingDefinitions
@@ -260,7 +261,11 @@ class LoopAnalysis:
             raise Decline("L2S305", f"the loop variable `{reassigned[0]}` is reassigned in the body", node)
         used_after = sorted(n for n in self.targets & live_out if n != "_")
         if used_after:
-            raise Decline("L2S306", f"the loop variable `{used_after[0]}` is read after the loop", loop)
+            name = used_after[0]
+            read = next((n for n in walk_body(self.func) if isinstance(n, ast.Name) and n.id == name
+                         and isinstance(n.ctx, ast.Load) and _pos(n) > (loop.end_lineno, loop.end_col_offset)), loop)
+            raise Decline("L2S306", f"the loop variable `{name}` is read after the loop; compute its last value "
+                          "explicitly instead", read)
         for name in sorted(self.written | self.targets):
             outside = [n for n in fctx.captured.get(name, []) if not self._inside_loop(n)]
             if outside:
@@ -449,33 +454,83 @@ class LoopAnalysis:
                     and node.value.id in self.targets:
                 raise Decline("L2S307", f"the loop variable `{node.value.id}` is passed as `{node.arg}=`, which "
                               "must be a Python value; inside a scan it would be a traced array", node)
+        self._check_python_value_uses()
         index = iteration.range_loop.name if iteration.range_loop else None
+        problems = []
         for node in walk_scope_all(loop.body):
             if isinstance(node, ast.Call):
                 f = node.func
                 if isinstance(f, ast.Name) and f.id in element_names:
-                    raise Decline("L2S303", f"the loop calls its element `{f.id}`: a loop over layers or callables", node)
-                if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in element_names \
-                        and f.attr not in NOT_ARRAY_ATTRS and f.attr not in ("reshape", "astype", "sum", "mean",
-                                                                              "transpose", "squeeze", "max", "min"):
-                    raise Decline("L2S303", f"the loop calls `{ast.unparse(f)}` on each element: a loop over layers "
-                                  "or objects", node)
-                if isinstance(f, ast.Subscript) and index is not None and any(
+                    problems.append(Decline("L2S303", f"the loop calls its element `{f.id}`: a loop over layers or "
+                                            "callables", node))
+                elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in element_names \
+                        and f.attr not in NOT_ARRAY_ATTRS and f.attr not in ARRAY_METHODS:
+                    problems.append(Decline("L2S303", f"the loop calls `{ast.unparse(f)}` on each element: a loop "
+                                            "over layers or objects", node))
+                elif isinstance(f, ast.Subscript) and index is not None and any(
                         isinstance(n, ast.Name) and n.id == index for n in ast.walk(f.slice)):
-                    raise Decline("L2S303", f"the loop calls `{ast.unparse(f)}`: a loop over a list of layers "
-                                  "or callables", node)
+                    problems.append(Decline("L2S303", f"the loop calls `{ast.unparse(f)}`: a loop over a list of "
+                                            "layers or callables", node))
             elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and \
                     node.value.id in element_names and isinstance(node.slice, ast.Constant) and \
                     isinstance(node.slice.value, str):
-                raise Decline("L2S304", f"each element `{node.value.id}` is indexed by a string "
-                              f"(`{ast.unparse(node)}`): a list of per-layer parameter dicts; stack them into one "
-                              "pytree of arrays and scan over that", node)
+                problems.append(Decline("L2S304", f"each element `{node.value.id}` is indexed by a string "
+                                        f"(`{ast.unparse(node)}`): a list of per-layer parameter dicts; stack them "
+                                        "into one pytree of arrays and scan over that", node))
             elif isinstance(node, ast.Subscript) and index is not None and isinstance(node.value, ast.Subscript) \
                     and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str) \
                     and index_offset(node.value.slice, index) is not None:
-                raise Decline("L2S304", f"`{ast.unparse(node)}` indexes a per-layer structure by the loop index: "
-                              "a list of per-layer parameter dicts; stack them into one pytree of arrays and "
-                              "scan over that", node)
+                problems.append(Decline("L2S304", f"`{ast.unparse(node)}` indexes a per-layer structure by the loop "
+                                        "index: a list of per-layer parameter dicts; stack them into one pytree "
+                                        "of arrays and scan over that", node))
+        if problems:
+            raise min(problems, key=lambda d: _pos(d.node))
+
+    def _check_python_value_uses(self) -> None:
+        """The loop variables formatted into strings or used as shapes: they must
+        be Python values, and inside a scan they would be traced arrays."""
+        for node in walk_scope_all(self.loop.body):
+            if not (isinstance(node, ast.Name) and node.id in self.targets and isinstance(node.ctx, ast.Load)):
+                continue
+            cur: ast.AST = node
+            parent = self.mctx.parent(cur)
+            while isinstance(parent, (ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List, ast.Starred)):
+                cur, parent = parent, self.mctx.parent(parent)
+            if isinstance(parent, ast.FormattedValue):
+                raise Decline("L2S307", f"the loop variable `{node.id}` is formatted into a string; inside a scan "
+                              "it is a traced array", node)
+            if isinstance(parent, ast.Call):
+                f = parent.func
+                if isinstance(f, ast.Name) and f.id in ("str", "repr", "format", "hash") and f.id not in \
+                        self.fctx.shadowing:
+                    raise Decline("L2S307", f"`{ast.unparse(parent)}` turns the loop variable into a Python value",
+                                  node)
+                if self._shape_argument(parent, cur):
+                    raise Decline("L2S307", f"the loop variable `{node.id}` sets a shape in "
+                                  f"`{_short(ast.unparse(parent))}`; shapes must be Python values, and inside a "
+                                  "scan it is a traced array", node)
+
+    def _shape_argument(self, call: ast.Call, arg: ast.AST) -> bool:
+        q = self.qual(call.func) or ""
+        last = q.rsplit(".", 1)[-1] if q else (call.func.attr if isinstance(call.func, ast.Attribute) else "")
+        pos = next((i for i, a in enumerate(call.args) if a is arg), None)
+        kw = next((k.arg for k in call.keywords if k.value is arg), None)
+        if kw in ("shape", "new_shape", "newshape", "size", "num", "length", "repeats"):
+            return True
+        if is_under(q, "jax.numpy", "jax.lax", "jax._src.numpy"):
+            if last in ("zeros", "ones", "empty", "full", "eye", "identity", "arange", "tri", "iota") and pos == 0:
+                return True
+            if last in ("reshape", "broadcast_to", "full") and pos == 1:
+                return True
+            if last == "linspace" and pos == 2:
+                return True
+        if is_under(q, "jax.random") and pos is not None and pos >= 1 and last not in ("fold_in", "split",
+                                                                                        "choice", "permutation"):
+            return True
+        if not q and isinstance(call.func, ast.Attribute) and call.func.attr in ("reshape", "broadcast_to") \
+                and pos is not None:
+            return True
+        return False
 
     def _check_element_iterable(self, expr: ast.AST) -> None:
         """Iterating a parameter annotated as Python values, or the parts of a
@@ -493,6 +548,9 @@ class LoopAnalysis:
                 value = getattr(d.node, "value", None) if d.kind == "assign" else None
                 if value is None or not isinstance(d.node, (ast.Assign, ast.AnnAssign)):
                     continue
+                if isinstance(value, ast.Call) and self.is_progress_bar(value):
+                    raise Decline("L2S201", f"the loop iterates through a progress bar (`{expr.id}`, line "
+                                  f"{d.node.lineno}); drop it (a scan runs all steps at once)", expr)
                 why = self._python_sequence(value)
                 if why:
                     raise Decline("L2S302", f"the loop iterates over `{expr.id}`, {why} (line {d.node.lineno}): "
@@ -548,37 +606,36 @@ class LoopAnalysis:
                         binding(c.body, binds)
 
         binding(self.loop.body, True)
-        shadow = set(self.fctx.locals)
+        shadow = set(self.fctx.shadowing)
         for stmt in self.loop.body:
             for node in walk_scope(stmt):
                 if isinstance(node, ast.Return):
-                    add("L2S103", "`return` inside the loop leaves the function from within a step", node)
+                    add("L2S103", "`return` inside the loop leaves the function from within a step; "
+                        "return after the loop", node)
                 elif isinstance(node, (ast.Yield, ast.YieldFrom)):
                     add("L2S104", "`yield` inside the loop makes it a generator loop", node)
                 elif isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)):
                     add("L2S105", "asynchronous code inside the loop", node)
                 elif isinstance(node, (ast.Global, ast.Nonlocal)):
-                    add("L2S106", f"`{type(node).__name__.lower()} {', '.join(node.names)}` inside the loop", node)
+                    add("L2S106", f"`{type(node).__name__.lower()} {', '.join(node.names)}` inside the loop; "
+                        "return the value from the step instead", node)
                 elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     for sub in ast.walk(node):
                         if isinstance(sub, (ast.Global, ast.Nonlocal)):
                             add("L2S106", f"`{type(sub).__name__.lower()} {', '.join(sub.names)}` in a function "
-                                "defined inside the loop", sub)
+                                "defined inside the loop; return the value instead", sub)
                 elif isinstance(node, ast.Delete):
-                    add("L2S107", f"`{ast.unparse(node)}` inside the loop", node)
+                    add("L2S107", f"`{ast.unparse(node)}` inside the loop; drop it (step locals are freed anyway)",
+                        node)
                 elif isinstance(node, ast.Raise):
-                    add("L2S112", "`raise` inside the loop: a step cannot end the scan with an exception", node)
-                elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
-                        not self._is_append_statement(node) and not is_under(self.qual(node.value.func), "jax.debug"):
-                    add("L2S201", f"the result of `{_short(ast.unparse(node.value))}` is discarded: a call made "
-                        "for its effect would run once, when the scan traces the step (use `jax.debug.callback` "
-                        "for host effects)", node)
+                    add("L2S112", "`raise` inside the loop: a step cannot end the scan with an exception; "
+                        "check the condition before or after the loop", node)
                 elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
-                    add("L2S108", "`try` inside the loop", node)
+                    add("L2S108", "`try` inside the loop; handle errors around the loop instead", node)
                 elif isinstance(node, ast.ClassDef):
-                    add("L2S111", f"class `{node.name}` is defined inside the loop", node)
+                    add("L2S111", f"class `{node.name}` is defined inside the loop; define it before the loop", node)
                 elif isinstance(node, ast.Match):
-                    add("L2S111", "`match` statement inside the loop", node)
+                    add("L2S111", "`match` statement inside the loop; use `jax.lax.switch` or move it out", node)
                 elif isinstance(node, ast.With):
                     for item in node.items:
                         expr = item.context_expr
@@ -586,6 +643,15 @@ class LoopAnalysis:
                         if q not in PURE_CONTEXT_MANAGERS:
                             add("L2S110", f"`with {ast.unparse(expr)}` inside the loop: a context manager would be "
                                 "entered once when the scan traces the step, not once per step", node)
+                elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                    call = node.value
+                    if not self._call_problem(call, shadow, add, statement=True) and not self._is_append_statement(node) \
+                            and not is_under(self.qual(call.func), "jax.debug"):
+                        add("L2S201", f"the result of `{_short(ast.unparse(call))}` is discarded: a call made "
+                            "for its effect would run once, when the scan traces the step (use "
+                            "`jax.debug.callback` for host effects)", node)
+                elif isinstance(node, ast.Call) and not isinstance(self.mctx.parent(node), ast.Expr):
+                    self._call_problem(node, shadow, add)
                 if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.With)):
                     targets: list[ast.AST] = []
                     if isinstance(node, ast.Assign):
@@ -600,12 +666,11 @@ class LoopAnalysis:
                         for leaf in target_side_effects(t):
                             if isinstance(leaf, ast.Attribute):
                                 add("L2S203", f"`{ast.unparse(leaf)}` is assigned inside the loop; a scan step "
-                                    "cannot change objects outside it", leaf)
+                                    "cannot change objects outside it (assign a local name and set the attribute "
+                                    "after the loop)", leaf)
                             else:
                                 add("L2S204", f"`{ast.unparse(leaf)}` is assigned inside the loop; use "
                                     "`x = x.at[i].set(v)` or collect values and stack them after the loop", leaf)
-                if isinstance(node, ast.Call):
-                    self._host_call(node, shadow, add)
         if problems:
             problems.sort(key=lambda p: (p[0], p[1]))
             _, code, message, node = problems[0]
@@ -617,31 +682,74 @@ class LoopAnalysis:
         return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "append"
                 and isinstance(call.func.value, ast.Name))
 
-    def _host_call(self, node: ast.Call, shadow: set[str], add) -> None:
+    def _call_problem(self, node: ast.Call, shadow: set[str], add, statement: bool = False) -> bool:
+        """Report a host effect, attribute change or in-place mutation made by
+        this call; ``True`` when one was reported."""
         f = node.func
         if isinstance(f, ast.Name) and f.id not in shadow:
             if f.id in HOST_BUILTINS:
+                hint = "jax.debug.print" if f.id == "print" else "jax.debug.callback"
                 add("L2S201", f"`{f.id}(...)` is a host side effect; inside a scan it would run once, at trace "
-                    "time (use `jax.debug.print` / `jax.debug.callback`)", node)
-            elif f.id in ATTR_BUILTINS:
+                    f"time (use `{hint}`)", node)
+                return True
+            if f.id in ATTR_BUILTINS:
                 add("L2S203", f"`{f.id}(...)` changes an object inside the loop", node)
-            elif self.mctx.is_impure_function(f.id):
+                return True
+            if self.mctx.is_impure_function(f.id):
                 add("L2S201", f"`{f.id}()` rebinds module globals (it has a `global` statement)", node)
-            elif self.is_progress_bar(node):
-                add("L2S201", f"`{f.id}(...)` is a progress bar", node)
-            return
+                return True
+            if self.is_progress_bar(node):
+                add("L2S201", f"`{f.id}(...)` is a progress bar; drop it (a scan runs all steps at once)", node)
+                return True
+            return False
         q = self.qual(f)
         if q is not None:
             if is_under(q, *HOST_CALL_ROOTS) or (q.split(".")[0] == "builtins" and q.split(".")[-1] in HOST_BUILTINS):
                 add("L2S201", f"`{ast.unparse(f)}(...)` is a host side effect; inside a scan it would run once, at "
-                    "trace time", node)
-            return
-        if isinstance(f, ast.Attribute):
-            recv_text = ast.unparse(f.value).lower()
-            if f.attr in LOG_METHODS and "log" in recv_text:
-                add("L2S201", f"`{ast.unparse(f)}(...)` logs; inside a scan it would run once, at trace time", node)
-            elif f.attr in IO_METHODS:
-                add("L2S201", f"`{ast.unparse(f)}(...)` writes output; inside a scan it would run once", node)
+                    "trace time (use `jax.debug.callback`, or move it out of the loop)", node)
+                return True
+            return False
+        if not isinstance(f, ast.Attribute):
+            return False
+        recv = f.value
+        if isinstance(recv, ast.Subscript) and isinstance(recv.value, ast.Attribute) and recv.value.attr == "at":
+            return False
+        recv_text = ast.unparse(recv).lower()
+        if f.attr in LOG_METHODS and "log" in recv_text:
+            add("L2S201", f"`{ast.unparse(f)}(...)` logs; inside a scan it would run once, at trace time "
+                "(use `jax.debug.print`)", node)
+            return True
+        if f.attr in IO_METHODS:
+            add("L2S201", f"`{ast.unparse(f)}(...)` writes output; inside a scan it would run once", node)
+            return True
+        host = self._host_object(recv)
+        if host:
+            add("L2S201", f"`{ast.unparse(f)}(...)` draws from {host}; a scan would draw once, when it traces the "
+                "step, and reuse the value every step (use `jax.random` with a key in the carry)", node)
+            return True
+        if f.attr == "append" and isinstance(recv, ast.Name):
+            return False  # list accumulators are judged by the output analysis
+        if f.attr in MUTATING_METHODS or (f.attr.endswith("_") and not f.attr.startswith("_")):
+            add("L2S205", f"`{ast.unparse(f)}(...)` changes an object in place inside the loop; a scan step must "
+                "only return new values", node)
+            return True
+        return False
+
+    def _host_object(self, recv: ast.AST) -> str:
+        """``rng`` in ``rng.normal(...)`` when it is a NumPy / Python random generator."""
+        root = recv
+        while isinstance(root, (ast.Attribute, ast.Subscript)):
+            root = root.value
+        if not isinstance(root, ast.Name):
+            return ""
+        values = list(self.fctx.assigned_values(root.id)) if root.id in self.fctx.locals else \
+            list(self.mctx.module_assigned_values(root.id))
+        for v in values:
+            if isinstance(v, ast.Call):
+                q = self.qual(v.func) if root.id in self.fctx.locals else self.mctx.imports.qualname(v.func)
+                if q and (is_under(q, "numpy.random", "random") or q in ("numpy.random.default_rng",)):
+                    return f"a host random generator (`{root.id}`, line {v.lineno})"
+        return ""
 
     def _check_globals(self) -> None:
         declared = self.fctx.declared_global
@@ -650,24 +758,20 @@ class LoopAnalysis:
         used = (all_read_names(self.loop.body) | self.written) & declared
         if used:
             name = sorted(used)[0]
-            raise Decline("L2S106", f"`{name}` is declared `global`/`nonlocal` in the function and used in the loop",
-                          self.loop)
+            decl = next((n for n in ast.walk(self.func) if isinstance(n, (ast.Global, ast.Nonlocal))
+                         and name in n.names), self.loop)
+            raise Decline("L2S106", f"`{name}` is declared `global`/`nonlocal` in the function and used in the loop; "
+                          "a scan step cannot rebind it (return the value instead)", decl)
 
     def _check_mutations(self, accs: dict[str, Accumulator]) -> None:
+        """``x.append(...)`` on a name that is not a recognised accumulator (other
+        in-place calls were rejected with the body structure)."""
         handled = {id(a.stmt) for a in accs.values()}
         for stmt in self.loop.body:
             for node in walk_scope(stmt):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                    continue
-                attr = node.func.attr
-                recv = node.func.value
-                if isinstance(recv, ast.Subscript) and isinstance(recv.value, ast.Attribute) and recv.value.attr == "at":
-                    continue
-                if attr == "append" and isinstance(recv, ast.Name) and recv.id in accs \
-                        and id(self.mctx.parent(node)) in handled:
-                    continue
-                if attr in MUTATING_METHODS or (attr.endswith("_") and not attr.startswith("_")):
-                    raise Decline("L2S205", f"`{ast.unparse(node.func)}(...)` changes an object in place inside the "
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "append"
+                        and isinstance(node.func.value, ast.Name) and id(self.mctx.parent(node)) not in handled):
+                    raise Decline("L2S205", f"`{ast.unparse(node.func)}(...)` changes a list in place inside the "
                                   "loop; a scan step must only return new values", node)
 
     # ---------------------------------------------------------- dataflow
@@ -738,7 +842,7 @@ class LoopAnalysis:
             default = self.fctx.param_defaults.get(name) if d.kind == "param" else None
             if isinstance(default, ast.Constant) and default.value is None:
                 raise Decline("L2S402", f"`{name}` is carried from step to step and its default is `None`; "
-                              "initialise it before the loop (e.g. `if h is None: h = jnp.zeros(...)`)", self.loop)
+                              "initialise it before the loop (e.g. `if h is None: h = jnp.zeros(...)`)", default)
 
     def _check_python_number_carries(self, carries: list[str]) -> None:
         """A carry that starts as a Python number and is only ever updated by
@@ -805,9 +909,16 @@ class LoopAnalysis:
     def _tainted(self, carries: set[str]) -> set[str]:
         tainted = set(self.targets) | carries
         stmts = self._body_statements()
+        comprehensions = [n for n in walk_scope_all(self.loop.body) if isinstance(n, ast.comprehension)]
         changed = True
         while changed:
             changed = False
+            for comp in comprehensions:
+                if self._value_reads(comp.iter) & tainted:
+                    new = set(target_names(comp.target)) - tainted
+                    if new:
+                        tainted |= new
+                        changed = True
             for stmt in stmts:
                 if isinstance(stmt, (ast.For, ast.AsyncFor)):
                     if self._value_reads(stmt.iter) & tainted:
@@ -861,17 +972,26 @@ class LoopAnalysis:
                     for cond in node.ifs:
                         bad |= self._value_reads(cond) & tainted
                     what = "a comprehension filter tests"
-                    if not bad and not isinstance(node.iter, (ast.Name, ast.Attribute, ast.Subscript)):
-                        bad, what = self._value_reads(node.iter) & tainted, "a comprehension iterates over"
+                    where = node.ifs[0] if node.ifs else node.iter
+                    if not bad and not isinstance(node.iter, _FIXED_LENGTH):
+                        bad, what, where = self._value_reads(node.iter) & tainted, \
+                            f"the length of a comprehension (`{_short(ast.unparse(node.iter))}`) depends on", node.iter
+                    if bad:
+                        problems.append((_pos(where), what, self._ordered(bad)[0], where))
+                    continue
                 elif isinstance(node, (ast.For, ast.AsyncFor)) and node is not self.loop:
-                    if not isinstance(node.iter, (ast.Name, ast.Attribute, ast.Subscript)):
-                        bad, what = self._value_reads(node.iter) & tainted, "a nested loop's trip count depends on"
+                    if not isinstance(node.iter, _FIXED_LENGTH):
+                        bad = self._value_reads(node.iter) & tainted
+                        what = f"the trip count of a nested loop (`{_short(ast.unparse(node.iter))}`) depends on"
                 if bad:
                     name = self._ordered(bad)[0]
                     problems.append((_pos(node), what, name, node))
         if problems:
             problems.sort(key=lambda p: p[0])
             _, what, name, node = problems[0]
+            if name in self.targets and "trip count" in what or "length" in what and name in self.targets:
+                raise Decline("L2S307", f"{what} the loop variable `{name}`; inside a scan it is traced, so the "
+                              "number of iterations would not be static", node)
             kind = "the loop variable" if name in self.targets else "a value that changes every step"
             raise Decline("L2S109", f"{what} `{name}`, {kind}; inside a scan it is a traced array "
                           "(use `jnp.where` or `jax.lax.cond`)", node)
@@ -1011,7 +1131,8 @@ class LoopAnalysis:
                         raise Decline("L2S301", f"the trip count depends on `{ast.unparse(bad)}`, which is not "
                                       "known at trace time", bad)
                 if leaf.step is not None and _int_literal(leaf.step) is None:
-                    raise Decline("L2S301", "the `range` step must be an integer literal", leaf.step)
+                    raise Decline("L2S301", f"the `range` step `{ast.unparse(leaf.step)}` must be an integer "
+                                  "literal (its sign decides the direction of the scan)", leaf.step)
                 if leaf.step is not None and _int_literal(leaf.step) == 0:
                     raise Decline("L2S302", "`range` step 0", leaf.step)
             elif isinstance(leaf, EnumerateIndex) and leaf.start is not None:
@@ -1219,6 +1340,9 @@ def walk_scope_all(stmts) -> Iterable[ast.AST]:
     included (they run inside the step too)."""
     for stmt in stmts:
         yield from ast.walk(stmt)
+
+
+_FIXED_LENGTH = (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List)
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -19,7 +19,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .activity import walk_scope
+from .activity import walk_body, walk_scope
 from .decline import Decline
 
 STACK_FUNCS = {"jax.numpy.stack"}
@@ -124,8 +124,9 @@ class OutputAnalysis:
         ok = init is not None and init.kind == "assign" and isinstance(init.node, ast.Assign) \
             and len(init.node.targets) == 1 and self._init_value(init.node, name, empty_kind)
         if not ok:
+            where = init.node if init is not None and init.node is not None and init.kind != "undef" else self.loop
             raise Decline("L2S502", f"`{name}` must be `{name} = {empty}` right before the loop "
-                          f"(it may hold other values when the loop starts)", self.loop)
+                          f"(it may hold other values when the loop starts)", where)
         block, idx = self.mctx.block_of(self.loop)
         iblock, iidx = self.mctx.block_of(init.node)
         if block is None or iblock is not block or iidx >= idx:
@@ -171,7 +172,7 @@ class OutputAnalysis:
         body_nodes = {id(n) for s in self.loop.body for n in ast.walk(s)}
         init_def = next(iter(self.fctx.defs_before(self.loop, name)))
         out: list[ConsumerUse] = []
-        for node in walk_scope(self.fctx.func):
+        for node in walk_body(self.fctx.func):
             if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
                 continue
             if id(node) in body_nodes:
