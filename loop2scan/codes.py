@@ -89,7 +89,8 @@ _CODES = [
          "Initialise it before the loop with a value of the same shape and dtype it has inside the loop."),
     Code("L2S402", "carry-none", "a carried value starts as `None`",
          "Initialise it with an array of the shape and dtype it has inside the loop (e.g. `jnp.zeros(...)`)."),
-    Code("L2S403", "python-number-carry", "a carried value is a Python number that never meets an array",
+    Code("L2S403", "python-value-carry", "a carried value is a Python value (a number that never meets an array, "
+         "a set, a dict, a string)",
          "A scan would turn it into a traced array; if it really is an array value, initialise it as one "
          "(`jnp.zeros(())`, `jnp.float32(0)`), otherwise keep the loop."),
     # outputs

@@ -219,9 +219,21 @@ class LoopAnalysis:
         for s in seqs:
             if isinstance(s, ast.Name) and self.facts.name_is_array(s.id):
                 return s
-        for name in sorted(body_read - body_written):
-            if name in fctx.locals and self.facts.name_is_array(name):
-                return loop
+        targets = set(target_names(loop.target))
+        for node in walk_scope_all(loop.body):
+            # an array computed with: indexed, or an operand of arithmetic
+            if isinstance(node, ast.Subscript):
+                operands = [node.value]
+            elif isinstance(node, ast.BinOp):
+                operands = [node.left, node.right]
+            elif isinstance(node, ast.UnaryOp) and not isinstance(node.op, ast.Not):
+                operands = [node.operand]
+            else:
+                continue
+            for op in operands:
+                if isinstance(op, ast.Name) and op.id not in targets and op.id not in body_written \
+                        and op.id in fctx.locals and self.facts.name_is_array(op.id):
+                    return op
         return None
 
     def _shadowed(self, expr: ast.AST) -> bool:
@@ -293,10 +305,12 @@ class LoopAnalysis:
                     last_values.append(name)
         for name in carries:
             self._check_carry_init(name)
+        self._check_python_container_carries(carries)
         self._check_python_number_carries(carries)
 
         tainted = self._tainted(set(carries))
         self._check_control_flow(tainted)
+        self._check_python_value_uses(tainted)
         self._check_conversions(tainted)
 
         xs, length, reverse, length_reason, index_info = self._inputs(iteration, accs)
@@ -454,7 +468,6 @@ class LoopAnalysis:
                     and node.value.id in self.targets:
                 raise Decline("L2S307", f"the loop variable `{node.value.id}` is passed as `{node.arg}=`, which "
                               "must be a Python value; inside a scan it would be a traced array", node)
-        self._check_python_value_uses()
         index = iteration.range_loop.name if iteration.range_loop else None
         problems = []
         for node in walk_scope_all(loop.body):
@@ -486,29 +499,31 @@ class LoopAnalysis:
         if problems:
             raise min(problems, key=lambda d: _pos(d.node))
 
-    def _check_python_value_uses(self) -> None:
-        """The loop variables formatted into strings or used as shapes: they must
-        be Python values, and inside a scan they would be traced arrays."""
+    def _check_python_value_uses(self, tainted: set[str]) -> None:
+        """Per-step values formatted into strings, made into slices or used as
+        shapes: those must be Python values, and inside a scan they are traced."""
         for node in walk_scope_all(self.loop.body):
-            if not (isinstance(node, ast.Name) and node.id in self.targets and isinstance(node.ctx, ast.Load)):
+            if not (isinstance(node, ast.Name) and node.id in tainted and isinstance(node.ctx, ast.Load)):
                 continue
+            what = f"the loop variable `{node.id}`" if node.id in self.targets else \
+                f"`{node.id}`, which changes every step,"
             cur: ast.AST = node
             parent = self.mctx.parent(cur)
-            while isinstance(parent, (ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List, ast.Starred)):
+            while isinstance(parent, (ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List, ast.Starred)) or (
+                    isinstance(parent, ast.Subscript) and parent.value is cur):
                 cur, parent = parent, self.mctx.parent(parent)
             if isinstance(parent, ast.FormattedValue):
-                raise Decline("L2S307", f"the loop variable `{node.id}` is formatted into a string; inside a scan "
-                              "it is a traced array", node)
+                raise Decline("L2S307", f"{what} is formatted into a string; inside a scan it is a traced array",
+                              node)
             if isinstance(parent, ast.Call):
                 f = parent.func
-                if isinstance(f, ast.Name) and f.id in ("str", "repr", "format", "hash") and f.id not in \
+                if isinstance(f, ast.Name) and f.id in ("str", "repr", "format", "hash", "slice") and f.id not in \
                         self.fctx.shadowing:
-                    raise Decline("L2S307", f"`{ast.unparse(parent)}` turns the loop variable into a Python value",
-                                  node)
+                    raise Decline("L2S307", f"`{_short(ast.unparse(parent))}` needs {what} as a Python value; inside "
+                                  "a scan it is a traced array", node)
                 if self._shape_argument(parent, cur):
-                    raise Decline("L2S307", f"the loop variable `{node.id}` sets a shape in "
-                                  f"`{_short(ast.unparse(parent))}`; shapes must be Python values, and inside a "
-                                  "scan it is a traced array", node)
+                    raise Decline("L2S307", f"{what} sets a shape in `{_short(ast.unparse(parent))}`; shapes must "
+                                  "be Python values, and inside a scan it is a traced array", node)
 
     def _shape_argument(self, call: ast.Call, arg: ast.AST) -> bool:
         q = self.qual(call.func) or ""
@@ -861,6 +876,24 @@ class LoopAnalysis:
             raise Decline("L2S403", f"`{name}` starts as a Python number and is never combined with an array in "
                           "the loop, so it is a Python value; a scan would turn it into a traced array "
                           f"(initialise it with `jnp.asarray(...)` if it is meant to be an array)", first)
+
+    def _check_python_container_carries(self, carries: list[str]) -> None:
+        for name in carries:
+            for d in self.fctx.defs_before(self.loop, name):
+                value = getattr(d.node, "value", None) if d.kind == "assign" else None
+                if value is None or not isinstance(d.node, (ast.Assign, ast.AnnAssign)):
+                    continue
+                kind = None
+                if isinstance(value, (ast.Set, ast.Dict, ast.SetComp, ast.DictComp, ast.JoinedStr)) or (
+                        isinstance(value, ast.Constant) and isinstance(value.value, (str, bytes))):
+                    kind = "a Python set, dict or string"
+                elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and \
+                        value.func.id in ("set", "dict", "frozenset", "str", "collections.defaultdict") and \
+                        value.func.id not in self.fctx.shadowing:
+                    kind = f"a Python `{value.func.id}`"
+                if kind:
+                    raise Decline("L2S403", f"`{name}` is carried from step to step but starts as {kind} "
+                                  f"(line {d.node.lineno}); a scan can only carry arrays", d.node)
 
     @staticmethod
     def _numeric_literal_def(d) -> bool:
