@@ -139,6 +139,10 @@ class EditTransformer(cst.CSTTransformer):
         self.captured: dict[int, cst.CSTNode] = {}
         self.loops: dict[int, Callable[[cst.For, cst.For], list[cst.BaseStatement]]] = {}
         self._dead_lines: dict[int, list[cst.EmptyLine]] = {}
+        # own-line comments made from the end-of-line comment of a removed line,
+        # and every comment line that belonged to a removed line
+        self.trailing_comments: set[int] = set()
+        self.moved_comments: set[int] = set()
 
     def on_leave(self, original_node, updated_node):
         key = id(original_node)
@@ -165,12 +169,15 @@ class EditTransformer(cst.CSTTransformer):
         if len(updated.body) == len(original.body):
             return updated
         if not updated.body:
-            comments = list(updated.leading_lines)
+            comments = [line for line in updated.leading_lines if line.comment is not None]
             trailing = updated.trailing_whitespace.comment
             if trailing is not None:
-                comments.append(cst.EmptyLine(comment=trailing))
+                line = cst.EmptyLine(comment=trailing)
+                self.trailing_comments.add(id(line))
+                comments.append(line)
             placeholder = updated.with_changes(body=[cst.Pass()])
-            self._dead_lines[id(placeholder)] = [line for line in comments if line.comment is not None]
+            self._dead_lines[id(placeholder)] = comments
+            self.moved_comments.update(id(line) for line in comments)
             return placeholder
         last = updated.body[-1]
         if hasattr(last, "semicolon"):

@@ -169,6 +169,8 @@ def _merge(dst: EditTransformer, src: EditTransformer) -> None:
     dst.capture |= src.capture
     dst.loops.update(src.loops)
     src.captured = dst.captured  # closures of src read the shared captures
+    src.trailing_comments = dst.trailing_comments
+    src.moved_comments = dst.moved_comments
 
 
 class _PlanEmitter:
@@ -344,9 +346,21 @@ class _PlanEmitter:
             ys_expr = cst.Tuple([cst.Element(v) for v in values])
         ret = cst.SimpleStatementLine([cst.Return(value=cst.Tuple(
             [cst.Element(parse_expr(carry_out, module)), cst.Element(ys_expr)], lpar=[], rpar=[]))])
+        # comments of removed last statements (an `outs.append(h)  # ...`) go with the return
+        footer = list(loop.body.footer) if isinstance(loop.body, cst.IndentedBlock) else []
+        moved = [line for line in footer if id(line) in self.tr.moved_comments]
+        footer = [line for line in footer if id(line) not in self.tr.moved_comments]
+        trailing = [line for line in moved if id(line) in self.tr.trailing_comments]
+        leading = [line for line in moved if id(line) not in self.tr.trailing_comments]
+        if len(trailing) == 1:
+            ret = ret.with_changes(trailing_whitespace=cst.TrailingWhitespace(
+                whitespace=cst.SimpleWhitespace("  "), comment=trailing[0].comment))
+        else:
+            leading += trailing
+        ret = ret.with_changes(leading_lines=leading)
         header = parse_stmt(f"def {step}({carry_param}, {xs_param}):\n    pass\n", module)
         if isinstance(loop.body, cst.IndentedBlock):
-            block = loop.body.with_changes(body=[*prologue, *body, ret])
+            block = loop.body.with_changes(body=[*prologue, *body, ret], footer=footer)
         else:
             block = cst.IndentedBlock(body=[*prologue, *body, ret])
         func = header.with_changes(body=block, leading_lines=loop.leading_lines)

@@ -52,6 +52,10 @@ class ArrayFacts:
         self.fctx = fctx
         self.module = fctx.module
         self.imports = fctx.imports
+        # inside a scan step: reads replaced by per-step slices, and names bound
+        # directly to per-step inputs, are arrays whatever they were outside
+        self.known_nodes: set[int] = set()
+        self.known_names: set[str] = set()
 
     def qual(self, expr: ast.AST) -> Optional[str]:
         return self.imports.qualname(expr, self.fctx.shadowing)
@@ -88,6 +92,14 @@ class ArrayFacts:
         if defs:
             values = []
             for d in defs:
+                if d.kind == "for" and name in self.known_names:
+                    values.append(True)
+                    continue
+                if d.kind == "for" and isinstance(d.node, (ast.For, ast.AsyncFor)) \
+                        and isinstance(d.node.target, ast.Name) and d.node.target.id == name:
+                    # an element of an array: `for row in grid` with `grid` an array
+                    values.append(self.is_array(d.node.iter, depth=depth + 1))
+                    continue
                 if d.kind == "param" and self.module.annotation_is_array(self.fctx.param_annotations.get(name)):
                     values.append(True)
                     continue
@@ -110,6 +122,8 @@ class ArrayFacts:
         point of ``expr`` (or ``None`` when unknown)."""
         if depth > 6:
             return False
+        if id(expr) in self.known_nodes:
+            return True
         if isinstance(expr, ast.Call):
             if self.call_is_array(expr):
                 return True

@@ -394,7 +394,7 @@ class FunctionContext:
                     out.setdefault(t.id, []).append(node.value)
                 elif isinstance(t, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Name) for e in t.elts):
                     for i, e in enumerate(t.elts):
-                        out.setdefault(e.id, []).append((node.value, i, len(t.elts)))
+                        out.setdefault(e.id, []).append(_element(node.value, i, len(t.elts)))
         return out
 
     def assigned_values(self, name: str) -> list:
@@ -420,7 +420,7 @@ class FunctionContext:
                 elif isinstance(t, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Name) for e in t.elts):
                     for i, e in enumerate(t.elts):
                         counts[e.id] = counts.get(e.id, 0) + 1
-                        value[e.id] = (node.value, i, len(t.elts))
+                        value[e.id] = _element(node.value, i, len(t.elts))
                         handled.add(id(e))
         for node in ast.walk(self.func):
             if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) and id(node) not in handled:
@@ -428,6 +428,15 @@ class FunctionContext:
             elif isinstance(node, ast.arg):
                 counts[node.arg] = counts.get(node.arg, 0) + 2
         return {n: value[n] for n, c in counts.items() if c == 1 and n in value}
+
+
+def _element(value: ast.AST, index: int, count: int):
+    """The value bound to the ``index``-th name of ``a, b = value``: the element
+    itself for a literal tuple of the same length, else ``(value, index, count)``."""
+    if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == count and \
+            not any(isinstance(e, ast.Starred) for e in value.elts):
+        return value.elts[index]
+    return (value, index, count)
 
 
 def _all_nested_scopes(stmt: ast.AST) -> Iterator[ast.AST]:

@@ -314,6 +314,7 @@ class LoopAnalysis:
         self._check_conversions(tainted)
 
         xs, length, reverse, length_reason, index_info = self._inputs(iteration, accs)
+        self._learn_step_arrays(xs)
         ys = self._outputs(accs, last_values, iteration, index_info, reverse)
         reads_in_body = all_read_names(loop.body)
         step_reads = self._step_reads(xs)
@@ -342,6 +343,17 @@ class LoopAnalysis:
         return plan
 
     # ---------------------------------------------------------------- helpers
+    def _learn_step_arrays(self, xs: list[XsItem]) -> None:
+        """Tell the array inference what the step function will see: per-step
+        slices and per-step inputs bound to a plain name are arrays."""
+        replaced = {span for item in xs for span in item.replaces}
+        for node in walk_scope_all(self.loop.body):
+            if isinstance(node, ast.Subscript) and self.mctx.span(node) in replaced:
+                self.facts.known_nodes.add(id(node))
+        for item in xs:
+            if item.bind.isidentifier():
+                self.facts.known_names.add(item.bind)
+
     def _step_reads(self, xs: list[XsItem]) -> set[str]:
         """Names the step function reads once index reads became slices."""
         replaced = {x_span for item in xs for x_span in item.replaces}
@@ -1271,7 +1283,7 @@ class LoopAnalysis:
             generic = True
         xs: list[XsItem] = []
         reserved = set(self.fctx.all_names) | self.mctx.module_names | all_read_names(self.loop.body)
-        for (_, _, off), item in slices.items():
+        for (_, _, off), item in sorted(slices.items(), key=lambda kv: min(kv[1].replaces)):
             suffix = "" if off == 0 else "_next" if off == 1 else "_prev" if off == -1 else \
                 f"_{'p' if off > 0 else 'm'}{abs(off)}"
             item.bind = _fresh(f"{_base_name(item.source_text)}_{index}{suffix}", reserved)
@@ -1410,8 +1422,8 @@ def _atomic_text(text: str) -> bool:
 
 
 def _base_name(text: str) -> str:
-    m = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
-    strings = re.findall(r"['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\]$", text)
+    m = re.findall(r"[^\W\d]\w*", text)
+    strings = re.findall(r"['\"]([^\W\d]\w*)['\"]\]$", text)
     if strings:
         return strings[-1]
     if not m:
@@ -1438,4 +1450,25 @@ def analyze_module(mctx: ModuleContext) -> list[LoopResult]:
             out.append(LoopResult(s.line, s.col, s.end_line, "skipped", SKIPPED,
                                   "skipped by `# loop2scan: skip-file`"))
         return out
-    return [LoopAnalysis(mctx, loop).run() for loop in mctx.loops]
+    results = [LoopAnalysis(mctx, loop).run() for loop in mctx.loops]
+    _inputs_of_enclosing_steps(mctx, results)
+    return results
+
+
+def _inputs_of_enclosing_steps(mctx: ModuleContext, results: list[LoopResult]) -> None:
+    """An inner loop over a per-step input of a rewritten outer loop iterates an
+    array slice: it needs no ``jnp.asarray``."""
+    by_loop = {id(loop): r for loop, r in zip(mctx.loops, results)}
+    for loop, r in zip(mctx.loops, results):
+        if r.plan is None:
+            continue
+        for item in r.plan.xs:
+            if not (item.wrap_asarray and item.source_text.isidentifier()):
+                continue
+            for anc in mctx.ancestors(loop):
+                outer = by_loop.get(id(anc))
+                if outer is None or outer.plan is None:
+                    continue
+                if any(x.bind == item.source_text and x.bind.isidentifier() for x in outer.plan.xs):
+                    item.wrap_asarray = False
+                    break

@@ -49,6 +49,17 @@ def gae(rewards, values, last_value):
     return GAE(0.99, 0.95).advantages(rewards, values, last_value)
 
 
+def n_step_return(rewards, bootstrap, gamma):
+    """Return of the first state over n rewards [n, B], bootstrapped with V(s_n) [B]."""
+    g = bootstrap
+    # fold the rewards in from the last one, clipped as in the training loss
+    def _step(g, r):
+        g = jnp.clip(r, -1.0, 1.0) + gamma * g
+        return g, None
+    g, _ = jax.lax.scan(_step, g, jnp.asarray(rewards), reverse=True)
+    return g
+
+
 def example_inputs():
     T, B = 8, 3
     kr, kd, kv, kl = jax.random.split(jax.random.PRNGKey(4), 4)
@@ -60,4 +71,6 @@ def example_inputs():
     return {
         "discounted_returns": [(rewards, dones, gamma), (rewards[:1], dones[:1], gamma)],
         "gae": [(rewards, values, last_value), (rewards[:1], values[:1], last_value)],
+        "n_step_return": [(rewards, last_value, gamma), (rewards[:1], last_value, gamma),
+                          (rewards[:0], last_value, gamma)],
     }

@@ -55,8 +55,8 @@ def cumulative(xs):
     return Cumulative().cumsum(xs)
 
 
-def sizes_as_array(d_in):
-    return jnp.asarray(layer_sizes(d_in, 3), jnp.float32)
+def scaled_sizes(d_in, scale):
+    return scale * jnp.asarray(layer_sizes(d_in, 3), jnp.float32)
 
 
 def example_inputs():
@@ -70,5 +70,5 @@ def example_inputs():
     return {
         "smooth": [(signal, jnp.float32(0.3)), (signal[:1], jnp.float32(0.3))],
         "cumulative": [(signal,), (signal[:0],)],
-        "sizes_as_array": [(5,)],
+        "scaled_sizes": [(5, jnp.float32(0.5))],
     }

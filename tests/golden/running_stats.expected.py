@@ -27,7 +27,7 @@ def running_mean_energy(batches):
 
 
 class EMATracker:
-    """Exponential moving averages of the mean and the second moment."""
+    """Exponential moving averages of the mean activation and its square."""
 
     def __init__(self, decay):
         self.decay = decay
@@ -37,8 +37,8 @@ class EMATracker:
         second = 0.0
         def _step(carry, x):
             mean, second = carry
-            # per-feature statistics of this batch
-            m = jnp.mean(x, axis=0)
+            # statistics of this batch (scalars, like the initial values)
+            m = jnp.mean(x)
             mean = self.decay * mean + (1 - self.decay) * m
             second = self.decay * second + (1 - self.decay) * m * m
             return (mean, second), None

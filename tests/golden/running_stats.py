@@ -26,7 +26,7 @@ def running_mean_energy(batches):
 
 
 class EMATracker:
-    """Exponential moving averages of the mean and the second moment."""
+    """Exponential moving averages of the mean activation and its square."""
 
     def __init__(self, decay):
         self.decay = decay
@@ -35,8 +35,8 @@ class EMATracker:
         mean = 0.0
         second = 0.0
         for x in batches:
-            # per-feature statistics of this batch
-            m = jnp.mean(x, axis=0)
+            # statistics of this batch (scalars, like the initial values)
+            m = jnp.mean(x)
             mean = self.decay * mean + (1 - self.decay) * m
             second = self.decay * second + (1 - self.decay) * m * m
         return mean, second - mean * mean

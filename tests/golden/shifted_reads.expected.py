@@ -18,11 +18,11 @@ def path_length(x):
     T = x.shape[0]
     length = jnp.zeros(())
     def _step(length, inputs):
-        x_t, x_t_next = inputs
+        x_t_next, x_t = inputs
         # distance between consecutive frames
         length = length + jnp.sum(smooth_abs(x_t_next - x_t))
         return length, None
-    length, _ = jax.lax.scan(_step, length, (x[:T - 1], x[1:]))
+    length, _ = jax.lax.scan(_step, length, (x[1:], x[:T - 1]))
     return length
 
 
@@ -34,11 +34,11 @@ class VelocityRNN:
     def __call__(self, frames, h):
         """frames: [T, B, D] -> states [T - 1, B, H]."""
         def _step(h, inputs):
-            frames_t, frames_t_next = inputs
+            frames_t_next, frames_t = inputs
             velocity = frames_t_next - frames_t
             h = jnp.tanh(velocity @ self.w + h @ self.u)
             return h, h
-        h, states = jax.lax.scan(_step, h, (frames[:frames.shape[0] - 1], frames[1:]))
+        h, states = jax.lax.scan(_step, h, (frames[1:], frames[:frames.shape[0] - 1]))
         return states
 
 

@@ -19,8 +19,8 @@ def encoder(params, xs):
     h = jnp.zeros((xs.shape[1], params["ug"].shape[0]))
     def _step(h, x):
         h = highway(params, h, x)
-        return h, h
         # like output_hidden_states=True
+        return h, h
     h, all_hidden = jax.lax.scan(_step, h, xs)
     return h, jnp.moveaxis(all_hidden, 0, -1), len(all_hidden)
 
