@@ -83,8 +83,21 @@ class _Refs:
                     self._add("jax")
         return self._jnp
 
+    @property
+    def jax(self) -> str:
+        """How the module spells the ``jax`` package (for ``jax.tree.map``)."""
+        if "jax" in self.by_qual:
+            return self.by_qual["jax"][0]
+        if "jax" in self.module_names:
+            raise MappingError("the module binds the name `jax` to something else")
+        self._add("jax")
+        self._jax_added = True
+        return "jax"
+
     def roots(self) -> set[str]:
         out = {self.scan.split(".")[0]}
+        if getattr(self, "_jax_added", False) or "jax" in self.by_qual:
+            out.add(self.jax)
         if self._jnp is not None:
             out.add(self._jnp.split(".")[0])
         return out
@@ -152,7 +165,10 @@ def _drop_index(node: cst.Subscript, name: str, drop: Optional[int]) -> cst.Base
 
 
 def _needs_jnp(plan: ScanPlan) -> bool:
-    if any(x.kind == "arange" or x.wrap_asarray or x.axis != 0 for x in plan.xs):
+    if any(x.kind == "arange" or x.wrap_asarray or x.axis != 0 or (x.kind == "layers" and x.layout == "keep")
+           for x in plan.xs):
+        return True
+    if plan.layout is not None and any(e.kind == "builder-return" for e in plan.layout.edits):
         return True
     for y in plan.ys:
         if y.wrap_asarray or (y.kind == "at_set" and (y.at_arange is not None or y.at_index_before)):
@@ -194,7 +210,9 @@ class _PlanEmitter:
         loop = index.find(plan.loop)
         if not isinstance(loop, cst.For) or loop.asynchronous is not None:
             raise MappingError("the loop is not a plain `for` statement")
-        step = self._fresh("_step")
+        step = self._fresh("_layer_step" if plan.layout is not None else "_step")
+        if plan.layout is not None:
+            self.refs.jax  # decide the spelling (and the import) before checking for shadowing
         if _needs_jnp(plan):
             self.refs.jnp  # decide the spelling (and the import) before checking for shadowing
         # per-step inputs: index reads become the names bound by the step
@@ -202,6 +220,11 @@ class _PlanEmitter:
             for span, drop in zip(item.replaces, item.replace_drop or [None] * len(item.replaces)):
                 node = index.find(span)
                 tr.replace[id(node)] = (lambda name, drop: lambda u: _drop_index(u, name, drop))(item.bind, drop)
+        # the parameter list's new layout: the builder and the other uses
+        if plan.layout is not None and plan.layout.mode == "stacked":
+            for edit in plan.layout.edits:
+                node = index.find(edit.span)
+                tr.replace[id(node)] = (lambda e: lambda u: self._layout_edit(u, e))(edit)
         # per-step outputs
         self.ys_values: list = []
         self.ys_targets: list[str] = []
@@ -209,6 +232,24 @@ class _PlanEmitter:
         for y in plan.ys:
             self._register_output(y)
         tr.loops[id(loop)] = lambda o, u, step=step: self._build(u, step)
+
+    def _layout_edit(self, node: cst.BaseExpression, edit) -> cst.BaseExpression:
+        jax = self.refs.jax
+        code = self.module.code_for_node(node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node)
+        if edit.kind == "builder-return":
+            if "\n" in code:
+                code = f"({code})"
+            text = f"{jax}.tree.map(lambda *layer: {self.refs.jnp}.stack(layer), *{code})"
+        elif edit.kind == "len":
+            arg = self.module.code_for_node(node.args[0].value)
+            text = f"len({jax}.tree.leaves({arg})[0])"
+        else:  # index / slice: every leaf indexed along the layer axis
+            arg = self.module.code_for_node(node.value)
+            text = f"{jax}.tree.map(lambda leaf: leaf[{edit.text}], {arg})"
+        expr = parse_expr(text, self.module)
+        if getattr(node, "lpar", None):
+            expr = expr.with_changes(lpar=node.lpar, rpar=node.rpar)
+        return expr
 
     # -------------------------------------------------------------- outputs
     def _register_output(self, y: YsItem) -> None:
@@ -286,6 +327,8 @@ class _PlanEmitter:
 
     # -------------------------------------------------------------- the loop
     def _render_xs(self, item: XsItem) -> str:
+        if item.kind == "layers":
+            return self._render_layers(item)
         jnp = self.refs.jnp if (item.kind == "arange" or item.wrap_asarray or item.axis != 0) else None
         if item.kind == "arange":
             return f"{jnp}.arange({', '.join(item.range_args)})"
@@ -301,6 +344,17 @@ class _PlanEmitter:
         if sl != ":":
             base = f"{base}[{sl}]"
         return base
+
+    def _render_layers(self, item: XsItem) -> str:
+        """A per-layer parameter list: already stacked (slice every leaf for
+        ``params[a:b]``), or stacked here on every call (``--layout keep``)."""
+        jax = self.refs.jax
+        if item.layout == "stacked":
+            if item.layer_slice:
+                return f"{jax}.tree.map(lambda leaf: leaf[{item.layer_slice}], {item.source_text})"
+            return item.source_text
+        seq = f"{item.source_text}[{item.layer_slice}]" if item.layer_slice else item.source_text
+        return f"{jax}.tree.map(lambda *layer: {self.refs.jnp}.stack(layer), *{seq})"
 
     def _tree_text(self, tree, leaf) -> Optional[str]:
         if tree is None or tree == []:
@@ -333,7 +387,7 @@ class _PlanEmitter:
         elif isinstance(plan.xs_tree, int) and plan.elements_pattern.isidentifier():
             xs_param = plan.elements_pattern
         else:
-            xs_param = self._fresh("inputs")
+            xs_param = self._fresh("layer" if plan.layout is not None else "inputs")
             pattern = plan.elements_pattern
             prologue.append(parse_stmt(f"{pattern} = {xs_param}\n", module))
         # outputs

@@ -21,6 +21,7 @@ from .plan import LoopResult
 @dataclass
 class Options:
     framework: str = "auto"
+    layout: str = "stacked"  # per-layer parameter lists: "stacked" (at construction) or "keep" (per call)
     write: bool = False
     exclude: tuple[str, ...] = ()
     extend_exclude: tuple[str, ...] = ()
@@ -104,7 +105,8 @@ class RunReport:
 
 
 def options_from_config(cfg: Config, **overrides) -> Options:
-    opts = Options(framework=cfg.framework, exclude=cfg.exclude, extend_exclude=cfg.extend_exclude, root=cfg.root)
+    opts = Options(framework=cfg.framework, layout=cfg.layout, exclude=cfg.exclude,
+                   extend_exclude=cfg.extend_exclude, root=cfg.root)
     for key, value in overrides.items():
         if value is not None:
             setattr(opts, key, value)
@@ -117,7 +119,7 @@ def process_file(path: str, options: Options) -> FileReport:
         source: SourceFile = read_source(path)
     except SourceError as e:
         return FileReport(path, error=e.message)
-    result: SourceResult = rewrite_source(source.text, options.framework)
+    result: SourceResult = rewrite_source(source.text, options.framework, options.layout)
     report = FileReport(path, result.loops, result.error, result.framework, source.text, result.new_text)
     if options.write and result.new_text is not None:
         try:

@@ -22,6 +22,8 @@ from .engine import AVAILABLE_FRAMEWORKS, FRAMEWORKS
 from .report import explain_loop, file_error_line, loop_line, summary_text, to_json, to_sarif
 
 FRAMEWORK_HELP = "Target API: auto (per file, from its imports), jax, flax, flax-linen, torch_xla."
+LAYOUT_HELP = ("Loops over per-layer parameter lists: 'stacked' (default) makes the function that builds the list "
+               "return it stacked, once; 'keep' stacks it inside the function on every call.")
 
 
 def _check_framework(framework: Optional[str], source: str) -> None:
@@ -35,7 +37,7 @@ def _check_framework(framework: Optional[str], source: str) -> None:
             f"use --framework jax (or auto)")
 
 
-def _options(paths, framework, config_path, write=False) -> Options:
+def _options(paths, framework, config_path, write=False, layout=None) -> Options:
     _check_framework(framework, "--framework")
     try:
         cfg = load_config(list(paths), config_path)
@@ -43,7 +45,7 @@ def _options(paths, framework, config_path, write=False) -> Options:
         raise click.UsageError(str(e)) from None
     if framework is None:
         _check_framework(cfg.framework, f"framework in {cfg.path}")
-    return options_from_config(cfg, framework=framework, write=write)
+    return options_from_config(cfg, framework=framework, write=write, layout=layout)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,6 +57,7 @@ def main() -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--framework", type=str, default=None, help=FRAMEWORK_HELP)
+@click.option("--layout", type=click.Choice(["stacked", "keep"]), default=None, help=LAYOUT_HELP)
 @click.option("--write", is_flag=True, help="Write the rewrites into the files (default: show a diff).")
 @click.option("--diff/--no-diff", default=True, help="Show the unified diff of each rewrite (preview mode).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text",
@@ -65,11 +68,11 @@ def main() -> None:
               help="Worker processes (default: all cores). Output is the same for any number.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per loop (rewritten, declined, skipped).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the diff unless --no-diff).")
-def rewrite(paths, framework, write, diff, fmt, config_path, jobs, verbose, quiet) -> None:
+def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, verbose, quiet) -> None:
     """Find loops in PATHS, prove them safe, and rewrite them into scans.
 
     Without --write, prints a unified diff and exits 1 when a rewrite is available."""
-    options = _options(paths, framework, config_path, write)
+    options = _options(paths, framework, config_path, write, layout)
     options.jobs = jobs
     report = run(paths, options)
     _print_report(report, fmt, diff and not write, verbose, quiet)
@@ -111,16 +114,17 @@ def _split_target(target: str) -> tuple[str, Optional[int]]:
 @main.command()
 @click.argument("targets", nargs=-1, required=True, metavar="PATH[:LINE]...")
 @click.option("--framework", type=str, default=None, help=FRAMEWORK_HELP)
+@click.option("--layout", type=click.Choice(["stacked", "keep"]), default=None, help=LAYOUT_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str), default=None)
 @click.option("--all", "show_all", is_flag=True, help="Also list loops that are not array loops.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
-def explain(targets, framework, fmt, config_path, show_all, jobs) -> None:
+def explain(targets, framework, layout, fmt, config_path, show_all, jobs) -> None:
     """Explain each loop: its carry / xs / ys / broadcast split, or why it is not rewritten.
 
     PATH:LINE explains the loop on that line (or the innermost loop around it)."""
     split = [_split_target(t) for t in targets]
-    options = _options([p for p, _ in split], framework, config_path)
+    options = _options([p for p, _ in split], framework, config_path, layout=layout)
     options.jobs = jobs
     reports: list[FileReport] = []
     exit_code = 0
@@ -155,6 +159,30 @@ def explain(targets, framework, fmt, config_path, show_all, jobs) -> None:
                 continue
             click.echo(explain_loop(f.path, loop))
     sys.exit(exit_code)
+
+
+@main.command("convert-state")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("dst", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--to", "to", type=click.Choice(["stacked", "list"]), required=True,
+              help="stacked: a list of per-layer pytrees becomes one pytree with a leading layer axis; list: back.")
+@click.option("--key", default="", help="The entry to convert, as a /-separated path (e.g. params/layers).")
+@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
+def convert_state(src, dst, to, key, force) -> None:
+    """Convert a saved parameter list between the list and the stacked layout.
+
+    Formats by extension: .npz, .pkl/.pickle, .msgpack (flax.serialization).
+    The conversion is exact: every value is copied bit for bit, in layer order."""
+    from .layout import LayoutError, convert_checkpoint
+
+    if os.path.exists(dst) and not force:
+        raise click.UsageError(f"{dst} exists; pass --force to overwrite it")
+    try:
+        convert_checkpoint(src, dst, to, key)
+    except (LayoutError, OSError, ValueError, KeyError, IndexError) as e:
+        click.echo(f"error: {src}: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"wrote {dst} ({to} layout)", err=True)
 
 
 @main.command()

@@ -76,14 +76,21 @@ _CODES = [
          "Iterate over an array, `range(...)`, `zip`, `enumerate` or `reversed` of those."),
     Code("L2S303", "layer-loop", "the loop calls each element: a loop over layers or callables",
          "Layer loops need a framework target that stacks parameters (`--framework flax`, `flax-linen` or `torch_xla`)."),
-    Code("L2S304", "parameter-list", "the loop iterates over a list of per-layer parameter structures",
-         "A Python list of pytrees must be stacked into one pytree of arrays before it can be scanned."),
+    Code("L2S304", "parameter-list", "the loop iterates over a list of per-layer parameters built out of sight",
+         "Build the list in a function of this module whose result is passed here (loop2scan then stacks it once, "
+         "where it is built), or run with `--layout keep` to stack it inside the function on every call."),
     Code("L2S305", "target-reassigned", "the loop variable is reassigned in the loop body",
          "Use a new name for the modified value."),
     Code("L2S306", "target-used-after", "the loop variable is used after the loop",
          "Compute the last index or element explicitly after the loop."),
     Code("L2S307", "index-as-python-value", "the loop index is used as a Python value",
          "Inside a scan the index is a traced integer: it cannot size arrays, bound slices or `range`s, or index Python lists."),
+    Code("L2S308", "layers-differ", "the per-layer parameters may differ in shape from layer to layer",
+         "Build every layer from the same shapes (loop over `jax.random.split(key, n)` or `range(n)` used only to "
+         "pick keys); layers of different widths cannot be stacked into one scan."),
+    Code("L2S309", "layout-use", "the per-layer parameter list is used in a way the stacked layout would change",
+         "Replace the use with a layout-independent one (`jax.tree.map` over leaves, or scan it too), or keep the "
+         "list layout with `--layout keep`."),
     # carries
     Code("L2S401", "carry-unbound", "a value carried from step to step is not assigned before the loop",
          "Initialise it before the loop with a value of the same shape and dtype it has inside the loop."),

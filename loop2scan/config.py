@@ -7,6 +7,7 @@ changes nothing.
 
     [tool.loop2scan]
     framework = "jax"                 # auto | jax | flax | flax-linen | torch_xla
+    layout = "stacked"                # per-layer parameter lists: stacked (at construction) | keep
     exclude = ["build", "third_party"]  # replaces the default excludes
     extend-exclude = ["*_pb2.py"]      # adds to them
 """
@@ -23,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KNOWN_KEYS = {"framework", "exclude", "extend-exclude"}
+KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude"}
 
 
 class ConfigError(Exception):
@@ -33,6 +34,7 @@ class ConfigError(Exception):
 @dataclass
 class Config:
     framework: str = "auto"
+    layout: str = "stacked"
     exclude: tuple[str, ...] = ()
     extend_exclude: tuple[str, ...] = ()
     path: Optional[str] = None  # the pyproject.toml it came from
@@ -91,6 +93,10 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
         if not isinstance(table["framework"], str):
             raise ConfigError(f"{path}: framework must be a string")
         cfg.framework = table["framework"]
+    if "layout" in table:
+        if table["layout"] not in ("stacked", "keep"):
+            raise ConfigError(f"{path}: layout must be \"stacked\" or \"keep\", not {table['layout']!r}")
+        cfg.layout = table["layout"]
     for key, attr in (("exclude", "exclude"), ("extend-exclude", "extend_exclude")):
         if key in table:
             value = table[key]

@@ -70,16 +70,24 @@ def _import_statements(tree: ast.Module):
             stack.extend(h.body)
 
 
-def analyze_source(text: str, framework: str = "auto") -> tuple[list[LoopResult], Optional[str]]:
+LAYOUTS = ("stacked", "keep")
+
+
+def analyze_source(text: str, framework: str = "auto", layout: str = "stacked") -> tuple[list[LoopResult], Optional[str]]:
     """Analyse without rewriting: ``(loops, framework)``; raises SyntaxProblem."""
     tree, _ = parse_for_analysis(text)
     fw = detect_framework(tree, framework)
-    mctx = ModuleContext(tree, text, fw)
+    mctx = ModuleContext(tree, text, fw, layout)
     return analyze_module(mctx), fw
 
 
-def rewrite_source(text: str, framework: str = "auto") -> SourceResult:
+def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked") -> SourceResult:
     """Analyse ``text`` and rewrite every loop that is proven safe.
+
+    ``layout`` decides loops over per-layer parameter lists: ``"stacked"``
+    changes the function that builds the list to return it stacked once (and
+    every use of it), ``"keep"`` stacks the list inside each function on every
+    call.
 
     Never raises for bad input: a syntax error is reported in ``error``.  The
     returned ``new_text`` is guaranteed to parse."""
@@ -87,8 +95,10 @@ def rewrite_source(text: str, framework: str = "auto") -> SourceResult:
         tree, _ = parse_for_analysis(text)
     except SyntaxProblem as e:
         return SourceResult([], error=str(e))
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     fw = detect_framework(tree, framework)
-    mctx = ModuleContext(tree, text, fw)
+    mctx = ModuleContext(tree, text, fw, layout)
     loops = analyze_module(mctx)
     plans = [r.plan for r in loops if r.status == "rewritten" and r.plan is not None]
     if not plans:
@@ -107,19 +117,29 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
     line_text = pieces[0::2]
     line_end = pieces[1::2] + [""]
     plans = [r.plan for r in loops if r.status == "rewritten" and r.plan is not None]
-    groups: dict[int, list] = {}
+    # each plan edits a range of top-level statements (a layout change also edits the
+    # function that builds the parameter list); overlapping ranges are rewritten together
+    ranges = []
     for plan in plans:
-        top = _top_level_statement(mctx, plan.loop.line)
-        groups.setdefault(top, []).append(plan)
+        tops = [_top_level_statement(mctx, line) for line in _plan_lines(plan)]
+        ranges.append([min(tops), max(tops), [plan]])
+    ranges.sort(key=lambda r: r[0])
+    merged: list = []
+    for lo, hi, group in ranges:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+            merged[-1][2].extend(group)
+        else:
+            merged.append([lo, hi, group])
     failures: dict = {}
     replacements: list[tuple[int, int, str]] = []  # (first line, last line, new text)
     imports: list = []
     emitter_cls = emitter_for(fw)
     target = None
-    for index, group in sorted(groups.items()):
-        stmt = mctx.tree.body[index]
+    for lo, hi, group in merged:
+        stmt = mctx.tree.body[lo]
         first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
-        last = stmt.end_lineno
+        last = mctx.tree.body[hi].end_lineno
         segment = "".join(line_text[i] + line_end[i] for i in range(first - 1, last))
         try:
             module = cst.parse_module(segment)
@@ -169,6 +189,18 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
     return SourceResult(out, new_text=new_text if new_text != text else None, framework=fw)
 
 
+def _plan_lines(plan) -> list[int]:
+    lines = [plan.loop.line, plan.loop.end_line]
+    for item in plan.xs:
+        lines += [sp.line for sp in item.replaces]
+    for y in plan.ys:
+        lines += [sp.line for sp in (y.value, y.statement, y.init) if sp is not None]
+        lines += [c.span.line for c in y.consumers]
+    if plan.layout is not None:
+        lines += [e.span.line for e in plan.layout.edits]
+    return lines
+
+
 def _top_level_statement(mctx: ModuleContext, line: int) -> int:
     body = mctx.tree.body
     for i, stmt in enumerate(body):
@@ -212,10 +244,10 @@ def _internal(r: LoopResult, why: str) -> LoopResult:
                       f"internal limitation while rewriting ({why}); the loop is left unchanged")
 
 
-def rewrite_module(module, framework: str = "jax") -> SourceResult:
+def rewrite_module(module, framework: str = "jax", layout: str = "stacked") -> SourceResult:
     """Rewrite a libcst module (used by the libcst codemod command)."""
     import libcst as cst
 
-    result = rewrite_source(module.code, framework)
+    result = rewrite_source(module.code, framework, layout)
     result.module = cst.parse_module(result.new_text) if result.new_text is not None else module
     return result

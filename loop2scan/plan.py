@@ -77,7 +77,7 @@ class XsItem:
     expressions in the body that become ``bind``.
     """
 
-    kind: Literal["elements", "slice", "arange"]
+    kind: Literal["elements", "slice", "arange", "layers"]
     bind: str
     source: Optional[Span] = None
     source_text: str = ""
@@ -90,10 +90,15 @@ class XsItem:
     replaces: list[Span] = field(default_factory=list)
     replace_drop: list[Optional[int]] = field(default_factory=list)  # per read: index part to drop, or None
     range_args: list[str] = field(default_factory=list)  # for "arange": the range(...) arguments as written
+    layer_slice: Optional[str] = None  # for "layers": `a:b` when the loop iterates `params[a:b]`
+    layout: str = "stacked"  # for "layers": "stacked" or "keep"
 
     def describe(self) -> str:
         if self.kind == "arange":
             return f"range({', '.join(self.range_args)}) as {self.bind}"
+        if self.kind == "layers":
+            part = f"{self.source_text}[{self.layer_slice}]" if self.layer_slice else self.source_text
+            return f"the layers of {part} ({self.layout} layout) as {self.bind}"
         text = self.source_text
         if self.kind == "slice":
             text += f"[{self.slice_text()}]" if self.slice_text() != ":" else ""
@@ -106,6 +111,47 @@ class XsItem:
         text = f"{start}:{stop}"
         if self.step != 1:
             text += f":{self.step}"
+        return text
+
+
+@dataclass
+class LayoutEdit:
+    """A use of a per-layer parameter list rewritten for the stacked layout.
+
+    kind: ``"builder-return"`` (the builder returns ``stack(E)``), ``"len"``
+    (``len(v)``), ``"index"`` (``v[i]``), ``"slice"`` (``v[a:b]``)."""
+
+    kind: Literal["builder-return", "len", "index", "slice"]
+    span: Span
+    arg: Optional[Span] = None
+    text: str = ""
+
+
+@dataclass
+class LayoutChange:
+    """How a layer loop's parameter list changes layout.
+
+    ``mode="stacked"``: the builder now returns one pytree with a leading layer
+    axis, and ``edits`` adapt the other uses; ``mode="keep"``: the list is
+    stacked inside the function on every call."""
+
+    mode: Literal["stacked", "keep"]
+    name: str  # the structure as named in the loop's function
+    builder: Optional[str] = None
+    builder_line: Optional[int] = None
+    edits: list[LayoutEdit] = field(default_factory=list)
+    returned_from: list[str] = field(default_factory=list)
+    key: int = 0  # identifies the structure within the module
+
+    def describe(self) -> str:
+        if self.mode == "keep":
+            return (f"`{self.name}` stays a list; it is stacked inside the function on every call "
+                    "(an O(layers) copy per call, more under jax.grad: `--layout stacked` avoids it)")
+        where = ", ".join(f"line {e.span.line} ({e.kind})" for e in self.edits)
+        text = (f"`{self.name}` (built by `{self.builder}`, line {self.builder_line}) now has the stacked layout: "
+                f"one pytree with a leading layer axis; edited: {where}")
+        if self.returned_from:
+            text += f"; returned by {', '.join(self.returned_from)} in the new layout"
         return text
 
 
@@ -172,6 +218,7 @@ class ScanPlan:
     function_names: set[str] = field(default_factory=set)  # every name used in the enclosing function
     step_reads: set[str] = field(default_factory=set)
     xs_tree: object = None  # how the step's inputs nest: an index into ``xs``, a list of such, or None
+    layout: Optional[LayoutChange] = None  # set for loops over per-layer parameter lists
     local_names: set[str] = field(default_factory=set)  # names bound in the enclosing function
 
 
@@ -216,6 +263,12 @@ class LoopResult:
             data["reverse"] = plan.reverse
             if plan.length:
                 data["length"] = plan.length
+            if plan.layout is not None:
+                lay = plan.layout
+                data["layout"] = {"mode": lay.mode, "structure": lay.name, "builder": lay.builder,
+                                  "builder_line": lay.builder_line,
+                                  "edits": [{"kind": e.kind, "line": e.span.line} for e in lay.edits],
+                                  "returned_from": lay.returned_from}
         if self.where is not None:
             data["where"] = self.where.to_json()
         return data

@@ -113,6 +113,8 @@ def explain_loop(path: str, loop: LoopResult) -> str:
         lines.append(f"    broadcast: {', '.join(plan.broadcast) or '(none)'}")
         if plan.reverse:
             lines.append("    direction: reverse=True (the loop ran from the last index to the first)")
+        if plan.layout is not None:
+            lines.append(f"    layout:    {plan.layout.describe()}")
         return "\n".join(lines)
     code = CODES.get(loop.code)
     word = status_word(loop)

@@ -697,10 +697,40 @@ INVALID: list[Invalid] = [
         """, says=("w, b", "stack")),
     Invalid("L2S304", "list-of-param-dicts", """
         def mlp(params, x):
-            for p in params:
-                x = jnp.tanh(x @ p["w"] + p["b"])  # <-
+            for p in params:  # <-
+                x = jnp.tanh(x @ p["w"] + p["b"])
             return x
-        """, says=("`p`", "indexed by a string", "stack")),
+        """, says=("`params`", "per-layer", "--layout keep")),
+    Invalid("L2S308", "layers-of-different-widths", """
+        def init(key, sizes):
+            keys = jax.random.split(key, len(sizes) - 1)
+            return [(jax.random.normal(k, (m, n)), jnp.zeros(n))
+                    for k, (m, n) in zip(keys, zip(sizes[:-1], sizes[1:]))]  # <-
+
+        def mlp(params, x):
+            for w, b in params:
+                x = jnp.tanh(x @ w + b)
+            return x
+
+        def run(key, x):
+            return mlp(init(key, [3, 4, 4]), x)
+        """, says=("`init`", "differ")),
+    Invalid("L2S309", "layout-changing-use", """
+        def init(key, n, d):
+            return [(jax.random.normal(k, (d, d)), jnp.zeros(d)) for k in jax.random.split(key, n)]
+
+        def mlp(params, x):
+            for w, b in params:
+                x = jnp.tanh(x @ w + b)
+            return x
+
+        def count(params):
+            return sum(w.size + b.size for w, b in params)  # <-
+
+        def run(key, x):
+            params = init(key, 3, 4)
+            return mlp(params, x), count(params)
+        """, says=("`params`", "`init`", "line")),
     Invalid("L2S305", "target-reassigned", """
         def rnn(xs, h):
             for x in xs:

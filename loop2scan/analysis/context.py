@@ -39,9 +39,10 @@ STATEMENT_BLOCKS = ("body", "orelse", "finalbody")
 
 
 class ModuleContext:
-    def __init__(self, tree: ast.Module, text: str, framework: Optional[str]) -> None:
+    def __init__(self, tree: ast.Module, text: str, framework: Optional[str], layout: str = "stacked") -> None:
         self.tree = tree
         self.text = text
+        self.layout = layout  # "stacked" (change where parameter lists are built) or "keep" (stack per call)
         self.lines = _LINE_SPLIT.split(text)
         self.framework = framework
         # Statement-level structure only (cheap): loops, imports and the parent
@@ -174,6 +175,13 @@ class ModuleContext:
         if ctx is None:
             ctx = self._functions[id(func)] = FunctionContext(self, func)
         return ctx
+
+    @cached_property
+    def layers(self):
+        """Per-layer parameter lists of this module (built on first use)."""
+        from .layers import LayerAnalysis
+
+        return LayerAnalysis(self)
 
     @cached_property
     def module_functions(self) -> dict[str, ast.AST]:

@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import Iterable, Optional
 
 from ..codes import CODES, NOT_CANDIDATE, REWRITTEN, SKIPPED
-from ..plan import Bound, Consumer, LoopResult, ScanPlan, Span, XsItem, YsItem
+from ..plan import Bound, Consumer, LayoutChange, LayoutEdit, LoopResult, ScanPlan, Span, XsItem, YsItem
 from .activity import (
     walk_body,
     all_read_names,
@@ -102,6 +102,14 @@ def _pos(node: ast.AST) -> tuple[int, int]:
 
 
 @dataclass
+class _LayerLoop:
+    mode: str  # "stacked" | "keep"
+    name: str  # the list, as named in the loop's function
+    part: Optional[str]  # `a:b` when iterating a slice of it
+    structure: object  # layers.Structure (stacked mode)
+
+
+@dataclass
 class _IndexUse:
     node: ast.Name
     kind: str  # "slice-candidate" | "at" | "generic"
@@ -122,6 +130,7 @@ class LoopAnalysis:
         self.func = mctx.enclosing_function(loop)
         self.written: set[str] = set()
         self.targets: set[str] = set()
+        self.layer: Optional[_LayerLoop] = None
 
     @cached_property
     def fctx(self) -> Optional[FunctionContext]:
@@ -262,6 +271,7 @@ class LoopAnalysis:
         self.targets = set(target_names(loop.target))
         self.written = all_written_names(loop.body)
         iteration = parse_iteration(loop, set(fctx.locals) - set(), self)
+        self.layer = self._layer_loop(iteration)
         self._check_iterables(iteration)
         self._check_body_structure()
         self._check_globals()
@@ -339,8 +349,25 @@ class LoopAnalysis:
             step_reads=step_reads,
             xs_tree=self.xs_tree,
             local_names=set(fctx.locals),
+            layout=self._layout_change(),
         )
         return plan
+
+    def _layout_change(self) -> Optional[LayoutChange]:
+        layer = self.layer
+        if layer is None:
+            return None
+        if layer.mode == "keep":
+            return LayoutChange("keep", layer.name)
+        st = layer.structure
+        mctx = self.mctx
+        edits = []
+        for use in st.uses:
+            edits.append(LayoutEdit(use.kind, mctx.span(use.node), mctx.span(use.arg) if use.arg is not None else None,
+                                    use.text))
+        edits.sort(key=lambda e: (e.span.line, e.span.col))
+        return LayoutChange("stacked", layer.name, st.builder.name, st.builder.func.lineno, edits,
+                            list(st.returned_from), key=id(st))
 
     # ---------------------------------------------------------------- helpers
     def _learn_step_arrays(self, xs: list[XsItem]) -> None:
@@ -468,12 +495,12 @@ class LoopAnalysis:
         for leaf in iteration.leaves:
             if isinstance(leaf, ElementSource):
                 element_names.update(target_names(leaf.target))
-                if isinstance(leaf.target, (ast.Tuple, ast.List)):
+                if isinstance(leaf.target, (ast.Tuple, ast.List)) and self.layer is None:
                     raise Decline("L2S304", f"the loop unpacks each element of `{ast.unparse(leaf.expr)}` into "
                                   f"`{ast.unparse(leaf.target)}`: a list of per-layer parameter tuples; stack them "
                                   "into one pytree of arrays (one leading layer axis) and scan over that", leaf.target)
         for leaf in iteration.leaves:
-            if isinstance(leaf, ElementSource):
+            if isinstance(leaf, ElementSource) and self.layer is None:
                 self._check_element_iterable(leaf.expr)
         for node in walk_scope_all(loop.body):
             if isinstance(node, ast.keyword) and node.arg in STATIC_KEYWORDS and isinstance(node.value, ast.Name) \
@@ -496,7 +523,7 @@ class LoopAnalysis:
                         isinstance(n, ast.Name) and n.id == index for n in ast.walk(f.slice)):
                     problems.append(Decline("L2S303", f"the loop calls `{ast.unparse(f)}`: a loop over a list of "
                                             "layers or callables", node))
-            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and \
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and self.layer is None and \
                     node.value.id in element_names and isinstance(node.slice, ast.Constant) and \
                     isinstance(node.slice.value, str):
                 problems.append(Decline("L2S304", f"each element `{node.value.id}` is indexed by a string "
@@ -504,7 +531,7 @@ class LoopAnalysis:
                                         "into one pytree of arrays and scan over that", node))
             elif isinstance(node, ast.Subscript) and index is not None and isinstance(node.value, ast.Subscript) \
                     and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str) \
-                    and index_offset(node.value.slice, index) is not None:
+                    and index_offset(node.value.slice, index) is not None and self.layer is None:
                 problems.append(Decline("L2S304", f"`{ast.unparse(node)}` indexes a per-layer structure by the loop "
                                         "index: a list of per-layer parameter dicts; stack them into one pytree "
                                         "of arrays and scan over that", node))
@@ -557,6 +584,74 @@ class LoopAnalysis:
         if not q and isinstance(call.func, ast.Attribute) and call.func.attr in ("reshape", "broadcast_to") \
                 and pos is not None:
             return True
+        return False
+
+    def _layer_loop(self, iteration: Iteration) -> Optional["_LayerLoop"]:
+        """A loop over a per-layer parameter list: ``for W, b in params``,
+        ``for p in params[1:]``, ``for i in range(len(params)): ... params[i]``."""
+        seq: Optional[str] = None
+        part: Optional[str] = None
+        r = iteration.range_loop
+        if r is not None:
+            stop = r.stop
+            if r.start is None and r.step is None and isinstance(stop, ast.Call) and isinstance(stop.func, ast.Name) \
+                    and stop.func.id == "len" and len(stop.args) == 1 and isinstance(stop.args[0], ast.Name) \
+                    and not iteration.reverse:
+                seq = stop.args[0].id
+        elif len(iteration.leaves) == 1 and isinstance(iteration.leaves[0], ElementSource) and not iteration.reverse:
+            expr = iteration.leaves[0].expr
+            if isinstance(expr, ast.Name):
+                seq = expr.id
+            elif isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name) and isinstance(
+                    expr.slice, ast.Slice) and all(b is None or _int_literal(b) is not None
+                                                   for b in (expr.slice.lower, expr.slice.upper, expr.slice.step)):
+                seq, part = expr.value.id, ast.unparse(expr.slice)
+        if seq is None or seq in self.written:
+            return None
+        structure = None
+        func = self.func
+        if self.mctx.layout == "stacked" and func is not None and self.mctx.parent(func) is self.mctx.tree:
+            # the layout analysis follows module-level functions (not methods or nested functions)
+            structure = self.mctx.layers.structure_of(func, seq)
+        if structure is not None:
+            if structure.builder.problem is not None:
+                raise structure.builder.problem
+            if structure.problem is not None:
+                raise structure.problem
+            return _LayerLoop("stacked", seq, part, structure)
+        if not self._looks_like_parameter_list(iteration, seq):
+            return None
+        if self.mctx.layout == "keep":
+            return _LayerLoop("keep", seq, part, None)
+        header = f"for {ast.unparse(self.loop.target)} in {ast.unparse(self.loop.iter)}"
+        raise Decline("L2S304", f"`{header}`: `{seq}` is a list of per-layer parameters, but where it is built is "
+                      "not visible "
+                      "from this loop (a function of this module returning it, whose result reaches this "
+                      "function): the stacked layout cannot be introduced safely. Build it in this module, or run "
+                      "with `--layout keep` to stack it inside the function on every call (slower under "
+                      "`jax.grad`)", self.loop.iter)
+
+    def _looks_like_parameter_list(self, iteration: Iteration, seq: str) -> bool:
+        if iteration.range_loop is not None:
+            index = iteration.range_loop.name
+            for node in walk_scope_all(self.loop.body):
+                if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Subscript) \
+                        and isinstance(node.value.value, ast.Name) and node.value.value.id == seq \
+                        and index_offset(node.value.slice, index) == 0:
+                    return True  # params[i]["w"], params[i][0]
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple) \
+                        and isinstance(node.value, ast.Subscript) and isinstance(node.value.value, ast.Name) \
+                        and node.value.value.id == seq:
+                    return True  # W, b = params[i]
+            return False
+        leaf = iteration.leaves[0]
+        if isinstance(leaf.target, (ast.Tuple, ast.List)):
+            return True
+        names = set(target_names(leaf.target))
+        for node in walk_scope_all(self.loop.body):
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in names \
+                    and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                return True
         return False
 
     def _check_element_iterable(self, expr: ast.AST) -> None:
@@ -1205,7 +1300,10 @@ class LoopAnalysis:
             return [self._element_items(p, xs) for p in source.parts]
         target = source.target
         bind = mctx.source(target) if hasattr(target, "lineno") else "_"
-        if isinstance(source, ElementSource):
+        if isinstance(source, ElementSource) and self.layer is not None:
+            xs.append(XsItem("layers", bind, mctx.span(source.expr), self.layer.name, 0,
+                             layer_slice=self.layer.part, layout=self.layer.mode))
+        elif isinstance(source, ElementSource):
             xs.append(XsItem("elements", bind, mctx.span(source.expr), mctx.source(source.expr), 0,
                              wrap_asarray=not self._array_at_loop(source.expr)))
         elif isinstance(source, EnumerateIndex):
@@ -1289,6 +1387,14 @@ class LoopAnalysis:
             item.bind = _fresh(f"{_base_name(item.source_text)}_{index}{suffix}", reserved)
             reserved.add(item.bind)
             xs.append(item)
+        if self.layer is not None:
+            if generic:
+                raise Decline("L2S309", f"the layer index `{index}` is used for more than `{self.layer.name}[{index}]`"
+                              "; with stacked layers only the per-layer parameters are scanned", self.loop)
+            for item in xs:
+                if item.source_text == self.layer.name and item.axis == 0:
+                    item.kind, item.layout, item.layer_slice = "layers", self.layer.mode, None
+                    item.start = item.stop = None
         if generic:
             xs.append(XsItem("arange", index, None, "", 0, range_args=list(ascending_args)))
         length = None
@@ -1452,7 +1558,30 @@ def analyze_module(mctx: ModuleContext) -> list[LoopResult]:
         return out
     results = [LoopAnalysis(mctx, loop).run() for loop in mctx.loops]
     _inputs_of_enclosing_steps(mctx, results)
+    _layouts_change_together(mctx, results)
     return results
+
+
+def _layouts_change_together(mctx: ModuleContext, results: list[LoopResult]) -> None:
+    """All loops over one parameter list change with its layout, or none does."""
+    if "layers" not in mctx.__dict__:
+        return
+    index = {id(loop): i for i, loop in enumerate(mctx.loops)}
+    for st in mctx.layers.structures:
+        members = [index[id(loop)] for loop in st.loops if id(loop) in index]
+        if not members:
+            continue
+        blocking = [results[i] for i in members if results[i].status != "rewritten"]
+        if not blocking:
+            continue
+        first = blocking[0]
+        for i in members:
+            r = results[i]
+            if r.status == "rewritten":
+                results[i] = LoopResult(r.line, r.col, r.end_line, "declined", "L2S309",
+                                        f"every loop over the parameter list built by `{st.builder.name}` must "
+                                        f"become a scan together; the loop at line {first.line} cannot "
+                                        f"({first.code}: {first.message})")
 
 
 def _inputs_of_enclosing_steps(mctx: ModuleContext, results: list[LoopResult]) -> None:

@@ -221,6 +221,13 @@ class OutputAnalysis:
                 and _int_const(p.slice) is not None):
             return ConsumerUse(p, "index", 0, False, node, _int_const(p.slice))
         stmt = self._stmt_of(node)
+        if isinstance(p, ast.Return) and self.mctx.layout == "stacked" and self.mctx.parent(self.fctx.func) \
+                is self.mctx.tree:
+            builder = self.mctx.layers.builders.get(self.fctx.func.name)
+            if builder is not None and builder.list_name == name and builder.problem is None:
+                raise Decline("L2S501", f"this loop builds the per-layer list `{name}` that "
+                              f"`{self.fctx.func.name}` returns; it runs once, at initialisation, and stays a loop "
+                              "(the list is stacked once where it is returned)", node)
         text = self.mctx.source(p if isinstance(p, ast.expr) else node)
         if len(text) > 60:
             text = text[:57] + "..."
