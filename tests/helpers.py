@@ -23,8 +23,8 @@ def load(src: str, name: Optional[str] = None) -> types.ModuleType:
     return mod
 
 
-def rewrite(src: str, framework: str = "jax"):
-    result = rewrite_source(src, framework)
+def rewrite(src: str, framework: str = "jax", layout: str = "stacked"):
+    result = rewrite_source(src, framework, layout)
     assert result.error is None, result.error
     return result
 

@@ -158,3 +158,28 @@ def test_loop_only_in_looped_version(stem):
 
     assert has_for(EXAMPLES / f"{stem}.py")
     assert not has_for(EXAMPLES / "handwritten" / f"{stem}.py")
+
+
+# ---------------------------------------------------------------------------
+# Parameter-list MLP: the hand-written twin keeps the parameters stacked.
+
+MLP_CASES = [dict(seed=0), dict(seed=3, n_layers=2, width=6, batch=2), dict(seed=4, n_layers=1)]
+
+
+@pytest.mark.parametrize("case", MLP_CASES)
+def test_mlp_matches_handwritten_stacked_scan(case):
+    looped, scanned = _pair("jax_mlp")
+    params, x = looped.example_inputs(**case)
+    key = jax.random.split(jax.random.PRNGKey(case["seed"]))[0]
+    stacked = scanned.init_mlp(key, case.get("n_layers", 5), case.get("width", 4))
+    # the stacked initialisation holds exactly the list's values, layer by layer
+    for i, (w, b) in enumerate(params):
+        np.testing.assert_array_equal(np.asarray(stacked[0][i]), np.asarray(w))
+        np.testing.assert_array_equal(np.asarray(stacked[1][i]), np.asarray(b))
+    _assert_trees_close(scanned.mlp(stacked, x), looped.mlp(params, x))
+    _assert_trees_close(jax.jit(scanned.loss)(stacked, x), jax.jit(looped.loss)(params, x))
+    g_list = jax.grad(looped.loss, argnums=(0, 1))(params, x)
+    g_stacked = jax.grad(scanned.loss, argnums=(0, 1))(stacked, x)
+    _assert_trees_close(g_stacked[0], jax.tree.map(lambda *leaves: jnp.stack(leaves), *g_list[0]))
+    _assert_trees_close(g_stacked[1], g_list[1])
+    assert "for " in (EXAMPLES / "jax_mlp.py").read_text()

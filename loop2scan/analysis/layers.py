@@ -71,6 +71,7 @@ class Structure:
     loops: list[ast.AST] = field(default_factory=list)
     uses: list[LayoutUse] = field(default_factory=list)
     returned_from: list[str] = field(default_factory=list)
+    return_position: dict = field(default_factory=dict)  # function name -> None (whole result) or tuple index
     problem: Optional[Decline] = None
 
 
@@ -293,9 +294,12 @@ class LayerAnalysis:
                     work.append((scope, parent.targets[0].id))
                     continue
                 flowed = self._flows_into(st, scope, node)
+                returned = self._return_position(node)
                 if flowed:
                     work.extend(flowed)
-                elif not (isinstance(parent, ast.Return) and scope.node is not builder.func):
+                elif returned is not False and not scope.is_module and scope.node is not builder.func:
+                    work.extend(self._returned(st, scope.node, returned, problems, node))
+                else:
                     problems.append(Decline("L2S309", f"the result of `{builder.name}(...)` is used as "
                                             f"`{_short(ast.unparse(parent))}` (line {node.lineno}), which the "
                                             "stacked layout would change", node))
@@ -314,6 +318,50 @@ class LayerAnalysis:
             work.extend(self._uses(st, scope, name, problems))
         if problems:
             st.problem = min(problems, key=lambda d: (getattr(d.node, "lineno", 0), getattr(d.node, "col_offset", 0)))
+
+    def _return_position(self, node: ast.AST):
+        """``None`` when ``node`` is returned whole, its index when it is an item
+        of a returned tuple, ``False`` otherwise."""
+        parent = self.mctx.parent(node)
+        if isinstance(parent, ast.Return):
+            return None
+        if isinstance(parent, ast.Tuple) and isinstance(self.mctx.parent(parent), ast.Return):
+            return next(i for i, e in enumerate(parent.elts) if e is node)
+        return False
+
+    def _returned(self, st: Structure, fn: ast.AST, position, problems: list, node: ast.AST):
+        """``fn`` returns the structure (whole, or as item ``position`` of a
+        tuple): the names its callers bind to it hold the structure too."""
+        more: list[tuple[_Scope, str]] = []
+        if fn.name in st.return_position:
+            if st.return_position[fn.name] != position:
+                problems.append(Decline("L2S309", f"`{fn.name}` returns the list built by `{st.builder.name}` in "
+                                        "different places of its result", node))
+            return more
+        st.return_position[fn.name] = position
+        st.returned_from.append(fn.name)
+        for other in self.scopes.values():
+            for n in other.walk():
+                if not (isinstance(n, ast.Call) and self._resolve_callee(n.func, other) is not None
+                        and self._resolve_callee(n.func, other)[0] is fn):
+                    continue
+                parent = self.mctx.parent(n)
+                target = parent.targets[0] if isinstance(parent, ast.Assign) and len(parent.targets) == 1 else None
+                if position is None and isinstance(target, ast.Name):
+                    more.append((other, target.id))
+                elif position is not None and isinstance(target, ast.Tuple) and position < len(target.elts) \
+                        and isinstance(target.elts[position], ast.Name):
+                    more.append((other, target.elts[position].id))
+                elif position is None and self._flows_into(st, other, n):
+                    more.extend(self._flows_into(st, other, n))
+                elif isinstance(parent, ast.Expr) or (position is not None and isinstance(parent, ast.Starred)):
+                    problems.append(Decline("L2S309", f"the result of `{fn.name}(...)` (holding the list built by "
+                                            f"`{st.builder.name}`) is used as `{_short(ast.unparse(parent))}`", n))
+                elif not isinstance(parent, ast.Return):
+                    problems.append(Decline("L2S309", f"the result of `{fn.name}(...)` (holding the list built by "
+                                            f"`{st.builder.name}`) is used as `{_short(ast.unparse(parent))}` "
+                                            f"(line {n.lineno}), which the stacked layout would change", n))
+        return more
 
     def _calls_builder(self, value: ast.AST, builder: Builder, scope: _Scope) -> bool:
         """``value`` is a call of the builder (not shadowed in ``scope``)."""
@@ -376,12 +424,18 @@ class LayerAnalysis:
                 if self._calls_builder(stmt.value, builder, scope) or self._tree_map(stmt.value, name, scope):
                     continue
                 callee = self._resolve_callee(stmt.value.func, scope) if isinstance(stmt.value, ast.Call) else None
-                if callee is not None and callee[0].name in st.returned_from:
+                if callee is not None and st.return_position.get(callee[0].name, False) is None:
                     continue
             if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call):
                 grad = self._grad_target(stmt, b, name, scope)
                 if grad:
                     continue
+                callee = self._resolve_callee(stmt.value.func, scope)
+                t = stmt.targets[0] if len(stmt.targets) == 1 else None
+                if callee is not None and callee[0].name in st.return_position and isinstance(t, ast.Tuple):
+                    pos = st.return_position[callee[0].name]
+                    if pos is not None and pos < len(t.elts) and t.elts[pos] is b:
+                        continue
             problems.append(Decline("L2S309", f"`{name}` holds the list built by `{builder.name}` but is also "
                                     f"assigned `{_short(ast.unparse(stmt) if isinstance(stmt, ast.AST) else name)}`"
                                     f" (line {getattr(stmt, 'lineno', '?')})", b))
@@ -417,21 +471,13 @@ class LayerAnalysis:
                     st.uses.append(LayoutUse("slice", parent, node, ast.unparse(sl)))
                     more.extend(self._flows_into(st, scope, parent))
                     continue
-            if isinstance(parent, ast.Return):
+            returned = self._return_position(node)
+            if returned is not False:
                 fn = scope.node
                 if scope.is_module or fn is builder.func:
                     problems.append(Decline("L2S309", f"`{name}` is returned at module level", parent))
                     continue
-                if fn.name not in st.returned_from:
-                    st.returned_from.append(fn.name)
-                    # names bound to calls of this function elsewhere hold the structure too
-                    for other in self.scopes.values():
-                        for n in other.walk():
-                            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name) \
-                                    and isinstance(n.value, ast.Call):
-                                callee = self._resolve_callee(n.value.func, other)
-                                if callee is not None and callee[0] is fn:
-                                    more.append((other, n.targets[0].id))
+                more.extend(self._returned(st, fn, returned, problems, node))
                 continue
             if self._tree_map_arg(parent, node, scope):
                 target = _assigned_name(mctx, parent)
@@ -441,6 +487,7 @@ class LayerAnalysis:
             flowed = self._flows_into(st, scope, node)
             if flowed is not None:
                 more.extend(flowed)
+                more.extend(self._gradients_of(scope, node))
                 continue
             stmt = _statement(mctx, node)
             problems.append(Decline("L2S309", f"`{name}` (the list built by `{builder.name}`) is used as "
@@ -476,6 +523,25 @@ class LayerAnalysis:
         if param is None:
             return None
         return [(self.scopes[id(fn)], param)]
+
+    def _gradients_of(self, scope: _Scope, arg: ast.AST) -> list[tuple[_Scope, str]]:
+        """``g = jax.grad(f)(v, ...)``: ``g`` has the structure of ``v`` too."""
+        call = self.mctx.parent(arg)
+        if not (isinstance(call, ast.Call) and call.args and call.args[0] is arg and isinstance(call.func, ast.Call)):
+            return []
+        q = self.mctx.imports.qualname(call.func.func)
+        if q not in ("jax.grad", "jax.value_and_grad") or call.func.keywords:
+            return []
+        stmt = self.mctx.parent(call)
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and stmt.value is call):
+            return []
+        t = stmt.targets[0]
+        if q == "jax.grad" and isinstance(t, ast.Name):
+            return [(scope, t.id)]
+        if q == "jax.value_and_grad" and isinstance(t, ast.Tuple) and len(t.elts) == 2 \
+                and isinstance(t.elts[1], ast.Name):
+            return [(scope, t.elts[1].id)]
+        return []
 
     def _grad_target(self, stmt: ast.Assign, target_node: ast.AST, name: str, scope: _Scope) -> bool:
         """``g = jax.grad(f)(v, ...)`` / ``loss, g = jax.value_and_grad(f)(v, ...)``: ``g`` has

@@ -58,6 +58,8 @@ from .symbolic import Lin, length_atom, to_lin
 SKIP_RE = re.compile(r"#\s*loop2scan:\s*skip\b(?!-)")
 SKIP_FILE_RE = re.compile(r"^\s*#\s*loop2scan:\s*skip-file\b", re.MULTILINE)
 
+DIFFERENTIATE = {"jax.grad", "jax.value_and_grad", "jax.vjp", "jax.jvp", "jax.hessian", "jax.jacfwd",
+                 "jax.jacrev", "jax.linearize"}
 PURE_CONTEXT_MANAGERS = {
     "jax.named_scope", "jax.default_matmul_precision", "jax.numpy_dtype_promotion", "jax.numpy_rank_promotion",
     "jax.default_device", "jax.checking_leaks", "contextlib.nullcontext",
@@ -197,6 +199,8 @@ class LoopAnalysis:
                 f = node.func
                 if is_array_call(imports.qualname(f)):
                     found = f
+                elif isinstance(f, ast.Call) and imports.qualname(f.func) in DIFFERENTIATE:
+                    found = f.func  # jax.grad(loss)(params, x): computes arrays
                 elif isinstance(f, ast.Name) and self.mctx.is_array_function(f.id):
                     found = f
             elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
