@@ -27,6 +27,11 @@ class Options:
     extend_exclude: tuple[str, ...] = ()
     root: Optional[str] = None
     jobs: Optional[int] = None  # worker processes; None: all cores
+    check: bool = False  # run each rewrite before and after and compare (needs the framework)
+    device: str = "default"
+    rtol: Optional[float] = None
+    atol: Optional[float] = None
+    examples: tuple = ()  # check.Example entries from [tool.loop2scan.examples]
 
 
 @dataclass
@@ -38,6 +43,7 @@ class FileReport:
     old_text: Optional[str] = None
     new_text: Optional[str] = None
     written: bool = False
+    check_failed: bool = False  # --check: a rewrite did not verify (the file is not written)
 
     @property
     def changed(self) -> bool:
@@ -79,10 +85,14 @@ class RunReport:
     def count(self, status: str) -> int:
         return sum(1 for f in self.files for loop in f.loops if loop.status == status)
 
+    check: bool = False
+
     @property
     def exit_code(self) -> int:
         if self.errors:
             return 2
+        if self.check:
+            return 1 if any(f.check_failed for f in self.files) else 0
         if not self.write and any(f.changed for f in self.files):
             return 1
         return 0
@@ -106,7 +116,7 @@ class RunReport:
 
 def options_from_config(cfg: Config, **overrides) -> Options:
     opts = Options(framework=cfg.framework, layout=cfg.layout, exclude=cfg.exclude,
-                   extend_exclude=cfg.extend_exclude, root=cfg.root)
+                   extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples))
     for key, value in overrides.items():
         if value is not None:
             setattr(opts, key, value)
@@ -121,6 +131,18 @@ def process_file(path: str, options: Options) -> FileReport:
         return FileReport(path, error=e.message)
     result: SourceResult = rewrite_source(source.text, options.framework, options.layout)
     report = FileReport(path, result.loops, result.error, result.framework, source.text, result.new_text)
+    if options.check and result.new_text is not None:
+        from .check import CheckOptions, check_loops
+
+        checks = check_loops(path, source.text, result.new_text, result.loops, result.framework or "jax",
+                             list(options.examples), options.root,
+                             CheckOptions(options.device, options.rtol, options.atol))
+        for loop in result.loops:
+            if loop.status == "rewritten":
+                loop.check = checks.get(loop.line, {"verdict": "unverified", "reason": "not checked"})
+        if any(loop.check["verdict"] != "verified" for loop in result.loops if loop.status == "rewritten"):
+            report.check_failed = True
+            return report  # a file is written only when every rewrite in it verified
     if options.write and result.new_text is not None:
         try:
             write_source(source, result.new_text)
@@ -142,7 +164,7 @@ def run(paths: Sequence[str], options: Options) -> RunReport:
         reports.extend(process_file(path, options) for path in files)
     else:
         reports.extend(_parallel(files, options, jobs))
-    return RunReport(reports, write=options.write)
+    return RunReport(reports, write=options.write, check=options.check)
 
 
 MIN_FILES_PER_JOB = 4

@@ -19,7 +19,7 @@ from .api import FileReport, Options, RunReport, options_from_config, process_fi
 from .codes import CODES, code_table_markdown
 from .config import ConfigError, load_config
 from .engine import AVAILABLE_FRAMEWORKS, FRAMEWORKS
-from .report import explain_loop, file_error_line, loop_line, summary_text, to_json, to_sarif
+from .report import check_line, explain_loop, file_error_line, loop_line, summary_text, to_json, to_sarif
 
 FRAMEWORK_HELP = "Target API: auto (per file, from its imports), jax, flax, flax-linen, torch_xla."
 LAYOUT_HELP = ("Loops over per-layer parameter lists: 'stacked' (default) makes the function that builds the list "
@@ -66,14 +66,24 @@ def main() -> None:
               help="Read [tool.loop2scan] from this pyproject.toml.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: all cores). Output is the same for any number.")
+@click.option("--check", is_flag=True,
+              help="Run every rewrite before and after on the device with the examples of "
+                   "[tool.loop2scan.examples] and compare outputs, gradients and state; with --write, only files "
+                   "whose every rewrite verified are written.")
+@click.option("--device", type=click.Choice(["default", "cpu"]), default="default",
+              help="--check: the framework's default device (an accelerator when present) or the CPU.")
+@click.option("--rtol", type=float, default=None, help="--check: relative tolerance (default: by dtype).")
+@click.option("--atol", type=float, default=None, help="--check: absolute tolerance (default: by dtype).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per loop (rewritten, declined, skipped).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the diff unless --no-diff).")
-def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, verbose, quiet) -> None:
+def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check, device, rtol, atol,
+            verbose, quiet) -> None:
     """Find loops in PATHS, prove them safe, and rewrite them into scans.
 
     Without --write, prints a unified diff and exits 1 when a rewrite is available."""
     options = _options(paths, framework, config_path, write, layout)
     options.jobs = jobs
+    options.check, options.device, options.rtol, options.atol = check, device, rtol, atol
     report = run(paths, options)
     _print_report(report, fmt, diff and not write, verbose, quiet)
     sys.exit(report.exit_code)
@@ -95,6 +105,9 @@ def _print_report(report: RunReport, fmt: str, show_diff: bool, verbose: bool, q
         if verbose and not quiet:
             for loop in f.loops:
                 click.echo(loop_line(f.path, loop), err=True)
+        for loop in f.loops:
+            if loop.check is not None and not quiet:
+                click.echo(check_line(f.path, loop), err=True)
     if fmt == "text" and not quiet:
         click.echo(summary_text(report), err=True)
 

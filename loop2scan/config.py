@@ -37,6 +37,7 @@ class Config:
     layout: str = "stacked"
     exclude: tuple[str, ...] = ()
     extend_exclude: tuple[str, ...] = ()
+    examples: list = field(default_factory=list)  # check.Example, from [tool.loop2scan.examples]
     path: Optional[str] = None  # the pyproject.toml it came from
     root: Optional[str] = None  # its directory
     raw: dict = field(default_factory=dict)  # the whole [tool.loop2scan] table
@@ -97,6 +98,15 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
         if table["layout"] not in ("stacked", "keep"):
             raise ConfigError(f"{path}: layout must be \"stacked\" or \"keep\", not {table['layout']!r}")
         cfg.layout = table["layout"]
+    if "examples" in table:
+        from .check import ExampleConfigError, parse_examples
+
+        if not isinstance(table["examples"], dict):
+            raise ConfigError(f"{path}: [tool.loop2scan.examples] must be a table")
+        try:
+            cfg.examples = parse_examples(table["examples"], f"{path}: [tool.loop2scan.examples]")
+        except ExampleConfigError as e:
+            raise ConfigError(str(e)) from None
     for key, attr in (("exclude", "exclude"), ("extend-exclude", "extend_exclude")):
         if key in table:
             value = table[key]

@@ -238,6 +238,7 @@ class LoopResult:
     plan: Optional[ScanPlan] = None
     target: Optional[str] = None  # the emitted API, e.g. "jax.lax.scan"
     where: Optional[Span] = None  # the construct that caused a decline
+    check: Optional[dict] = None  # the result of `--check` for a rewrite
 
     def to_json(self) -> dict:
         plan = self.plan
@@ -271,4 +272,6 @@ class LoopResult:
                                   "returned_from": lay.returned_from}
         if self.where is not None:
             data["where"] = self.where.to_json()
+        if self.check is not None:
+            data["check"] = self.check
         return data

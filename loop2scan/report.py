@@ -131,6 +131,12 @@ def loop_line(path: str, loop: LoopResult) -> str:
     return f"{path}:{loop.line}:{loop.col + 1}: {loop.code} {status_word(loop)}: {loop.message}"
 
 
+def check_line(path: str, loop: LoopResult) -> str:
+    from .check import describe
+
+    return f"{path}:{loop.line}:{loop.col + 1}: {describe(loop.check)}"
+
+
 def summary_text(report: RunReport) -> str:
     s = report.summary()
     st = s["by_status"]
@@ -139,7 +145,10 @@ def summary_text(report: RunReport) -> str:
     files_word = "file" if changed == 1 else "files"
     loops_word = "loop" if rewritten == 1 else "loops"
     if report.write:
-        head = f"rewrote {rewritten} {loops_word} in {changed} {files_word}"
+        written = [f for f in report.files if f.written]
+        done = sum(1 for f in written for loop in f.loops if loop.status == "rewritten")
+        head = (f"rewrote {done} {'loop' if done == 1 else 'loops'} in {len(written)} "
+                f"{'file' if len(written) == 1 else 'files'}")
     elif rewritten:
         head = f"{rewritten} {loops_word} can be rewritten in {changed} {files_word} (run with --write to apply)"
     else:
@@ -155,7 +164,14 @@ def summary_text(report: RunReport) -> str:
     n = s["files"]
     errors = f"; {s['errors']} file{'s' if s['errors'] != 1 else ''} could not be processed" if s["errors"] else ""
     hint = " (`loop2scan explain PATH` says why)" if st.get("declined") else ""
-    return f"{head} ({n} file{'s' if n != 1 else ''} checked){tail}{errors}{hint}."
+    checked = ""
+    if report.check:
+        verdicts = [loop.check["verdict"] for f in report.files for loop in f.loops if loop.check is not None]
+        checked = (f"; --check: {verdicts.count('verified')} verified, {verdicts.count('differs')} DIFFER, "
+                   f"{verdicts.count('unverified')} unverified")
+        if any(f.check_failed for f in report.files) and report.write:
+            checked += " (files with a rewrite that did not verify were not written)"
+    return f"{head} ({n} file{'s' if n != 1 else ''} checked){tail}{checked}{errors}{hint}."
 
 
 def file_error_line(f: FileReport) -> Optional[str]:

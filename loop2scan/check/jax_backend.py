@@ -1,0 +1,239 @@
+"""The JAX backend of ``--check`` (imported only by the worker process).
+
+Another framework plugs in with a class of the same methods: its own device
+naming, layout conversion, calls, gradients, state and timings.
+"""
+
+from __future__ import annotations
+
+import inspect
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# (rtol, atol) per floating dtype; integers and booleans must be equal.
+DEFAULT_TOLERANCES = {
+    "float64": (1e-9, 1e-12),
+    "float32": (1e-4, 1e-5),
+    "float16": (1e-2, 1e-2),
+    "bfloat16": (2e-2, 2e-2),
+    "complex64": (1e-4, 1e-5),
+    "complex128": (1e-9, 1e-12),
+}
+GRADIENT_FACTOR = 10.0  # gradients accumulate more rounding than outputs
+
+
+@dataclass
+class Tolerances:
+    rtol: Optional[float] = None
+    atol: Optional[float] = None
+    factor: float = 1.0
+
+    def for_dtype(self, dtype) -> tuple[float, float]:
+        rtol, atol = DEFAULT_TOLERANCES.get(str(dtype), (1e-4, 1e-5))
+        rtol = self.rtol if self.rtol is not None else rtol * self.factor
+        atol = self.atol if self.atol is not None else atol * self.factor
+        return rtol, atol
+
+    def gradients(self) -> "Tolerances":
+        return Tolerances(self.rtol, self.atol, GRADIENT_FACTOR)
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def _is_float(x: Any) -> bool:
+    return _is_array(x) and jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+
+
+def _path_str(path) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+class JaxBackend:
+    def __init__(self, device: str = "default") -> None:
+        self.device = device
+        self.key = jax.random.PRNGKey(20261122)
+
+    # -- device -------------------------------------------------------------
+    def device_name(self) -> str:
+        d = jax.devices()[0]
+        platform = {"gpu": "cuda"}.get(d.platform, d.platform)
+        return f"{platform}:{d.id}"
+
+    def tolerances(self, rtol, atol) -> Tolerances:
+        return Tolerances(rtol, atol)
+
+    # -- inputs ---------------------------------------------------------------
+    def to_rewritten_layout(self, fn, args: tuple, kwargs: dict, names: list[str]):
+        """Stack the per-layer parameter lists among the arguments (the layout
+        the rewritten code expects), with the exact converter."""
+        if not names:
+            return args, kwargs, {}
+        from loop2scan.layout import stack_layers
+
+        sig = inspect.signature(fn)
+        bound = sig.bind_partial(*args, **kwargs)
+        converted = {}
+        for name in names:
+            if name in bound.arguments:
+                value = bound.arguments[name]
+                bound.arguments[name] = jax.tree.map(jnp.asarray, stack_layers(value))
+                converted[name] = True
+        return tuple(bound.args), dict(bound.kwargs), converted
+
+    # -- calls ------------------------------------------------------------------
+    def call(self, fn, args: tuple, kwargs: dict) -> Any:
+        out = fn(*args, **kwargs)
+        return jax.block_until_ready(out)
+
+    def state(self, instance: Any) -> Any:
+        """Array attributes of the object a method runs on (functional JAX code
+        leaves them alone; a rewrite must too)."""
+        if instance is None:
+            return None
+        return {k: v for k, v in sorted(vars(instance).items()) if _is_array(v)}
+
+    def restore(self, instance: Any, state: Any) -> None:
+        if instance is not None and state:
+            for k, v in state.items():
+                setattr(instance, k, v)
+
+    # -- comparison --------------------------------------------------------------
+    def compare(self, before: Any, after: Any, tol: Tolerances, what: str, differences: list[str]) -> dict:
+        lb, tb = jax.tree_util.tree_flatten_with_path(before)
+        la, ta = jax.tree_util.tree_flatten_with_path(after)
+        stats = {"max_abs": 0.0, "max_rel": 0.0}
+        if tb != ta:
+            differences.append(f"{what} structure: {tb} before, {ta} after")
+            return stats
+        for (path, x), (_, y) in zip(lb, la):
+            name = f"{what} {_path_str(path)}"
+            if not (_is_array(x) or _is_array(y)):
+                if x != y:
+                    differences.append(f"{name}: {x!r} before, {y!r} after")
+                continue
+            x, y = np.asarray(x), np.asarray(y)
+            if x.shape != y.shape or x.dtype != y.dtype:
+                differences.append(f"{name}: {_aval(x)} before, {_aval(y)} after")
+                continue
+            if not np.issubdtype(x.dtype, np.inexact):
+                if not np.array_equal(x, y):
+                    differences.append(f"{name}: values differ ({int(np.sum(x != y))} of {x.size} elements)")
+                continue
+            x64, y64 = x.astype(np.float64) if x.dtype != np.complex128 else x, \
+                y.astype(np.float64) if y.dtype != np.complex128 else y
+            if x.size == 0:
+                continue
+            err = np.abs(x64 - y64)
+            finite = np.isfinite(x64) & np.isfinite(y64)
+            if not np.array_equal(np.isfinite(x64), np.isfinite(y64)) or \
+                    not np.array_equal(np.isnan(x64), np.isnan(y64)):
+                differences.append(f"{name}: non-finite values differ")
+                continue
+            err = np.where(finite, err, 0.0)
+            rel = err / np.maximum(np.abs(x64), np.finfo(np.float64).tiny)
+            stats["max_abs"] = max(stats["max_abs"], float(err.max()))
+            stats["max_rel"] = max(stats["max_rel"], float(np.where(np.abs(x64) > 0, rel, 0).max()))
+            rtol, atol = tol.for_dtype(x.dtype)
+            bad = err > atol + rtol * np.abs(x64)
+            if bad.any():
+                i = np.unravel_index(int(np.argmax(np.where(bad, err, -1))), x.shape) if x.ndim else ()
+                differences.append(f"{name}: max abs error {float(err.max()):.3g} exceeds rtol={rtol:g}, "
+                                   f"atol={atol:g} (at index {tuple(int(j) for j in i)}: {x64[i]!r} before, "
+                                   f"{y64[i]!r} after)")
+        return stats
+
+    # -- gradients ------------------------------------------------------------------
+    def gradients(self, fn_before, fn_after, args, kwargs, args_after, kwargs_after, converted):
+        """VJPs with one random cotangent, w.r.t. every floating-point input leaf.
+        Gradients of converted (stacked) parameters are compared in the stacked
+        layout: the original's list gradients are stacked with the converter."""
+        g_before = self._vjp(fn_before, args, kwargs)
+        if g_before is None:
+            return None, None
+        g_after = self._vjp(fn_after, args_after, kwargs_after, cotangent_like=self._last_cotangent)
+        if converted:
+            from loop2scan.layout import stack_layers
+
+            sig = inspect.signature(fn_before)
+            gb_args, gb_kwargs = g_before
+            bound = sig.bind_partial(*gb_args, **gb_kwargs)
+            for name in converted:
+                if name in bound.arguments:
+                    bound.arguments[name] = stack_layers(bound.arguments[name])
+            g_before = (tuple(bound.args), dict(bound.kwargs))
+        return g_before, g_after
+
+    _last_cotangent = None
+
+    def _vjp(self, fn, args, kwargs, cotangent_like=None):
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        float_idx = [i for i, x in enumerate(leaves) if _is_float(x)]
+        if not float_idx:
+            return None
+
+        def f(*floats):
+            full = list(leaves)
+            for i, v in zip(float_idx, floats):
+                full[i] = v
+            a, k = jax.tree.unflatten(treedef, full)
+            out = fn(*a, **k)
+            return [o for o in jax.tree.leaves(out) if _is_float(o)]
+
+        primals = [jnp.asarray(leaves[i]) for i in float_idx]
+        out, vjp = jax.vjp(f, *primals)
+        if cotangent_like is None:
+            keys = jax.random.split(self.key, max(len(out), 1))
+            cot = [jax.random.normal(k, o.shape, o.dtype) if jnp.issubdtype(o.dtype, jnp.floating)
+                   else jnp.zeros_like(o) for k, o in zip(keys, out)]
+            self._last_cotangent = cot
+        else:
+            cot = cotangent_like
+        grads = vjp(cot)
+        full = [None] * len(leaves)
+        for i, g in zip(float_idx, grads):
+            full[i] = np.asarray(g)
+        # non-float leaves get no gradient: keep them out of the comparison
+        full = [g if g is not None else np.zeros(()) for g in full]
+        return jax.tree.unflatten(treedef, full)
+
+    # -- timings ----------------------------------------------------------------------
+    def timings(self, fn_before, fn_after, args, kwargs, args_after, kwargs_after):
+        compile_s = {"before": None, "after": None}
+        run_s = {"before": None, "after": None}
+        for label, fn, a, k in (("before", fn_before, args, kwargs), ("after", fn_after, args_after, kwargs_after)):
+            try:
+                static = tuple(i for i, x in enumerate(a) if _static(x))
+                jitted = jax.jit(fn, static_argnums=static)
+                t0 = time.perf_counter()
+                compiled = jitted.lower(*a, **k).compile()
+                compile_s[label] = time.perf_counter() - t0
+                dyn = [x for i, x in enumerate(a) if i not in static]
+                for _ in range(3):
+                    jax.block_until_ready(compiled(*dyn, **k))
+                samples = []
+                deadline = time.perf_counter() + 2.0
+                while len(samples) < 5 or (len(samples) < 50 and time.perf_counter() < deadline):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(compiled(*dyn, **k))
+                    samples.append(time.perf_counter() - t0)
+                run_s[label] = statistics.median(samples)
+            except Exception:  # noqa: BLE001 - timing is informative; the comparison stands
+                pass
+        return compile_s, run_s
+
+
+def _static(x: Any) -> bool:
+    """Arguments that must be Python values at trace time (sizes, flags, functions)."""
+    return isinstance(x, (bool, int, str, type(None))) or callable(x) and not _is_array(x)
+
+
+def _aval(x: np.ndarray) -> str:
+    return f"{x.dtype}[{','.join(str(d) for d in x.shape)}]"
