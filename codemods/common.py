@@ -20,6 +20,7 @@ from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor, ImportItem
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from loop2scan.naming import fresh_name  # noqa: F401  (re-exported for the emitters)
 from loop2scan.plan import Span
 
 EXPR_KINDS = {"Subscript": cst.Subscript, "Call": cst.Call, "Name": cst.Name, "Attribute": cst.Attribute}
@@ -88,18 +89,6 @@ class SpanIndex:
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("\r", "")).strip().rstrip(";").strip()
-
-
-def fresh_name(base: str, reserved: set[str]) -> str:
-    if base not in reserved:
-        reserved.add(base)
-        return base
-    i = 1
-    while f"{base}_{i}" in reserved:
-        i += 1
-    name = f"{base}_{i}"
-    reserved.add(name)
-    return name
 
 
 def parse_expr(text: str, module: cst.Module) -> cst.BaseExpression:

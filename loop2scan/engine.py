@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .analysis.activity import statements
 from .analysis.context import ModuleContext
 from .analysis.imports import ImportTable
 from .analysis.loops import analyze_module
@@ -56,18 +57,8 @@ def detect_framework(tree: ast.Module, requested: str = "auto") -> Optional[str]
 
 
 def _import_statements(tree: ast.Module):
-    stack = list(tree.body)
-    while stack:
-        stmt = stack.pop()
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            yield stmt
-            continue
-        for name in ("body", "orelse", "finalbody"):
-            block = getattr(stmt, name, None)
-            if isinstance(block, list):
-                stack.extend(b for b in block if isinstance(b, ast.stmt))
-        for h in getattr(stmt, "handlers", None) or []:
-            stack.extend(h.body)
+    """Every import of the file, function-level ones included."""
+    return (s for s in statements(tree.body, into_definitions=True) if isinstance(s, (ast.Import, ast.ImportFrom)))
 
 
 LAYOUTS = ("stacked", "keep")

@@ -43,7 +43,7 @@ class Bound:
             return str(self.offset)
         if self.offset == 0:
             return self.text
-        base = self.text if _is_atomic(self.text) else f"({self.text})"
+        base = self.text if is_atomic(self.text) else f"({self.text})"
         return f"{base} + {self.offset}" if self.offset > 0 else f"{base} - {-self.offset}"
 
     @property
@@ -51,7 +51,8 @@ class Bound:
         return self.text is None and self.offset == 0
 
 
-def _is_atomic(text: str) -> bool:
+def is_atomic(text: str) -> bool:
+    """``text`` needs no parentheses as an operand (no top-level operator)."""
     depth = 0
     for ch in text:
         if ch in "([{":

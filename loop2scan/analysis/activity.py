@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 FUNCTION_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
@@ -250,6 +250,43 @@ def walk_scope(node: ast.AST) -> Iterator[ast.AST]:
                 todo.extend(reversed(_def_header_exprs(cur)))
             continue
         todo.extend(reversed(list(ast.iter_child_nodes(cur))))
+
+
+def statements(stmts: Iterable[ast.stmt], into_definitions: bool = False) -> Iterator[ast.stmt]:
+    """Every statement of a block, nested blocks included (``if``/``for``/
+    ``try``/``with``/``match`` bodies); function and class bodies only when
+    ``into_definitions``."""
+    stack = list(stmts)[::-1]
+    while stack:
+        stmt = stack.pop()
+        yield stmt
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not into_definitions:
+            continue
+        children: list[ast.stmt] = []
+        for name in ("body", "orelse", "finalbody"):
+            block = getattr(stmt, name, None)
+            if isinstance(block, list):
+                children += [b for b in block if isinstance(b, ast.stmt)]
+        for h in getattr(stmt, "handlers", None) or []:
+            children += h.body
+        for c in getattr(stmt, "cases", None) or []:
+            children += c.body
+        stack.extend(reversed(children))
+
+
+def full_slice(node: ast.AST) -> bool:
+    """``:`` (no bounds, no step)."""
+    return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
+
+
+def int_literal(node: Optional[ast.AST]) -> Optional[int]:
+    """``3`` -> 3, ``-1`` -> -1; anything else -> None."""
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
+            and type(node.operand.value) is int:
+        return -node.operand.value
+    return None
 
 
 def walk_body(func: ast.AST) -> Iterator[ast.AST]:

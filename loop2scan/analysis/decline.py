@@ -15,3 +15,9 @@ class Decline(Exception):
         self.code = code
         self.message = message
         self.node = node
+
+
+def short(text: str, limit: int = 60) -> str:
+    """Source quoted in a message: one line, at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from typing import Iterable, Optional
 
-from .activity import walk_scope
+from .activity import statements, walk_scope
 
 # Namespaces whose calls compute arrays (evidence that a loop is an array loop).
 ARRAY_NAMESPACES = (
@@ -72,21 +72,9 @@ class ImportTable:
 
     def for_function(self, func: ast.AST) -> "ImportTable":
         aliases: dict[str, str] = {}
-        stack = list(getattr(func, "body", []))
-        while stack:
-            stmt = stack.pop()
+        for stmt in statements(getattr(func, "body", [])):
             if isinstance(stmt, (ast.Import, ast.ImportFrom)):
                 _add(aliases, stmt)
-            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            for name in ("body", "orelse", "finalbody"):
-                block = getattr(stmt, name, None)
-                if isinstance(block, list):
-                    stack.extend(b for b in block if isinstance(b, ast.stmt))
-            for h in getattr(stmt, "handlers", None) or []:
-                stack.extend(h.body)
-            for c in getattr(stmt, "cases", None) or []:
-                stack.extend(c.body)
         if not aliases:
             return self
         return ImportTable(aliases, self)

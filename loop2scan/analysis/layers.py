@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..plan import Span
-from .activity import arg_names, walk_body, walk_scope
-from .decline import Decline
+from .activity import arg_names, int_literal, walk_body, walk_scope
+from .decline import Decline, short
 from .imports import is_under
 
 TRANSFORMS = {"jax.jit", "jax.grad", "jax.value_and_grad", "jax.checkpoint", "jax.remat", "functools.partial",
@@ -273,7 +273,7 @@ class LayerAnalysis:
                         ok = self._key_iterable(fctx, parent.value) == "keys"
                 if not ok:
                     text = ast.unparse(parent) if isinstance(parent, ast.expr) else node.id
-                    return Decline("L2S308", f"`{fn.name}` uses the per-layer `{node.id}` in `{_short(text)}`: the "
+                    return Decline("L2S308", f"`{fn.name}` uses the per-layer `{node.id}` in `{short(text)}`: the "
                                    "layers may differ in shape or structure, so they cannot be stacked", node)
         return None
 
@@ -301,7 +301,7 @@ class LayerAnalysis:
                     work.extend(self._returned(st, scope.node, returned, problems, node))
                 else:
                     problems.append(Decline("L2S309", f"the result of `{builder.name}(...)` is used as "
-                                            f"`{_short(ast.unparse(parent))}` (line {node.lineno}), which the "
+                                            f"`{short(ast.unparse(parent))}` (line {node.lineno}), which the "
                                             "stacked layout would change", node))
         if not work:
             return
@@ -356,10 +356,10 @@ class LayerAnalysis:
                     more.extend(self._flows_into(st, other, n))
                 elif isinstance(parent, ast.Expr) or (position is not None and isinstance(parent, ast.Starred)):
                     problems.append(Decline("L2S309", f"the result of `{fn.name}(...)` (holding the list built by "
-                                            f"`{st.builder.name}`) is used as `{_short(ast.unparse(parent))}`", n))
+                                            f"`{st.builder.name}`) is used as `{short(ast.unparse(parent))}`", n))
                 elif not isinstance(parent, ast.Return):
                     problems.append(Decline("L2S309", f"the result of `{fn.name}(...)` (holding the list built by "
-                                            f"`{st.builder.name}`) is used as `{_short(ast.unparse(parent))}` "
+                                            f"`{st.builder.name}`) is used as `{short(ast.unparse(parent))}` "
                                             f"(line {n.lineno}), which the stacked layout would change", n))
         return more
 
@@ -437,7 +437,7 @@ class LayerAnalysis:
                     if pos is not None and pos < len(t.elts) and t.elts[pos] is b:
                         continue
             problems.append(Decline("L2S309", f"`{name}` holds the list built by `{builder.name}` but is also "
-                                    f"assigned `{_short(ast.unparse(stmt) if isinstance(stmt, ast.AST) else name)}`"
+                                    f"assigned `{short(ast.unparse(stmt) if isinstance(stmt, ast.AST) else name)}`"
                                     f" (line {getattr(stmt, 'lineno', '?')})", b))
         for node in scope.walk():
             if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
@@ -463,10 +463,10 @@ class LayerAnalysis:
                 continue
             if isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.ctx, ast.Load):
                 sl = parent.slice
-                if _int_const(sl) is not None:
+                if int_literal(sl) is not None:
                     st.uses.append(LayoutUse("index", parent, node, ast.unparse(sl)))
                     continue
-                if isinstance(sl, ast.Slice) and all(b is None or _int_const(b) is not None
+                if isinstance(sl, ast.Slice) and all(b is None or int_literal(b) is not None
                                                      for b in (sl.lower, sl.upper, sl.step)):
                     st.uses.append(LayoutUse("slice", parent, node, ast.unparse(sl)))
                     more.extend(self._flows_into(st, scope, parent))
@@ -491,7 +491,7 @@ class LayerAnalysis:
                 continue
             stmt = _statement(mctx, node)
             problems.append(Decline("L2S309", f"`{name}` (the list built by `{builder.name}`) is used as "
-                                    f"`{_short(ast.unparse(parent) if isinstance(parent, ast.expr) else ast.unparse(stmt))}`"
+                                    f"`{short(ast.unparse(parent) if isinstance(parent, ast.expr) else ast.unparse(stmt))}`"
                                     f" (line {node.lineno}); with the layers stacked into one pytree that would "
                                     "change meaning", node))
         return more
@@ -586,20 +586,6 @@ class LayerAnalysis:
                     continue
                 return False
         return True
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _int_const(node) -> Optional[int]:
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
-            and type(node.operand.value) is int:
-        return -node.operand.value
-    return None
 
 
 def _statement(mctx, node: ast.AST) -> ast.AST:

@@ -25,8 +25,11 @@ from functools import cached_property
 from typing import Iterable, Optional
 
 from ..codes import CODES, NOT_CANDIDATE, REWRITTEN, SKIPPED
+from ..naming import fresh_name
 from ..plan import Bound, Consumer, LayoutChange, LayoutEdit, LoopResult, ScanPlan, Span, XsItem, YsItem
 from .activity import (
+    full_slice,
+    int_literal,
     walk_body,
     all_read_names,
     all_written_names,
@@ -39,7 +42,7 @@ from .activity import (
 )
 from .arrays import ARRAY_METHODS, ArrayFacts
 from .context import FunctionContext, ModuleContext
-from .decline import Decline
+from .decline import Decline, short
 from .flow import Def, ReachingDefinitions
 from .imports import is_array_call, is_under
 from .iteration import (
@@ -562,10 +565,10 @@ class LoopAnalysis:
                 f = parent.func
                 if isinstance(f, ast.Name) and f.id in ("str", "repr", "format", "hash", "slice") and f.id not in \
                         self.fctx.shadowing:
-                    raise Decline("L2S307", f"`{_short(ast.unparse(parent))}` needs {what} as a Python value; inside "
+                    raise Decline("L2S307", f"`{short(ast.unparse(parent))}` needs {what} as a Python value; inside "
                                   "a scan it is a traced array", node)
                 if self._shape_argument(parent, cur):
-                    raise Decline("L2S307", f"{what} sets a shape in `{_short(ast.unparse(parent))}`; shapes must "
+                    raise Decline("L2S307", f"{what} sets a shape in `{short(ast.unparse(parent))}`; shapes must "
                                   "be Python values, and inside a scan it is a traced array", node)
 
     def _shape_argument(self, call: ast.Call, arg: ast.AST) -> bool:
@@ -607,7 +610,7 @@ class LoopAnalysis:
             if isinstance(expr, ast.Name):
                 seq = expr.id
             elif isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name) and isinstance(
-                    expr.slice, ast.Slice) and all(b is None or _int_literal(b) is not None
+                    expr.slice, ast.Slice) and all(b is None or int_literal(b) is not None
                                                    for b in (expr.slice.lower, expr.slice.upper, expr.slice.step)):
                 seq, part = expr.value.id, ast.unparse(expr.slice)
         if seq is None or seq in self.written:
@@ -773,7 +776,7 @@ class LoopAnalysis:
                     call = node.value
                     if not self._call_problem(call, shadow, add, statement=True) and not self._is_append_statement(node) \
                             and not is_under(self.qual(call.func), "jax.debug"):
-                        add("L2S201", f"the result of `{_short(ast.unparse(call))}` is discarded: a call made "
+                        add("L2S201", f"the result of `{short(ast.unparse(call))}` is discarded: a call made "
                             "for its effect would run once, when the scan traces the step (use "
                             "`jax.debug.callback` for host effects)", node)
                 elif isinstance(node, ast.Call) and not isinstance(self.mctx.parent(node), ast.Expr):
@@ -1119,14 +1122,14 @@ class LoopAnalysis:
                     where = node.ifs[0] if node.ifs else node.iter
                     if not bad and not isinstance(node.iter, _FIXED_LENGTH):
                         bad, what, where = self._value_reads(node.iter) & tainted, \
-                            f"the length of a comprehension (`{_short(ast.unparse(node.iter))}`) depends on", node.iter
+                            f"the length of a comprehension (`{short(ast.unparse(node.iter))}`) depends on", node.iter
                     if bad:
                         problems.append((_pos(where), what, self._ordered(bad)[0], where))
                     continue
                 elif isinstance(node, (ast.For, ast.AsyncFor)) and node is not self.loop:
                     if not isinstance(node.iter, _FIXED_LENGTH):
                         bad = self._value_reads(node.iter) & tainted
-                        what = f"the trip count of a nested loop (`{_short(ast.unparse(node.iter))}`) depends on"
+                        what = f"the trip count of a nested loop (`{short(ast.unparse(node.iter))}`) depends on"
                 if bad:
                     name = self._ordered(bad)[0]
                     problems.append((_pos(node), what, name, node))
@@ -1229,7 +1232,7 @@ class LoopAnalysis:
                 axis = self._slice_axis(parts, pos)
                 if axis is not None and invariant_simple_expr(base, changing) \
                         and not (isinstance(base, ast.Attribute) and base.attr == "at"):
-                    bare = all(_full_slice(p) for i, p in enumerate(parts) if i != pos)
+                    bare = all(full_slice(p) for i, p in enumerate(parts) if i != pos)
                     uses.append(_IndexUse(node, "slice-candidate", base, sub, axis, offset,
                                           None if bare else pos))
                     continue
@@ -1248,7 +1251,7 @@ class LoopAnalysis:
         indices, or any indices when nothing comes before and no slice follows)."""
         before, after = parts[:pos], parts[pos + 1:]
         ellipsis = bool(before) and isinstance(before[0], ast.Constant) and before[0].value is Ellipsis
-        if not all(_full_slice(p) for p in (before[1:] if ellipsis else before)):
+        if not all(full_slice(p) for p in (before[1:] if ellipsis else before)):
             return None
         basic = all(_basic_index(p) for p in after)
         if ellipsis:
@@ -1274,10 +1277,10 @@ class LoopAnalysis:
                     if bad is not None:
                         raise Decline("L2S301", f"the trip count depends on `{ast.unparse(bad)}`, which is not "
                                       "known at trace time", bad)
-                if leaf.step is not None and _int_literal(leaf.step) is None:
+                if leaf.step is not None and int_literal(leaf.step) is None:
                     raise Decline("L2S301", f"the `range` step `{ast.unparse(leaf.step)}` must be an integer "
                                   "literal (its sign decides the direction of the scan)", leaf.step)
-                if leaf.step is not None and _int_literal(leaf.step) == 0:
+                if leaf.step is not None and int_literal(leaf.step) == 0:
                     raise Decline("L2S302", "`range` step 0", leaf.step)
             elif isinstance(leaf, EnumerateIndex) and leaf.start is not None:
                 bad = static_int(leaf.start, fctx, set())
@@ -1334,7 +1337,7 @@ class LoopAnalysis:
         mctx = self.mctx
         index = r.name
         uses = self._index_uses(index, accs)
-        step = _int_literal(r.step) if r.step is not None else 1
+        step = int_literal(r.step) if r.step is not None else 1
         start = self._lin(r.start, 0)
         stop = self._lin(r.stop, 0)
         original_args = ([mctx.source(r.start)] if r.start is not None else []) + [mctx.source(r.stop)]
@@ -1388,8 +1391,7 @@ class LoopAnalysis:
         for (_, _, off), item in sorted(slices.items(), key=lambda kv: min(kv[1].replaces)):
             suffix = "" if off == 0 else "_next" if off == 1 else "_prev" if off == -1 else \
                 f"_{'p' if off > 0 else 'm'}{abs(off)}"
-            item.bind = _fresh(f"{_base_name(item.source_text)}_{index}{suffix}", reserved)
-            reserved.add(item.bind)
+            item.bind = fresh_name(f"{_base_name(item.source_text)}_{index}{suffix}", reserved)
             xs.append(item)
         if self.layer is not None:
             if generic:
@@ -1500,31 +1502,11 @@ def walk_scope_all(stmts) -> Iterable[ast.AST]:
 _FIXED_LENGTH = (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List)
 
 
-def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _basic_index(node: ast.AST) -> bool:
     """An index that consumes exactly one axis and never triggers advanced indexing."""
     if isinstance(node, ast.Slice):
-        return all(b is None or _int_literal(b) is not None for b in (node.lower, node.upper, node.step))
-    return _int_literal(node) is not None
-
-
-def _full_slice(node: ast.AST) -> bool:
-    return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
-
-
-def _int_literal(node: Optional[ast.AST]) -> Optional[int]:
-    if node is None:
-        return None
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
-            and type(node.operand.value) is int:
-        return -node.operand.value
-    return None
+        return all(b is None or int_literal(b) is not None for b in (node.lower, node.upper, node.step))
+    return int_literal(node) is not None
 
 
 def _atomic_text(text: str) -> bool:
@@ -1540,15 +1522,6 @@ def _base_name(text: str) -> str:
         return "x"
     name = m[-1]
     return name
-
-
-def _fresh(name: str, reserved: set[str]) -> str:
-    if name not in reserved and name not in BUILTIN_NAMES:
-        return name
-    i = 1
-    while f"{name}_{i}" in reserved:
-        i += 1
-    return f"{name}_{i}"
 
 
 def analyze_module(mctx: ModuleContext) -> list[LoopResult]:

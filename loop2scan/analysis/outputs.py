@@ -19,7 +19,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .activity import walk_body, walk_scope
+from .activity import full_slice, int_literal, walk_body, walk_scope
 from .decline import Decline
 
 STACK_FUNCS = {"jax.numpy.stack"}
@@ -60,30 +60,17 @@ def _is_reverse_slice(node: ast.AST) -> bool:
             and isinstance(node.step.operand, ast.Constant) and node.step.operand.value == 1)
 
 
-def _is_full_slice(node: ast.AST) -> bool:
-    return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
-
-
-def _int_const(node: ast.AST) -> Optional[int]:
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        inner = _int_const(node.operand)
-        return -inner if inner is not None else None
-    return None
-
-
 def index_offset(node: ast.AST, index: str) -> Optional[int]:
     """``t`` -> 0, ``t + 2`` -> 2, ``t - 1`` -> -1, ``1 + t`` -> 1; else ``None``."""
     if isinstance(node, ast.Name) and node.id == index:
         return 0
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
         if isinstance(node.left, ast.Name) and node.left.id == index:
-            c = _int_const(node.right)
+            c = int_literal(node.right)
             if c is not None:
                 return c if isinstance(node.op, ast.Add) else -c
         if isinstance(node.op, ast.Add) and isinstance(node.right, ast.Name) and node.right.id == index:
-            return _int_const(node.left)
+            return int_literal(node.left)
     return None
 
 
@@ -207,7 +194,7 @@ class OutputAnalysis:
                 elif len(p.args) > 2:
                     axis_node = None
                 if not kwargs and len(p.args) <= 2:
-                    axis = 0 if axis_node is None else _int_const(axis_node)
+                    axis = 0 if axis_node is None else int_literal(axis_node)
                     if axis is not None:
                         return ConsumerUse(p, "stack", axis, flipped, arg)
             elif q in ARRAY_FUNCS and len(p.args) == 1 and not kwargs:
@@ -218,8 +205,8 @@ class OutputAnalysis:
                   and "len" not in self.fctx.locals):
                 return ConsumerUse(p, "len", 0, flipped, arg)
         if (not flipped and isinstance(p, ast.Subscript) and p.value is node and isinstance(p.ctx, ast.Load)
-                and _int_const(p.slice) is not None):
-            return ConsumerUse(p, "index", 0, False, node, _int_const(p.slice))
+                and int_literal(p.slice) is not None):
+            return ConsumerUse(p, "index", 0, False, node, int_literal(p.slice))
         stmt = self._stmt_of(node)
         if isinstance(p, ast.Return) and self.mctx.layout == "stacked" and self.mctx.parent(self.fctx.func) \
                 is self.mctx.tree:
@@ -342,9 +329,9 @@ class OutputAnalysis:
             if c is not None:
                 pos, offset = i, c
                 break
-            if not _is_full_slice(part):
+            if not full_slice(part):
                 return None
-        if pos is None or not all(_is_full_slice(p) for p in parts[pos + 1:]):
+        if pos is None or not all(full_slice(p) for p in parts[pos + 1:]):
             return None
         value = call.args[0]
         if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(value)):

@@ -12,6 +12,8 @@ import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..plan import is_atomic
+
 
 @dataclass(frozen=True)
 class Lin:
@@ -70,7 +72,7 @@ class Lin:
         parts: list[str] = []
         for a, c in self.terms:
             text = disp.get(a, a)
-            if not _atomic(text):
+            if not is_atomic(text):
                 text = f"({text})"
             if c == 1:
                 parts.append(("+", text))
@@ -89,18 +91,6 @@ class Lin:
             else:
                 out += f" {sign} {text}"
         return out
-
-
-def _atomic(text: str) -> bool:
-    depth = 0
-    for ch in text:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif depth == 0 and ch in "+-*/%<>=!&|^ ,@":
-            return False
-    return True
 
 
 def length_atom(array: ast.AST, axis: int) -> str:
