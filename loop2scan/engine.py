@@ -173,9 +173,9 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
         new_lines.insert(at, block)
     new_text = "".join(new_lines)
     try:
-        ast.parse(new_text)
-    except SyntaxError as e:  # pragma: no cover - a bug; refuse rather than write invalid Python
-        return SourceResult([_internal(r, f"the rewritten file did not parse ({e.msg})")
+        parse_for_analysis(new_text)  # the same parser (and newer-syntax fallback) as the input
+    except SyntaxProblem as e:  # pragma: no cover - a bug; refuse rather than write invalid Python
+        return SourceResult([_internal(r, f"the rewritten file did not parse ({e.message})")
                              if r.status == "rewritten" else r for r in out], framework=fw)
     return SourceResult(out, new_text=new_text if new_text != text else None, framework=fw)
 

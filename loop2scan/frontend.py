@@ -14,9 +14,6 @@ import ast
 import re
 from typing import Optional
 
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
-
 _LINE_SPLIT = re.compile(r"(\r\n|\r|\n)")
 
 
@@ -42,6 +39,8 @@ def parse_for_analysis(text: str) -> tuple[ast.Module, bool]:
         first = err
     except (ValueError, RecursionError, MemoryError) as err:  # null bytes, absurd nesting
         raise SyntaxProblem(str(err) or type(err).__name__) from None
+    import libcst as cst  # only files the running Python cannot parse pay for it
+
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError:
@@ -56,8 +55,11 @@ def parse_for_analysis(text: str) -> tuple[ast.Module, bool]:
                             first.lineno, first.offset) from None
 
 
-def downlevel(text: str, module: cst.Module) -> str:
+def downlevel(text: str, module) -> str:
     """Blank the newer-syntax constructs of ``text`` keeping all positions."""
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     pieces = _LINE_SPLIT.split(text)
@@ -122,8 +124,10 @@ def downlevel(text: str, module: cst.Module) -> str:
     return "".join(out)
 
 
-def _placeholder(node: cst.CSTNode) -> str:
+def _placeholder(node) -> str:
     """A same-length-or-shorter expression that reads the names the string reads."""
+    import libcst as cst
+
     names: list[str] = []
 
     class Names(cst.CSTVisitor):

@@ -668,8 +668,7 @@ class LoopAnalysis:
             ann = self.fctx.param_annotations.get(expr.id)
             if ann is not None and not self.mctx.annotation_is_array(ann):
                 text = ast.unparse(ann)
-                arrayish = any(k in text for k in ("Array", "Tensor", "ndarray", "Any"))
-                if not arrayish:
+                if _python_values_annotation(ann):
                     raise Decline("L2S302", f"the loop iterates over `{expr.id}`, annotated `{text}`: Python values, "
                                   "not the rows of an array", expr)
         if isinstance(expr, ast.Name) and expr.id in self.fctx.locals:
@@ -1500,6 +1499,34 @@ def walk_scope_all(stmts) -> Iterable[ast.AST]:
 
 
 _FIXED_LENGTH = (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List)
+
+
+_SCALAR_TYPES = {"int", "float", "str", "bool", "bytes", "complex"}
+_CONTAINER_TYPES = {"list", "tuple", "set", "frozenset", "dict", "List", "Tuple", "Set", "FrozenSet", "Dict",
+                    "Sequence", "Iterable", "Collection", "Mapping", "MutableSequence", "Iterator"}
+
+
+def _python_values_annotation(ann: ast.AST) -> bool:
+    """An annotation that says "Python values": ``int``, ``str``, ``Sequence[int]``,
+    ``tuple[str, ...]``, ``dict[...]``... (unknown names, such as type
+    variables, say nothing)."""
+    if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
+        try:
+            ann = ast.parse(ann.value, mode="eval").body
+        except SyntaxError:
+            return False
+    name = ann.attr if isinstance(ann, ast.Attribute) else getattr(ann, "id", None)
+    if name in _SCALAR_TYPES or name in ("dict", "Dict", "Mapping", "set", "Set", "frozenset", "FrozenSet"):
+        return True
+    if isinstance(ann, ast.Subscript):
+        base = ann.value.attr if isinstance(ann.value, ast.Attribute) else getattr(ann.value, "id", None)
+        if base in _CONTAINER_TYPES:
+            items = ann.slice.elts if isinstance(ann.slice, ast.Tuple) else [ann.slice]
+            items = [i for i in items if not (isinstance(i, ast.Constant) and i.value is Ellipsis)]
+            return bool(items) and all(_python_values_annotation(i) for i in items)
+    if isinstance(ann, ast.BinOp) and isinstance(ann.op, ast.BitOr):
+        return _python_values_annotation(ann.left) and _python_values_annotation(ann.right)
+    return False
 
 
 def _basic_index(node: ast.AST) -> bool:
