@@ -16,8 +16,8 @@ import re
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import libcst as cst
-from libcst.codemod import CodemodContext
-from libcst.codemod.visitors import AddImportsVisitor, ImportItem
+from dataclasses import dataclass
+
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from loop2scan.naming import fresh_name  # noqa: F401  (re-exported for the emitters)
@@ -194,11 +194,14 @@ class EditTransformer(cst.CSTTransformer):
         return block.with_changes(body=body, footer=[*pending, *block.footer])
 
 
-def add_imports(module: cst.Module, items: Iterable[ImportItem]) -> cst.Module:
-    items = list(items)
-    if not items:
-        return module
-    return AddImportsVisitor(CodemodContext(), items).transform_module(module)
+@dataclass(frozen=True)
+class ImportItem:
+    """An import the rewritten code needs: ``import module [as alias]`` or
+    ``from module import obj [as alias]``."""
+
+    module_name: str
+    obj_name: Optional[str] = None
+    alias: Optional[str] = None
 
 
 def module_aliases(module: cst.Module) -> dict[str, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Optional
 
 import libcst as cst
-from libcst.codemod import CodemodCommand, CodemodContext
 
 from loop2scan.plan import ScanPlan, Span, XsItem, YsItem
 
@@ -26,7 +25,7 @@ from .common import (
     EditTransformer,
     MappingError,
     SpanIndex,
-    add_imports,
+    ImportItem,
     block_statements,
     fresh_name,
     module_aliases,
@@ -63,8 +62,6 @@ class _Refs:
             raise MappingError("the module binds the name `jax` to something else")
 
     def _add(self, module: str, alias: Optional[str] = None) -> None:
-        from libcst.codemod.visitors import ImportItem
-
         item = ImportItem(module, alias=alias)
         if all((i.module_name, i.alias) != (module, alias) for i in self.imports):
             self.imports.append(item)
@@ -443,19 +440,39 @@ class _PlanEmitter:
         return stmts
 
 
-class JaxScanCommand(CodemodCommand):
-    """libcst codemod: rewrite every loop loop2scan can prove safe into ``jax.lax.scan``."""
+def _make_command():
+    """libcst's codemod runner class, built on first use (importing
+    ``libcst.codemod`` costs more than a whole pre-commit run of loop2scan)."""
+    from libcst.codemod import CodemodCommand, CodemodContext
 
-    DESCRIPTION = "Rewrite Python loops over time steps into jax.lax.scan (loop2scan)."
+    class JaxScanCommand(CodemodCommand):
+        """libcst codemod: rewrite every loop loop2scan can prove safe into ``jax.lax.scan``."""
 
-    def __init__(self, context: CodemodContext) -> None:
-        super().__init__(context)
+        DESCRIPTION = "Rewrite Python loops over time steps into jax.lax.scan (loop2scan)."
 
-    def transform_module_impl(self, tree: cst.Module) -> cst.Module:
-        from loop2scan.engine import rewrite_module
+        def __init__(self, context: CodemodContext) -> None:
+            super().__init__(context)
 
-        result = rewrite_module(tree, framework="jax")
-        for loop in result.loops:
-            if loop.status == "declined":
-                self.warn(f"line {loop.line}: {loop.code} {loop.message}")
-        return result.module if result.module is not None else tree
+        def transform_module_impl(self, tree: cst.Module) -> cst.Module:
+            from loop2scan.engine import rewrite_module
+
+            result = rewrite_module(tree, framework="jax")
+            for loop in result.loops:
+                if loop.status == "declined":
+                    self.warn(f"line {loop.line}: {loop.code} {loop.message}")
+            return result.module if result.module is not None else tree
+
+    JaxScanCommand.__module__ = __name__
+    return JaxScanCommand
+
+
+def __getattr__(name: str):
+    if name == "JaxScanCommand":
+        cls = _make_command()
+        globals()["JaxScanCommand"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + ["JaxScanCommand"])

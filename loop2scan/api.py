@@ -124,7 +124,18 @@ def options_from_config(cfg: Config, **overrides) -> Options:
 
 
 def process_file(path: str, options: Options) -> FileReport:
-    """Read, analyse, rewrite (and, with ``options.write``, write) one file."""
+    """Read, analyse, rewrite (and, with ``options.write``, write) one file.
+    A bug on one file is reported for that file; it never stops the run."""
+    try:
+        return _process_file(path, options)
+    except Exception as e:  # noqa: BLE001
+        from .engine import _reraise_interrupt
+
+        _reraise_interrupt(e)
+        return FileReport(path, error=f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+
+
+def _process_file(path: str, options: Options) -> FileReport:
     try:
         source: SourceFile = read_source(path)
     except SourceError as e:
@@ -179,15 +190,39 @@ def _parallel(files: list[str], options: Options, jobs: int) -> list[FileReport]
     order = sorted(range(len(files)), key=lambda i: -_size(files[i]))
     results: list[Optional[FileReport]] = [None] * len(files)
     ctx = multiprocessing.get_context("fork") if hasattr(os, "fork") else None
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(process_file, files[i], options): i for i in order}
-        for fut in cf.as_completed(futures):
-            i = futures[fut]
-            try:
-                results[i] = fut.result()
-            except Exception as e:  # noqa: BLE001 - a crash in one file must not lose the others
-                results[i] = FileReport(files[i], error=f"internal error: {type(e).__name__}: {e}")
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_interrupts)
+    try:
+        # at most `jobs` files in hand at a time, so that Ctrl-C stops the run promptly
+        todo = iter(order)
+        running = {}
+        for i in todo:
+            running[pool.submit(process_file, files[i], options)] = i
+            if len(running) >= jobs:
+                break
+        while running:
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                i = running.pop(fut)
+                try:
+                    results[i] = fut.result()
+                except Exception as e:  # noqa: BLE001 - a crash in one file must not lose the others
+                    results[i] = FileReport(files[i], error=f"internal error: {type(e).__name__}: {e}")
+                nxt = next(todo, None)
+                if nxt is not None:
+                    running[pool.submit(process_file, files[nxt], options)] = nxt
+    except KeyboardInterrupt:
+        # Ctrl-C: no new file is started; the workers finish (atomically) the ones in hand
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return [r for r in results if r is not None]
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which stops handing out files."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _size(path: str) -> int:

@@ -84,9 +84,19 @@ def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check
     options = _options(paths, framework, config_path, write, layout)
     options.jobs = jobs
     options.check, options.device, options.rtol, options.atol = check, device, rtol, atol
-    report = run(paths, options)
+    try:
+        report = run(paths, options)
+    except KeyboardInterrupt:
+        _interrupted(write)
     _print_report(report, fmt, diff and not write, verbose, quiet)
     sys.exit(report.exit_code)
+
+
+def _interrupted(write: bool) -> None:
+    """Ctrl-C: every file is either untouched or completely rewritten (writes are atomic)."""
+    done = " files already written are complete; the others are untouched" if write else ""
+    click.echo(f"interrupted;{done}".rstrip(";"), err=True)
+    sys.exit(130)
 
 
 def _print_report(report: RunReport, fmt: str, show_diff: bool, verbose: bool, quiet: bool) -> None:
@@ -139,23 +149,11 @@ def explain(targets, framework, layout, fmt, config_path, show_all, jobs) -> Non
     split = [_split_target(t) for t in targets]
     options = _options([p for p, _ in split], framework, config_path, layout=layout)
     options.jobs = jobs
-    reports: list[FileReport] = []
     exit_code = 0
-    for path, line in split:
-        if line is None:
-            r = run([path], options)
-            reports.extend(r.files)
-            continue
-        fr = process_file(path, options)
-        if fr.error is None:
-            chosen = [lp for lp in fr.loops if lp.line == line]
-            if not chosen:
-                around = [lp for lp in fr.loops if lp.line <= line <= lp.end_line]
-                chosen = around[-1:] if around else []
-            if not chosen:
-                fr.error = f"no `for` loop at line {line}"
-            fr.loops = chosen
-        reports.append(fr)
+    try:
+        reports = _explain_reports(split, options)
+    except KeyboardInterrupt:
+        _interrupted(False)
     report = RunReport(reports)
     if report.errors:
         exit_code = 2
@@ -172,6 +170,26 @@ def explain(targets, framework, layout, fmt, config_path, show_all, jobs) -> Non
                 continue
             click.echo(explain_loop(f.path, loop))
     sys.exit(exit_code)
+
+
+def _explain_reports(split, options) -> list[FileReport]:
+    reports: list[FileReport] = []
+    for path, line in split:
+        if line is None:
+            r = run([path], options)
+            reports.extend(r.files)
+            continue
+        fr = process_file(path, options)
+        if fr.error is None:
+            chosen = [lp for lp in fr.loops if lp.line == line]
+            if not chosen:
+                around = [lp for lp in fr.loops if lp.line <= line <= lp.end_line]
+                chosen = around[-1:] if around else []
+            if not chosen:
+                fr.error = f"no `for` loop at line {line}"
+            fr.loops = chosen
+        reports.append(fr)
+    return reports
 
 
 @main.command("convert-state")

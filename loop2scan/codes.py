@@ -100,6 +100,9 @@ _CODES = [
          "a set, a dict, a string)",
          "A scan would turn it into a traced array; if it really is an array value, initialise it as one "
          "(`jnp.zeros(())`, `jnp.float32(0)`), otherwise keep the loop."),
+    Code("L2S404", "carry-shape", "a carried value may change shape from step to step",
+         "A scan carry keeps one shape and dtype: initialise it with the shape it has inside the loop "
+         "(e.g. `jnp.zeros_like(...)`), and do not grow it (collect per-step values in a list instead)."),
     # outputs
     Code("L2S501", "list-accumulator", "a list built in the loop is used in a way a stacked array cannot replace",
          "Only `outs.append(y)` once per step, then `jnp.stack(outs)` / `jnp.array(outs)` / `jnp.concatenate(outs)` / `len(outs)` / `outs[i]` after the loop are understood."),

@@ -15,6 +15,7 @@ from typing import Optional
 from .analysis.activity import statements
 from .analysis.context import ModuleContext
 from .analysis.imports import ImportTable
+from .analysis.decline import short
 from .analysis.loops import analyze_module
 from .frontend import SyntaxProblem, parse_for_analysis
 from .plan import LoopResult
@@ -82,15 +83,18 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked") 
 
     Never raises for bad input: a syntax error is reported in ``error``.  The
     returned ``new_text`` is guaranteed to parse."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     try:
         tree, _ = parse_for_analysis(text)
     except SyntaxProblem as e:
         return SourceResult([], error=str(e))
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     fw = detect_framework(tree, framework)
     mctx = ModuleContext(tree, text, fw, layout)
-    loops = analyze_module(mctx)
+    try:
+        loops = analyze_module(mctx)
+    except RecursionError:
+        return SourceResult([], error="expressions nest too deeply for the analysis (Python's recursion limit)")
     plans = [r.plan for r in loops if r.status == "rewritten" and r.plan is not None]
     if not plans:
         return SourceResult(loops, framework=fw)
@@ -104,6 +108,7 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
 
     from codemods import emitter_for
 
+    newline = _first_newline(text)
     pieces = re.split(r"(\r\n|\r|\n)", text)
     line_text = pieces[0::2]
     line_end = pieces[1::2] + [""]
@@ -135,6 +140,7 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
         try:
             module = cst.parse_module(segment)
         except Exception as e:  # noqa: BLE001 - libcst rejects what ast accepted: leave it alone
+            _reraise_interrupt(e)
             for plan in group:
                 failures[plan.loop] = f"libcst could not parse this part of the file ({type(e).__name__})"
             continue
@@ -143,11 +149,16 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
         try:
             new_module, group_failures = emitter.emit(group)
         except Exception as e:  # noqa: BLE001 - an emitter bug must never corrupt a file
+            _reraise_interrupt(e)
             group_failures = {p.loop: f"{type(e).__name__}: {e}" for p in group}
             new_module = module
         failures.update(group_failures)
         if new_module is not module:
-            replacements.append((first, last, new_module.code))
+            code = new_module.code
+            if module.default_newline != newline:
+                # a part written with other line ends than the file: the rewritten part takes the file's
+                code = re.sub(r"\r\n|\r|\n", lambda m: newline, code)
+            replacements.append((first, last, code))
             for item in emitter.imports:
                 if item not in imports:
                     imports.append(item)
@@ -166,7 +177,6 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
         new_lines[first - 1:last] = [new]
     if imports:
         at = _import_insertion_line(mctx)
-        newline = _first_newline(text)
         block = "".join(_import_line(item) + newline for item in imports)
         if at > 0 and not new_lines[at - 1].endswith(("\n", "\r")):
             new_lines[at - 1] += newline
@@ -232,7 +242,19 @@ def _import_line(item) -> str:
 
 def _internal(r: LoopResult, why: str) -> LoopResult:
     return LoopResult(r.line, r.col, r.end_line, "declined", "L2S901",
-                      f"internal limitation while rewriting ({why}); the loop is left unchanged")
+                      f"internal limitation while rewriting ({short(why, 200)}); the loop is left unchanged")
+
+
+def _reraise_interrupt(error: BaseException) -> None:
+    """A Ctrl-C that surfaced as another exception (a library's cleanup code
+    failing while the interrupt unwound) must still stop the run."""
+    seen = set()
+    cur: Optional[BaseException] = error
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            raise KeyboardInterrupt from error
+        seen.add(id(cur))
+        cur = cur.__context__ or cur.__cause__
 
 
 def rewrite_module(module, framework: str = "jax", layout: str = "stacked") -> SourceResult:

@@ -45,9 +45,11 @@ def parse_for_analysis(text: str) -> tuple[ast.Module, bool]:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError:
         raise SyntaxProblem(first.msg, first.lineno, first.offset) from None
-    except (RecursionError, MemoryError) as err:
-        raise SyntaxProblem(type(err).__name__) from None
+    except (RecursionError, MemoryError):
+        raise SyntaxProblem(first.msg, first.lineno, first.offset) from None
     blanked = downlevel(text, module)
+    if blanked == text:  # nothing of a newer Python: the original error stands
+        raise SyntaxProblem(first.msg, first.lineno, first.offset)
     try:
         return ast.parse(blanked), True
     except SyntaxError:

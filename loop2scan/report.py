@@ -87,7 +87,7 @@ def status_word(loop: LoopResult) -> str:
 
 def explain_loop(path: str, loop: LoopResult) -> str:
     """The multi-line explanation ``loop2scan explain`` prints for one loop."""
-    head = f"{path}:{loop.line}:{loop.col + 1}: "
+    head = f"{display_path(path)}:{loop.line}:{loop.col + 1}: "
     if loop.status == "rewritten" and loop.plan is not None:
         plan = loop.plan
         lines = [head + f"rewritten -> {loop.target or 'scan'}"]
@@ -128,13 +128,13 @@ def explain_loop(path: str, loop: LoopResult) -> str:
 
 def loop_line(path: str, loop: LoopResult) -> str:
     """One line per loop (``rewrite --verbose``)."""
-    return f"{path}:{loop.line}:{loop.col + 1}: {loop.code} {status_word(loop)}: {loop.message}"
+    return f"{display_path(path)}:{loop.line}:{loop.col + 1}: {loop.code} {status_word(loop)}: {loop.message}"
 
 
 def check_line(path: str, loop: LoopResult) -> str:
     from .check import describe
 
-    return f"{path}:{loop.line}:{loop.col + 1}: {describe(loop.check)}"
+    return f"{display_path(path)}:{loop.line}:{loop.col + 1}: {describe(loop.check)}"
 
 
 def summary_text(report: RunReport) -> str:
@@ -174,5 +174,15 @@ def summary_text(report: RunReport) -> str:
     return f"{head} ({n} file{'s' if n != 1 else ''} checked){tail}{checked}{errors}{hint}."
 
 
+def display_path(path: str) -> str:
+    """A path printed on one line: control characters escaped."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "".join(c.encode("unicode_escape").decode("ascii") if ord(c) < 32 or ord(c) == 127 else c
+                       for c in path)
+    return path
+
+
 def file_error_line(f: FileReport) -> Optional[str]:
-    return f"error: {f.path}: {f.error}" if f.error is not None else None
+    if f.error is None:
+        return None
+    return f"error: {display_path(f.path)}: {' '.join(f.error.split())}"

@@ -33,15 +33,16 @@ import jax.numpy as jnp
 from .helpers import cell
 
 
-def accumulate(xs):
-    h = 0
+def accumulate(xs, h0):
+    h = h0
     for x in xs:
         h = h + jnp.tanh(x) * 2.0
     return h
 
 
 def inputs():
-    return (jax.random.normal(jax.random.PRNGKey(0), (5, 4)),)
+    # a scalar start for a carry that becomes a vector: invisible to the analysis
+    return jax.random.normal(jax.random.PRNGKey(0), (5, 4)), jnp.float32(0.0)
 
 
 class Model:
@@ -129,17 +130,20 @@ def test_check_reports_every_verdict(project):
     # the shape-changing carry: runs in Python, differs in the scan; the carry is named with its cause
     differs = checks[("model.py", 8)]
     assert differs["verdict"] == "differs"
-    assert any("carry `h`" in d and "float32[] before, float32[4] after" in d and "`0` (line 7)" in d
+    assert any("carry `h`" in d and "float32[] before, float32[4] after" in d and "`h0` (line 7)" in d
                for d in differs["differences"])
     # a method, built from the module's own class, through a relative import
-    method = checks[("model.py", 23)]
+    lines = MODEL.splitlines()
+    method_line = lines.index("        for x in xs:", lines.index("class Model:")) + 1
+    broken_line = lines.index("    for x in xs:", lines.index("def broken(xs):")) + 1
+    method = checks[("model.py", method_line)]
     assert method["verdict"] == "verified" and method["device"] == "cpu:0"
     assert method["outputs"]["max_abs"] < 1e-5 and "gradients" in method
     assert method["compile_s"]["before"] > 0 and method["compile_s"]["after"] > 0
     assert method["run_s"]["before"] > 0 and method["run_s"]["after"] > 0
     # the factory raised: unverified, with the error
-    assert checks[("model.py", 35)]["verdict"] == "unverified"
-    assert "RuntimeError: no data here" in checks[("model.py", 35)]["reason"]
+    assert checks[("model.py", broken_line)]["verdict"] == "unverified"
+    assert "RuntimeError: no data here" in checks[("model.py", broken_line)]["reason"]
     # no example covers it
     unlisted_line = MODEL.splitlines().index("def unlisted(xs):") + 3
     assert checks[("model.py", unlisted_line)]["verdict"] == "unverified"

@@ -731,6 +731,46 @@ INVALID: list[Invalid] = [
             params = init(key, 3, 4)
             return mlp(params, x), count(params)
         """, says=("`params`", "`init`", "line")),
+    Invalid("L2S404", "scalar-carry-grows", """
+        def f(xs):
+            h = 0.0
+            for x in xs:
+                h = 0.9 * h + jnp.tanh(x)  # <-
+            return h
+        """, says=("`h`", "scalar", "`0.0`")),
+    Invalid("L2S404", "carry-concatenated", """
+        def f(xs):
+            acc = jnp.zeros((1,))
+            for x in xs:
+                acc = jnp.concatenate([acc, x[None]])  # <-
+            return acc
+        """, says=("`acc`", "concatenate", "shape")),
+    Invalid("L2S307", "index-passed-to-helper-used-as-list-index", """
+        COEFFS = [0.5, 0.25, 0.125]
+
+        def f(x):
+            def coefficient(i):
+                return jnp.float32(COEFFS[i]) if i < 3 else jnp.float32(0.0)
+
+            p = jnp.zeros_like(x)
+            for i in range(3):
+                p = coefficient(i) + p * x  # <-
+            return p
+        """, says=("`i`", "`coefficient`")),
+    Invalid("L2S302", "python-list-of-masks", """
+        def combine(masks):
+            first, *others = masks
+            m = first
+            for other in others:  # <-
+                m = jnp.logical_and(m, other)
+            return m
+        """, says=("`others`", "Python list")),
+    Invalid("L2S302", "dict-annotated-weights", """
+        def layers(w: dict[int, jax.Array], x, n: int):
+            for l in range(n):
+                x = jnp.tanh(x @ w[l])  # <-
+            return x
+        """, says=("`w`", "dict")),
     Invalid("L2S305", "target-reassigned", """
         def rnn(xs, h):
             for x in xs:
@@ -763,13 +803,13 @@ INVALID: list[Invalid] = [
                     h = jnp.tanh(h + xs[s])
             return h
         """, says=("range(t)",)),
-    Invalid("L2S307", "index-into-python-list", """
+    Invalid("L2S302", "index-into-python-list", """
         def every_other_layer(x, h):
             weights = [jnp.eye(3), 2.0 * jnp.eye(3), 3.0 * jnp.eye(3)]
             for t in range(len(weights) - 1, -1, -2):
                 h = jnp.tanh(h @ weights[t] + x)  # <-
             return h
-        """, says=("weights[t]", "jnp.asarray")),
+        """, says=("`weights`", "Python list", "jnp.stack")),
     Invalid("L2S307", "index-formats-a-dict-key", """
         def mlp(params, x):
             for i in range(3):
@@ -1089,9 +1129,9 @@ VALID: list[Valid] = [
                 h = jnp.tanh(h + x.clip(-1.0, 1.0))
             return h
         """, "rnn", _seqs([(T, B, D), (B, D)])),
-    Valid("L2S307", "index-into-list-of-same-shape-arrays", """
+    Valid("L2S307", "index-into-stacked-arrays", """
         def rnn(x, h):
-            weights = [jnp.eye(4), 0.5 * jnp.eye(4), -jnp.eye(4)]
+            weights = jnp.stack([jnp.eye(4), 0.5 * jnp.eye(4), -jnp.eye(4)])
             for t in range(len(weights)):
                 h = jnp.tanh(h @ weights[t] + x)
             return h

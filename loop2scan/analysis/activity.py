@@ -61,7 +61,8 @@ class _Collector(ast.NodeVisitor):
     body of a nested function or class (their free variables are recorded in
     ``closure_reads``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, closures: bool = True) -> None:
+        self.closures = closures
         self.loads: list[ast.Name] = []
         self.stores: list[str] = []
         self.imported: list[str] = []
@@ -96,7 +97,8 @@ class _Collector(ast.NodeVisitor):
     def _definition(self, node) -> None:
         for expr in _def_header_exprs(node):
             self.visit(expr)
-        self.closure_reads |= free_variables(node)
+        if self.closures:
+            self.closure_reads |= free_variables(node)
         self.stores.append(node.name)
 
     visit_FunctionDef = _definition
@@ -159,8 +161,10 @@ class _Collector(ast.NodeVisitor):
         self._comprehension(node, [node.key, node.value])
 
 
-def collect(node: ast.AST) -> _Collector:
-    c = _Collector()
+def collect(node: ast.AST, closures: bool = True) -> _Collector:
+    """Names ``node`` loads and binds; ``closures=False`` skips the (costly) free
+    variables of nested definitions."""
+    c = _Collector(closures)
     c.visit(node)
     return c
 

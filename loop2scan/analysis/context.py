@@ -242,7 +242,7 @@ class ModuleContext:
     def module_names(self) -> set[str]:
         c_names: set[str] = set()
         for stmt in self.tree.body:
-            c_names.update(collect(stmt).stores)
+            c_names.update(collect(stmt, closures=False).stores)
         return c_names
 
     def annotation_is_array(self, ann: Optional[ast.AST]) -> bool:
@@ -268,6 +268,14 @@ class ModuleContext:
         except Exception:  # pragma: no cover
             return False
         return text in ARRAY_ANNOTATION_NAMES and (q is None or q in ARRAY_ANNOTATIONS)
+
+
+class SourceOrderedDefs(frozenset):
+    """A set of :class:`Def` that iterates in source order."""
+
+    def __iter__(self):
+        return iter(sorted(frozenset.__iter__(self), key=lambda d: (getattr(d.node, "lineno", 0),
+                                                                     getattr(d.node, "col_offset", 0), d.kind)))
 
 
 class FunctionContext:
@@ -377,10 +385,12 @@ class FunctionContext:
         return lv
 
     def defs_before(self, stmt: ast.stmt, name: str) -> frozenset:
+        """The definitions of ``name`` that reach ``stmt`` (iterated in source order,
+        so that messages do not depend on hashing)."""
         state = self.reaching.before.get(id(stmt))
         if state is None:
-            return frozenset()
-        return state.get(name, frozenset())
+            return SourceOrderedDefs()
+        return SourceOrderedDefs(state.get(name, frozenset()))
 
     @cached_property
     def attribute_roots(self) -> dict[str, set[str]]:

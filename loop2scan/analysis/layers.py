@@ -109,7 +109,6 @@ class LayerAnalysis:
 
     def __init__(self, mctx) -> None:
         self.mctx = mctx
-        mctx.ensure_parents(mctx.tree)
         self.scopes: dict[int, _Scope] = {id(mctx.tree): _Scope(mctx.tree, mctx)}
         for stmt in mctx.tree.body:
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -139,6 +138,7 @@ class LayerAnalysis:
         if any(v is None for v in values):
             return None
         if len(returns) == 1 and isinstance(values[0], ast.ListComp):
+            self.mctx.ensure_parents(fn)
             comp = values[0]
             b = Builder(fn, returns, comp.elt)
             b.problem = self._homogeneous_comprehension(fn, comp)
@@ -146,6 +146,11 @@ class LayerAnalysis:
         if not all(isinstance(v, ast.Name) for v in values) or len({v.id for v in values}) != 1:
             return None
         name = values[0].id
+        # cheap filter before reaching definitions: the name is bound to a list somewhere
+        if not any(isinstance(n, ast.Assign) and isinstance(n.value, (ast.List, ast.ListComp))
+                   and any(isinstance(t, ast.Name) and t.id == name for t in n.targets) for n in walk_body(fn)):
+            return None
+        self.mctx.ensure_parents(fn)
         fctx = self.mctx.function(fn)
         defs = set()
         for r in returns:
@@ -285,9 +290,10 @@ class LayerAnalysis:
         work: list[tuple[_Scope, str]] = []
         problems: list[Decline] = []
         for scope in self.scopes.values():
-            for node in scope.walk():
-                if not self._calls_builder(node, builder, scope):
-                    continue
+            calls = [node for node in scope.walk() if self._calls_builder(node, builder, scope)]
+            if calls:
+                self.mctx.ensure_parents(scope.node)
+            for node in calls:
                 parent = self.mctx.parent(node)
                 if isinstance(parent, ast.Assign) and len(parent.targets) == 1 \
                         and isinstance(parent.targets[0], ast.Name) and parent.value is node:
@@ -345,6 +351,7 @@ class LayerAnalysis:
                 if not (isinstance(n, ast.Call) and self._resolve_callee(n.func, other) is not None
                         and self._resolve_callee(n.func, other)[0] is fn):
                     continue
+                self.mctx.ensure_parents(other.node)
                 parent = self.mctx.parent(n)
                 target = parent.targets[0] if isinstance(parent, ast.Assign) and len(parent.targets) == 1 else None
                 if position is None and isinstance(target, ast.Name):
@@ -415,6 +422,7 @@ class LayerAnalysis:
         """Classify every use of ``name`` (holding the structure) in ``scope``;
         returns further (scope, name) pairs holding it."""
         mctx = self.mctx
+        mctx.ensure_parents(scope.node)
         more: list[tuple[_Scope, str]] = []
         builder = st.builder
         # every binding of the name must produce the structure

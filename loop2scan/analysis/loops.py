@@ -94,6 +94,18 @@ HETEROGENEOUS_CALLS = {"ix_", "array_split", "svd", "eig", "eigh", "qr", "lu", "
                        "unique_counts", "unique_inverse", "histogram", "histogram2d", "histogramdd", "polyfit",
                        "lstsq", "slogdet", "schur", "hessenberg", "tree_leaves", "tree_flatten", "leaves",
                        "tree_flatten_with_path", "tree_leaves_with_path"}
+# Operations that return an array of another shape than their first argument.
+SHAPE_CHANGING = {"concatenate", "append", "hstack", "vstack", "dstack", "column_stack", "row_stack", "stack",
+                  "pad", "expand_dims", "outer", "kron", "insert", "repeat", "tile", "convolve", "correlate",
+                  "polymul", "polyadd", "atleast_1d", "atleast_2d", "atleast_3d", "concat"}
+REDUCTIONS = {"sum", "mean", "max", "min", "prod", "std", "var", "median", "amax", "amin", "nansum", "nanmean",
+              "nanmax", "nanmin", "count_nonzero", "norm", "all", "any", "logsumexp", "average", "ptp"}
+SCALAR_CONSTRUCTORS = {"asarray", "array", "float32", "float64", "float16", "bfloat16", "int32", "int64", "int8",
+                       "uint8", "complex64"}
+ELEMENTWISE_NAMES = {"tanh", "exp", "log", "log1p", "expm1", "sqrt", "abs", "sin", "cos", "square", "sigmoid",
+                     "relu", "gelu", "softplus", "silu", "maximum", "minimum", "clip", "sign", "floor", "ceil",
+                     "round", "power", "logaddexp", "float32", "float64", "asarray", "array", "exp2", "log2",
+                     "reciprocal", "negative", "arctan2", "hypot", "rsqrt", "logistic", "stop_gradient"}
 # Builtins and itertools whose results are Python sequences or iterators.
 PYTHON_SEQUENCE_CALLS = {"sorted", "set", "frozenset", "range", "map", "filter", "zip", "enumerate", "reversed",
                          "iter", "dict", "str", "bytes"}
@@ -329,6 +341,7 @@ class LoopAnalysis:
         self._check_control_flow(tainted)
         self._check_python_value_uses(tainted)
         self._check_conversions(tainted)
+        self._check_carry_shapes(carries)
 
         xs, length, reverse, length_reason, index_info = self._inputs(iteration, accs)
         self._learn_step_arrays(xs)
@@ -467,6 +480,10 @@ class LoopAnalysis:
                               "eager CUDA code working; add `torch_xla` or pass `--framework torch_xla`", self.loop)
             raise Decline("L2S602", "the `torch_xla` target is not available in this version; "
                           "the loop is left unchanged", self.loop)
+        if self.func is not None and self._pallas_kernel():
+            raise Decline("L2S601", "the loop is in Pallas kernel code (the function uses `jax.experimental."
+                          "pallas`); kernel loops are unrolled on purpose and a scan may not lower there",
+                          self.loop)
         for node in ast.walk(self.loop):
             if isinstance(node, ast.Call):
                 q = imports.qualname(node.func, shadow)
@@ -486,6 +503,17 @@ class LoopAnalysis:
                     if isinstance(f, ast.Name) and f.id == "self" and isinstance(node.func, (ast.Attribute, ast.Subscript)):
                         raise Decline("L2S601", f"the loop calls a submodule (`{ast.unparse(node.func)}`) of a "
                                       "Flax/PyTorch module; module loops need a Flax or torch_xla target", node)
+
+    def _pallas_kernel(self) -> bool:
+        imports = self.fctx.imports
+        for func in [self.func, *[a for a in self.mctx.ancestors(self.func)
+                                  if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef))]]:
+            for node in walk_body(func):
+                if isinstance(node, (ast.Attribute, ast.Name)):
+                    q = imports.qualname(node)
+                    if is_under(q, "jax.experimental.pallas", "jax._src.pallas"):
+                        return True
+        return False
 
     def _is_module_class(self, cls: ast.ClassDef) -> bool:
         for base in cls.bases:
@@ -570,6 +598,47 @@ class LoopAnalysis:
                 if self._shape_argument(parent, cur):
                     raise Decline("L2S307", f"{what} sets a shape in `{short(ast.unparse(parent))}`; shapes must "
                                   "be Python values, and inside a scan it is a traced array", node)
+                use = self._python_use_in_callee(parent, cur)
+                if use is not None:
+                    callee, text = use
+                    raise Decline("L2S307", f"{what} is passed to `{callee}`, which uses it as a Python value "
+                                  f"(`{short(text)}`); inside a scan it is a traced array", node)
+
+    def _python_use_in_callee(self, call: ast.Call, arg: ast.AST) -> Optional[tuple[str, str]]:
+        """A function of this module (or defined in the enclosing function) that
+        branches on the parameter ``arg`` binds, loops ``range`` over it, or
+        indexes a Python list or tuple with it."""
+        if not isinstance(call.func, ast.Name) or arg not in call.args:
+            return None
+        name = call.func.id
+        callee = next((n for n in walk_body(self.func) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       and n.name == name), None) or self.mctx.module_functions.get(name)
+        if callee is None:
+            return None
+        params = [a.arg for a in callee.args.posonlyargs + callee.args.args]
+        pos = call.args.index(arg)
+        if pos >= len(params):
+            return None
+        param = params[pos]
+        sequences = {n.targets[0].id for n in ast.walk(callee) if isinstance(n, ast.Assign) and len(n.targets) == 1
+                     and isinstance(n.targets[0], ast.Name) and isinstance(n.value, (ast.List, ast.Tuple))}
+        sequences |= {n.targets[0].id for n in walk_body(self.func) if isinstance(n, ast.Assign)
+                      and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                      and isinstance(n.value, (ast.List, ast.Tuple))}
+
+        def reads_param(e: Optional[ast.AST]) -> bool:
+            return e is not None and param in self._value_reads(e)
+
+        for node in ast.walk(callee):
+            if isinstance(node, (ast.If, ast.While, ast.IfExp, ast.Assert)) and reads_param(node.test):
+                return name, ast.unparse(node.test)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
+                    and any(reads_param(a) for a in node.args):
+                return name, ast.unparse(node)
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
+                    and node.value.id in sequences and reads_param(node.slice):
+                return name, ast.unparse(node)
+        return None
 
     def _shape_argument(self, call: ast.Call, arg: ast.AST) -> bool:
         q = self.qual(call.func) or ""
@@ -662,8 +731,10 @@ class LoopAnalysis:
         return False
 
     def _check_element_iterable(self, expr: ast.AST) -> None:
-        """Iterating a parameter annotated as Python values, or the parts of a
-        call that returns arrays of different shapes."""
+        """Iterating a parameter annotated as Python values, a Python list (whose
+        arrays may differ in shape), or the parts of a call that returns arrays
+        of different shapes."""
+        self._check_sequence(expr, "iterates over")
         if isinstance(expr, ast.Name) and expr.id in self.fctx.params and expr.id not in self.written:
             ann = self.fctx.param_annotations.get(expr.id)
             if ann is not None and not self.mctx.annotation_is_array(ann):
@@ -689,6 +760,50 @@ class LoopAnalysis:
             if last in HETEROGENEOUS_CALLS:
                 raise Decline("L2S302", f"the loop iterates over the results of `{ast.unparse(expr.func)}`, which "
                               "have different shapes and cannot be stacked into one array", expr)
+
+    def _check_sequence(self, expr: ast.AST, how: str) -> None:
+        """``expr`` (or the name it slices) holds a Python list or dict: scanning it would
+        need ``jnp.asarray``, which changes Python numbers into strongly typed arrays and
+        fails on arrays of different shapes."""
+        base = expr
+        while isinstance(base, ast.Subscript) and isinstance(base.slice, ast.Slice):
+            base = base.value
+        if not isinstance(base, ast.Name) or self.fctx is None:
+            return
+        name = base.id
+        if name in self.fctx.params and name not in self.written:
+            ann = self.fctx.param_annotations.get(name)
+            root = ann.value if isinstance(ann, ast.Subscript) else ann
+            root_name = getattr(root, "attr", getattr(root, "id", None))
+            if root_name in ("dict", "Dict", "Mapping", "MutableMapping"):
+                raise Decline("L2S302", f"the loop {how} `{name}`, annotated `{ast.unparse(ann)}`: a dict, not an "
+                              "array (its values may also differ in shape)", expr)
+            return
+        if name not in self.fctx.locals:
+            return
+        for d in self.fctx.defs_before(self.loop, name):
+            node = d.node
+            if d.kind != "assign" or not isinstance(node, ast.Assign):
+                continue
+            value = node.value
+            starred = any(isinstance(t, (ast.Tuple, ast.List)) and any(
+                isinstance(e, ast.Starred) and isinstance(e.value, ast.Name) and e.value.id == name for e in t.elts)
+                for t in node.targets)
+            kind = None
+            if starred:
+                kind = "the rest of an unpacked sequence (a Python list)"
+            elif isinstance(value, (ast.List, ast.ListComp, ast.Dict, ast.DictComp)):
+                kind = "a Python list" if isinstance(value, (ast.List, ast.ListComp)) else "a Python dict"
+                if isinstance(value, ast.List) and value.elts and all(
+                        isinstance(e, ast.Constant) or int_literal(e) is not None for e in value.elts):
+                    kind = "a Python list of numbers (a scan would make them strongly typed float32 arrays)"
+            elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in (
+                    "list", "dict") and value.func.id not in self.fctx.shadowing:
+                kind = f"a Python {value.func.id}"
+            if kind:
+                raise Decline("L2S302", f"the loop {how} `{name}`, {kind} (line {node.lineno}): its items may "
+                              "differ in shape or type; stack them into one array first (`jnp.stack`) and loop "
+                              "over that", expr)
 
     def _python_sequence(self, value: ast.AST) -> str:
         """Why ``value`` is certainly a Python sequence/iterator of non-arrays ('' if not)."""
@@ -972,6 +1087,165 @@ class LoopAnalysis:
                 raise Decline("L2S402", f"`{name}` is carried from step to step and its default is `None`; "
                               "initialise it before the loop (e.g. `if h is None: h = jnp.zeros(...)`)", default)
 
+    def _carry_updates(self, name: str) -> list[tuple[ast.stmt, ast.AST]]:
+        """The statements of the body that rebind ``name``, with the value each combines in."""
+        out = []
+        for stmt in self._body_statements():
+            if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and stmt.value is not None \
+                    and name in header_effects(stmt).writes:
+                out.append((stmt, stmt.value))
+        return out
+
+    def _check_carry_shapes(self, carries: list[str]) -> None:
+        """A scan carry keeps its shape.  Decline a carry grown by a shape-changing
+        operation on itself, and one that starts as a scalar but is updated with
+        values not known to be scalars (``h = 0`` then ``h = h + x``)."""
+        for name in carries:
+            updates = self._carry_updates(name)
+            for stmt, value in updates:
+                for node in ast.walk(value):
+                    if not isinstance(node, ast.Call):
+                        continue
+                    q = self.qual(node.func) or ""
+                    last = q.rsplit(".", 1)[-1] if q else getattr(node.func, "attr", getattr(node.func, "id", ""))
+                    if (last in SHAPE_CHANGING and (is_under(q, "jax.numpy", "jax._src.numpy") or not q)
+                            and any(isinstance(n, ast.Name) and n.id == name for a in node.args for n in ast.walk(a))):
+                        raise Decline("L2S404", f"`{name}` is updated with `{short(ast.unparse(node))}`, which "
+                                      "changes its shape from step to step; a scan carry keeps one shape", node)
+            defs = self.fctx.defs_before(self.loop, name)
+            init = [getattr(d.node, "value", None) for d in defs]
+            if not defs or not all(d.kind == "assign" and v is not None and self._scalar_literal(v)
+                                   for d, v in zip(defs, init)):
+                continue
+            for stmt, value in updates:
+                if not self._scalar(value, name, stmt, 0):
+                    d = next(iter(defs))
+                    raise Decline("L2S404", f"`{name}` starts as the scalar `{short(ast.unparse(d.node.value))}` "
+                                  f"(line {d.node.lineno}) but is updated with `{short(ast.unparse(value))}`, which "
+                                  "is not known to be a scalar; a scan carry keeps its shape, so initialise it with "
+                                  "the shape it has inside the loop", stmt)
+
+    def _scalar_literal(self, value: ast.AST) -> bool:
+        if int_literal(value) is not None or (isinstance(value, ast.Constant) and type(value.value) in (float, bool)):
+            return True
+        if isinstance(value, ast.UnaryOp) and isinstance(value.op, (ast.USub, ast.UAdd)):
+            return self._scalar_literal(value.operand)
+        if isinstance(value, ast.Call):
+            q = self.qual(value.func) or ""
+            last = q.rsplit(".", 1)[-1]
+            if is_under(q, "jax.numpy") and last in ("zeros", "ones", "full") and value.args and \
+                    isinstance(value.args[0], ast.Tuple) and not value.args[0].elts:
+                return True
+            if is_under(q, "jax.numpy") and last in SCALAR_CONSTRUCTORS and len(value.args) == 1:
+                return self._scalar_literal(value.args[0])
+        return False
+
+    def _scalar(self, expr: ast.AST, carry: str, stmt: ast.stmt, depth: int) -> bool:
+        """``expr`` is provably a scalar (carry ``carry`` is one by induction)."""
+        if depth > 6:
+            return False
+        if self._scalar_literal(expr):
+            return True
+        if isinstance(expr, ast.Name):
+            if expr.id == carry:
+                return True
+            state = self.body_rd.before.get(id(stmt), {})
+            defs = state.get(expr.id)
+            if not defs:
+                return False
+            for d in defs:
+                node = d.node
+                if d.kind == "entry":
+                    ok = all(x.kind == "assign" and self._scalar_literal(getattr(x.node, "value", None) or ast.Pass())
+                             for x in self.fctx.defs_before(self.loop, expr.id)) and \
+                        bool(self.fctx.defs_before(self.loop, expr.id))
+                elif d.kind == "assign" and isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                        and isinstance(node.targets[0], ast.Name):
+                    ok = self._scalar(node.value, carry, node, depth + 1)
+                else:
+                    ok = False
+                if not ok:
+                    return False
+            return True
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self":
+            return self._scalar_attribute(expr.attr)
+        if isinstance(expr, ast.BinOp):
+            return self._scalar(expr.left, carry, stmt, depth + 1) and self._scalar(expr.right, carry, stmt, depth + 1)
+        if isinstance(expr, ast.UnaryOp):
+            return self._scalar(expr.operand, carry, stmt, depth + 1)
+        if isinstance(expr, ast.IfExp):
+            return self._scalar(expr.body, carry, stmt, depth + 1) and self._scalar(expr.orelse, carry, stmt,
+                                                                                    depth + 1)
+        if isinstance(expr, ast.Call):
+            kw = {k.arg for k in expr.keywords}
+            q = self.qual(expr.func) or ""
+            last = q.rsplit(".", 1)[-1]
+            if is_under(q, "jax.numpy", "jax.numpy.linalg") and last in REDUCTIONS and len(expr.args) == 1 \
+                    and not kw & {"axis", "keepdims", "axes"}:
+                return True
+            if q in ("jax.numpy.vdot",) and len(expr.args) == 2:
+                return True
+            if (is_under(q, "jax.numpy", "jax.nn", "jax.lax") and last in ELEMENTWISE_NAMES) or \
+                    (q in ("jax.numpy.where",) and len(expr.args) == 3):
+                return all(self._scalar(a, carry, stmt, depth + 1) for a in expr.args)
+            if not q and isinstance(expr.func, ast.Attribute) and expr.func.attr in REDUCTIONS \
+                    and not expr.args and not kw & {"axis", "keepdims"}:
+                return True
+            if isinstance(expr.func, ast.Name) and expr.func.id not in self.fctx.shadowing:
+                return self._returns_scalar(expr.func.id, depth + 1)
+        return False
+
+    def _scalar_attribute(self, attr: str) -> bool:
+        """``self.attr`` is only ever set to a Python number (a literal, or a
+        constructor parameter annotated ``float``/``int`` or defaulting to a number)."""
+        cls = self.mctx.enclosing_class(self.func)
+        if cls is None:
+            return False
+        values = []
+        for method in cls.body:
+            if not isinstance(method, ast.FunctionDef):
+                continue
+            ctx = self.mctx.function(method)
+            for node in ast.walk(method):
+                if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    if any(isinstance(t, ast.Attribute) and t.attr == attr and isinstance(t.value, ast.Name)
+                           and t.value.id == "self" for t in targets):
+                        values.append((ctx, node.value))
+        if not values:
+            return False
+        for ctx, v in values:
+            if v is not None and self._scalar_literal(v):
+                continue
+            if isinstance(v, ast.Name) and v.id in ctx.params:
+                ann = ctx.param_annotations.get(v.id)
+                default = ctx.param_defaults.get(v.id)
+                if (ann is not None and ast.unparse(ann) in ("float", "int")) or (
+                        default is not None and self._scalar_literal(default)):
+                    continue
+            return False
+        return True
+
+    def _returns_scalar(self, name: str, depth: int) -> bool:
+        """A module function whose every ``return`` is a reduction to a scalar."""
+        fn = self.mctx.module_functions.get(name)
+        if fn is None or depth > 3:
+            return False
+        returns = [n for n in walk_body(fn) if isinstance(n, ast.Return)]
+        if not returns:
+            return False
+        imports = self.mctx.function(fn).imports
+        for r in returns:
+            v = r.value
+            if v is None or not isinstance(v, ast.Call):
+                return False
+            kw = {k.arg for k in v.keywords}
+            q = imports.qualname(v.func) or ""
+            if not (is_under(q, "jax.numpy", "jax.numpy.linalg") and q.rsplit(".", 1)[-1] in REDUCTIONS
+                    and len(v.args) == 1 and not kw & {"axis", "keepdims", "axes"}):
+                return False
+        return True
+
     def _check_python_number_carries(self, carries: list[str]) -> None:
         """A carry that starts as a Python number and is only ever updated by
         non-array computations is a Python value (a counter, a size)."""
@@ -1228,6 +1502,8 @@ class LoopAnalysis:
             if sub is not None and isinstance(sub.ctx, ast.Load):
                 offset = index_offset(expr, index)
                 base = sub.value
+                if self.layer is None or not (isinstance(base, ast.Name) and base.id == self.layer.name):
+                    self._check_sequence(base, "indexes")
                 axis = self._slice_axis(parts, pos)
                 if axis is not None and invariant_simple_expr(base, changing) \
                         and not (isinstance(base, ast.Attribute) and base.attr == "at"):

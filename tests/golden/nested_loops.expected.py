@@ -35,16 +35,16 @@ class GridSmoother:
         self.alpha = alpha
 
     def smooth(self, grid):
-        total = jnp.zeros(())
+        total = jnp.zeros(grid.shape[2:])
         def _step(total, row):
-            level = jnp.zeros(())
+            level = jnp.zeros(row.shape[1:])
             def _step_1(level, value):
                 level = self.alpha * level + (1 - self.alpha) * value
                 return level, None
             level, _ = jax.lax.scan(_step_1, level, row)
             total = total + level
             return total, None
-        total, _ = jax.lax.scan(_step, total, jnp.asarray(grid))
+        total, _ = jax.lax.scan(_step, total, grid)
         return total
 
 

@@ -33,9 +33,9 @@ class GridSmoother:
         self.alpha = alpha
 
     def smooth(self, grid):
-        total = jnp.zeros(())
+        total = jnp.zeros(grid.shape[2:])
         for row in grid:
-            level = jnp.zeros(())
+            level = jnp.zeros(row.shape[1:])
             for value in row:
                 level = self.alpha * level + (1 - self.alpha) * value
             total = total + level

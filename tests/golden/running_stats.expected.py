@@ -29,7 +29,7 @@ def running_mean_energy(batches):
 class EMATracker:
     """Exponential moving averages of the mean activation and its square."""
 
-    def __init__(self, decay):
+    def __init__(self, decay: float):
         self.decay = decay
 
     def track(self, batches):
