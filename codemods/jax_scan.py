@@ -186,6 +186,14 @@ def _merge(dst: EditTransformer, src: EditTransformer) -> None:
     src.moved_comments = dst.moved_comments
 
 
+def _is_pass_line(stmt: cst.CSTNode) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and all(isinstance(s, cst.Pass) for s in stmt.body)
+
+
+def _has_pass(loop: cst.For) -> bool:
+    return any(_is_pass_line(s) for s in block_statements(loop.body))
+
+
 class _PlanEmitter:
     def __init__(self, plan: ScanPlan, index: SpanIndex, refs: _Refs, tr: EditTransformer,
                  reserved: set[str]) -> None:
@@ -228,7 +236,7 @@ class _PlanEmitter:
         self.post: list[str] = []
         for y in plan.ys:
             self._register_output(y)
-        tr.loops[id(loop)] = lambda o, u, step=step: self._build(u, step)
+        tr.loops[id(loop)] = lambda o, u, step=step: self._build(u, step, o)
 
     def _layout_edit(self, node: cst.BaseExpression, edit) -> cst.BaseExpression:
         jax = self.refs.jax
@@ -255,7 +263,9 @@ class _PlanEmitter:
             target = self._fresh(f"all_{y.name}")
             self.ys_values.append(lambda: cst.Name(y.name))
             self.ys_targets.append(target)
-            self.post.append(f"{y.name} = {target}[-1]")
+            # the value of the last step processed: index 0 when the scan runs in reverse
+            # (its stacked per-step values are in index order)
+            self.post.append(f"{y.name} = {target}[{0 if plan.reverse else -1}]")
             return
         stmt = index.find(y.statement)
         value = index.find(y.value)
@@ -288,7 +298,7 @@ class _PlanEmitter:
             target = self._fresh(f"{y.name}_steps")
             self.ys_targets.append(target)
             rows = target
-            pos = len(y.at_index_before)
+            pos = y.at_axis
             if pos:
                 rows = f"{self.refs.jnp}.moveaxis({target}, 0, {pos})"
             if y.at_slice is not None:
@@ -360,9 +370,12 @@ class _PlanEmitter:
             return leaf(tree)
         return "(" + ", ".join(self._tree_text(t, leaf) for t in tree) + ("," if len(tree) == 1 else "") + ")"
 
-    def _build(self, loop: cst.For, step: str) -> list[cst.BaseStatement]:
+    def _build(self, loop: cst.For, step: str, original: cst.For) -> list[cst.BaseStatement]:
         plan, module = self.plan, self.module
         body = block_statements(loop.body)
+        if not _has_pass(original):
+            # the step ends with its `return`: no `pass` stands in for removed statements
+            body = [s for s in body if not _is_pass_line(s)]
         prologue: list[cst.BaseStatement] = []
         # carries
         carries = plan.carries

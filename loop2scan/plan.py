@@ -193,6 +193,7 @@ class YsItem:
     consumers: list[Consumer] = field(default_factory=list)
     # for "at_set": the index expression with the loop index at position ``axis``
     at_index_before: list[str] = field(default_factory=list)  # index parts before the loop index
+    at_axis: int = 0  # the axis the loop index writes (negative after a leading `...`)
     at_offset: int = 0
     at_target: Optional[Span] = None  # the `out.at[...]` expression
     at_slice: Optional[str] = None  # the index written after the scan, as a slice (`1:T`)

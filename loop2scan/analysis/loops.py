@@ -313,8 +313,7 @@ class LoopAnalysis:
                 raise Decline("L2S206", f"`{name}` changes in the loop and is read by a function or lambda "
                               f"defined at line {outside[0].lineno}, outside the loop", outside[0])
 
-        range_index = iteration.range_loop.name if iteration.range_loop is not None else None
-        accs = OutputAnalysis(self).find(range_index)
+        accs = OutputAnalysis(self).find(self._counter_name(iteration))
         self._check_mutations(accs)
 
         body_rd, exposed, definitely = self._body_dataflow()
@@ -1400,7 +1399,7 @@ class LoopAnalysis:
                         problems.append((_pos(where), what, self._ordered(bad)[0], where))
                     continue
                 elif isinstance(node, (ast.For, ast.AsyncFor)) and node is not self.loop:
-                    if not isinstance(node.iter, _FIXED_LENGTH):
+                    if not isinstance(node.iter, _FIXED_LENGTH) and not _array_arithmetic(node.iter):
                         bad = self._value_reads(node.iter) & tainted
                         what = f"the trip count of a nested loop (`{short(ast.unparse(node.iter))}`) depends on"
                 if bad:
@@ -1507,7 +1506,7 @@ class LoopAnalysis:
                 axis = self._slice_axis(parts, pos)
                 if axis is not None and invariant_simple_expr(base, changing) \
                         and not (isinstance(base, ast.Attribute) and base.attr == "at"):
-                    bare = all(full_slice(p) for i, p in enumerate(parts) if i != pos)
+                    bare = all(full_slice(p) or (i == 0 and _is_ellipsis(p)) for i, p in enumerate(parts) if i != pos)
                     uses.append(_IndexUse(node, "slice-candidate", base, sub, axis, offset,
                                           None if bare else pos))
                     continue
@@ -1525,7 +1524,7 @@ class LoopAnalysis:
         only full slices, or a leading ``...``, before the index; after it, basic
         indices, or any indices when nothing comes before and no slice follows)."""
         before, after = parts[:pos], parts[pos + 1:]
-        ellipsis = bool(before) and isinstance(before[0], ast.Constant) and before[0].value is Ellipsis
+        ellipsis = bool(before) and _is_ellipsis(before[0])
         if not all(full_slice(p) for p in (before[1:] if ellipsis else before)):
             return None
         basic = all(_basic_index(p) for p in after)
@@ -1571,8 +1570,48 @@ class LoopAnalysis:
             self.xs_tree = list(range(len(xs))) if len(xs) != 1 else 0
             return xs, length, reverse, length_reason, index_info
         # element loops: sources mirror the target
-        self.xs_tree = self._element_items(iteration.source, xs)
-        return xs, None, reverse, "", None
+        source = iteration.source
+        counter = self._enumerate_counter(iteration)
+        self.elements_target = self.loop.target
+        if counter is not None and not any(u.kind != "at" for u in self._index_uses(counter.target.id, accs)):
+            # the counter only places `.at[i].set` outputs, which are written after the scan
+            source = source.parts[1]
+            self.elements_target = source.target
+        self.xs_tree = self._element_items(source, xs)
+        return xs, None, reverse, "", self._enumerate_info(iteration)
+
+    @staticmethod
+    def _enumerate_counter(iteration: Iteration) -> Optional[EnumerateIndex]:
+        """The counter of a top-level ``for i, x in enumerate(seq[, start])``."""
+        src = iteration.source
+        if isinstance(src, TupleSource) and src.kind == "enumerate" and isinstance(src.parts[0].target, ast.Name):
+            return src.parts[0]
+        return None
+
+    def _counter_name(self, iteration: Iteration) -> Optional[str]:
+        """The integer counter that ``.at[i].set`` outputs may be indexed with."""
+        if iteration.range_loop is not None:
+            return iteration.range_loop.name
+        counter = self._enumerate_counter(iteration)
+        return counter.target.id if counter is not None else None
+
+    def _enumerate_info(self, iteration: Iteration):
+        """``enumerate(seq, a)`` counts like ``range(a, a + len(seq))``."""
+        counter = self._enumerate_counter(iteration)
+        if counter is None:
+            return None
+        lo = self._lin(counter.start, 0)
+        seq = self.mctx.source(counter.seq)
+        hi = lo + Lin.atom(length_atom(counter.seq, 0), f"len({seq})") if lo is not None else None
+        return {"lo": lo, "hi": hi, "step": 1, "sliceable": lo is not None,
+                "arange_args": self._enumerate_range_args(counter)}
+
+    def _enumerate_range_args(self, counter: EnumerateIndex) -> list[str]:
+        seq = self.mctx.source(counter.seq)
+        if counter.start is None:
+            return [f"len({seq})"]
+        start = self.mctx.source(counter.start)
+        return [start, f"{start} + len({seq})" if _atomic_text(start) else f"({start}) + len({seq})"]
 
     def _element_items(self, source, xs: list[XsItem]):
         """Per-step inputs of an element loop, mirroring the target's structure;
@@ -1589,13 +1628,7 @@ class LoopAnalysis:
             xs.append(XsItem("elements", bind, mctx.span(source.expr), mctx.source(source.expr), 0,
                              wrap_asarray=not self._array_at_loop(source.expr)))
         elif isinstance(source, EnumerateIndex):
-            seq = mctx.source(source.seq)
-            if source.start is None:
-                args = [f"len({seq})"]
-            else:
-                start = mctx.source(source.start)
-                args = [start, f"{start} + len({seq})" if _atomic_text(start) else f"({start}) + len({seq})"]
-            xs.append(XsItem("arange", bind, None, "", 0, range_args=args))
+            xs.append(XsItem("arange", bind, None, "", 0, range_args=self._enumerate_range_args(source)))
         elif isinstance(source, RangeSource):
             xs.append(XsItem("arange", bind, None, "", 0, range_args=[mctx.source(a) for a in source.args()]))
         return len(xs) - 1
@@ -1641,16 +1674,21 @@ class LoopAnalysis:
                     key = (ast.unparse(use.base), use.axis, use.offset)
                     item = slices.get(key)
                     if item is None:
-                        base_len = Lin.atom(length_atom(use.base, use.axis), "") if use.axis >= 0 else None
+                        base_len = Lin.atom(length_atom(use.base, use.axis), "")
                         # `x[:len(x) - 1]` is right even when x is empty (`x[:-1]` of an empty array is
                         # empty too); that holds down to `len(x) - 2`, not below.
                         own = base_len is not None and end.terms == base_len.terms and end.const >= -2
-                        in_bounds[key] = base_len is not None and end.le(base_len) and (end.nonnegative() or own)
+                        # a stop such as `len(x) - 3` is clamped at 0: `range` then runs no step, while
+                        # the slice `x[:-1]` would wrap around
+                        clamp = not own and end.may_go_negative()
+                        in_bounds[key] = base_len is not None and end.le(base_len) and (
+                            end.nonnegative() or own or clamp)
                         full = base_len is not None and in_bounds[key] and base_len.le(end)
+                        stop_text = f"max({end.render()}, 0)" if clamp else end.render()
                         item = slices[key] = XsItem(
                             "slice", "", mctx.span(use.base), mctx.source(use.base), use.axis,
                             start=None if first.is_const and first.const == 0 else Bound(first.render()),
-                            stop=Bound(end.render()), step=s, stop_is_full=full,
+                            stop=Bound(stop_text), step=s, stop_is_full=full,
                             wrap_asarray=not self._array_at_loop(use.base),
                         )
                     item.replaces.append(mctx.span(use.subscript))
@@ -1694,16 +1732,16 @@ class LoopAnalysis:
         mctx = self.mctx
         if step == 1 and start is not None and stop is not None:
             diff = stop - start
-            if r.start is None:
-                return mctx.source(r.stop)
-            return diff.render()
+            text = mctx.source(r.stop) if r.start is None else diff.render()
+            # `range(T - 1)` runs no step when T is 0; a scan length must not be negative
+            return f"max({text}, 0)" if diff.may_go_negative() else text
         args = ", ".join(mctx.source(a) for a in r.args())
         return f"len(range({args}))"
 
     def _elements_pattern(self, iteration: Iteration, xs: list[XsItem]) -> str:
         if iteration.range_loop is not None:
             return ", ".join(x.bind for x in xs)
-        return self.mctx.source(self.loop.target)
+        return self.mctx.source(self.elements_target)
 
     # ------------------------------------------------------------ outputs
     def _outputs(self, accs: dict[str, Accumulator], last_values: list[str], iteration: Iteration,
@@ -1737,6 +1775,7 @@ class LoopAnalysis:
             if acc.kind == "at_set":
                 item.wrap_asarray = False  # `.set` converts the value like the original did
                 item.at_index_before = [mctx.source(p) for p in acc.index_parts]
+                item.at_axis = acc.index_axis
                 item.at_offset = acc.offset
                 item.at_target = mctx.span(acc.stmt.value.func.value)
                 info = index_info
@@ -1767,6 +1806,10 @@ class LoopAnalysis:
         return "scan with " + "; ".join(parts)
 
 
+def _is_ellipsis(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is Ellipsis
+
+
 def walk_scope_all(stmts) -> Iterable[ast.AST]:
     """Every node of these statements, nested function bodies and lambdas
     included (they run inside the step too)."""
@@ -1775,6 +1818,25 @@ def walk_scope_all(stmts) -> Iterable[ast.AST]:
 
 
 _FIXED_LENGTH = (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List)
+
+
+def _array_arithmetic(expr: ast.AST) -> bool:
+    """Arithmetic over names, attributes and subscripts with a ``@`` in it
+    (``x @ w``, ``x @ w + b``): the ``@`` makes an array (Python sequences do not
+    define it), arithmetic with an array stays an array, and a traced array's
+    length is static."""
+    def walk(e: ast.AST) -> Optional[bool]:  # None: not such an expression; else: contains `@`
+        if isinstance(e, (ast.Name, ast.Attribute, ast.Subscript, ast.Constant)):
+            return False
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, (ast.USub, ast.UAdd)):
+            return walk(e.operand)
+        if isinstance(e, ast.BinOp):
+            left, right = walk(e.left), walk(e.right)
+            if left is None or right is None:
+                return None
+            return left or right or isinstance(e.op, ast.MatMult)
+        return None
+    return bool(walk(expr))
 
 
 _SCALAR_TYPES = {"int", "float", "str", "bool", "bytes", "complex"}

@@ -53,6 +53,17 @@ class Accumulator:
     index_pos: int = 0
     offset: int = 0
 
+    @property
+    def index_axis(self) -> int:
+        """The axis the loop index writes: its position, counted from the end
+        after a leading ``...`` (``out.at[..., t]`` writes axis -1)."""
+        parts = self.index_parts
+        if parts and isinstance(parts[0], ast.Constant) and parts[0].value is Ellipsis:
+            n_after = len(self.stmt.value.func.value.slice.elts) - self.index_pos - 1 \
+                if isinstance(self.stmt.value.func.value.slice, ast.Tuple) else 0
+            return -(n_after + 1)
+        return self.index_pos
+
 
 def _is_reverse_slice(node: ast.AST) -> bool:
     return (isinstance(node, ast.Slice) and node.lower is None and node.upper is None
@@ -329,7 +340,7 @@ class OutputAnalysis:
             if c is not None:
                 pos, offset = i, c
                 break
-            if not full_slice(part):
+            if not (full_slice(part) or (i == 0 and isinstance(part, ast.Constant) and part.value is Ellipsis)):
                 return None
         if pos is None or not all(full_slice(p) for p in parts[pos + 1:]):
             return None

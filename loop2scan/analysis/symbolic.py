@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..plan import is_atomic
+from .activity import int_literal
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,14 @@ class Lin:
     def nonnegative(self) -> bool:
         """Provably >= 0: only length atoms with positive coefficients."""
         return self.const >= 0 and all(c > 0 and a.startswith("len") for a, c in self.terms)
+
+    def may_go_negative(self) -> bool:
+        """Negative for some non-negative lengths (``T - 1``, ``b - a``): the forms a
+        short input makes negative, where ``range`` runs no step but a slice bound
+        would wrap around and a scan ``length`` would be invalid.  A lone integer
+        of unknown sign (``range(n)``) is not counted: a negative count there is
+        the caller's error, and the scan then raises rather than running."""
+        return self.const < 0 or any(c < 0 for _, c in self.terms)
 
     def le(self, other: "Lin") -> bool:
         """Provably ``self <= other``."""
@@ -134,9 +143,9 @@ def to_lin(expr: ast.AST, resolve, depth: int = 0) -> Optional[Lin]:
             and len(expr.args) == 1 and not expr.keywords):
         return Lin.atom(length_atom(expr.args[0], 0), text)
     if (isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute)
-            and expr.value.attr == "shape" and isinstance(expr.slice, ast.Constant)
-            and type(expr.slice.value) is int and expr.slice.value >= 0):
-        return Lin.atom(length_atom(expr.value.value, expr.slice.value), text)
+            and expr.value.attr == "shape" and int_literal(expr.slice) is not None):
+        # x.shape[-1] is its own atom: the same length as x.shape[ndim - 1], though not provably so
+        return Lin.atom(length_atom(expr.value.value, int_literal(expr.slice)), text)
     if isinstance(expr, ast.Name):
         d = resolve(expr.id)
         if d is not None:

@@ -1,0 +1,208 @@
+"""Shared helpers of the benchmark suite: machine description, timing, results.
+
+Nothing here imports jax, flax or loop2scan at module level, so the parts
+that time the command line are not slowed down by it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from typing import Callable, Sequence
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+
+
+# --------------------------------------------------------------------------- machine
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _os_name() -> str:
+    pretty = None
+    try:
+        with open("/etc/os-release", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    pretty = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    kernel = f"{platform.system()} {platform.release()} {platform.machine()}"
+    return f"{pretty} ({kernel})" if pretty else kernel
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def source_revision() -> dict:
+    """The commit of the working tree and whether loop2scan's sources differ from it (read-only git calls)."""
+    out: dict = {"commit": None, "local_changes": None}
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            out["commit"] = head.stdout.strip()
+            diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "loop2scan", "codemods"], cwd=REPO_ROOT,
+                                  capture_output=True, timeout=10)
+            out["local_changes"] = diff.returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def machine_info() -> dict:
+    """The machine and the software versions (no local paths)."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "os": _os_name(),
+        "versions": {d: _version(d) for d in ("loop2scan", "jax", "jaxlib", "flax", "libcst", "click", "numpy")},
+        "loop2scan_source": source_revision(),
+    }
+
+
+def machine_line(m: dict) -> str:
+    v = m["versions"]
+    rev = m.get("loop2scan_source") or {}
+    commit = f" (commit {rev['commit'][:10]}{', with local changes' if rev.get('local_changes') else ''})" \
+        if rev.get("commit") else ""
+    return (f"{m['cpu']}, {m['cores']} cores, {m['os']}; Python {m['python']}, "
+            f"jax {v.get('jax')}, jaxlib {v.get('jaxlib')}, flax {v.get('flax')}, libcst {v.get('libcst')}, "
+            f"loop2scan {v.get('loop2scan')}{commit}")
+
+
+# --------------------------------------------------------------------------- timing
+
+def stats(values: Sequence[float]) -> dict:
+    vals = [float(v) for v in values]
+    return {
+        "best": min(vals),
+        "median": statistics.median(vals),
+        "max": max(vals),
+        "n": len(vals),
+        "all": vals,
+    }
+
+
+def timed_run(cmd: Sequence[str], *, ok_codes=(0,), env: dict | None = None, cwd: str | None = None,
+              capture: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``cmd`` and return (wall seconds, completed process); raise on an unexpected exit code."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(list(cmd), env=env, cwd=cwd, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time (user + system) of the command and every process it waited for
+    proc.cpu_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    if proc.returncode not in ok_codes:
+        raise RuntimeError(f"{' '.join(_redact(c) for c in cmd[:3])} ... exited {proc.returncode}:\n"
+                           f"{(proc.stderr or '')[-3000:]}")
+    return wall, proc
+
+
+def repeat(fn: Callable[[], float], n: int) -> list[float]:
+    return [fn() for _ in range(n)]
+
+
+# --------------------------------------------------------------------------- tools
+
+def loop2scan_command() -> list[str]:
+    """The ``loop2scan`` console script of the running interpreter's environment
+    (what a user or a pre-commit hook runs), else ``python -m loop2scan``."""
+    bindir = os.path.dirname(sys.executable)
+    exe = shutil.which("loop2scan", path=bindir)
+    if exe:
+        return [exe]
+    return [sys.executable, "-m", "loop2scan"]
+
+
+def loop2scan_command_name() -> str:
+    cmd = loop2scan_command()
+    return "loop2scan (console script)" if len(cmd) == 1 else "python -m loop2scan"
+
+
+def bench_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.setdefault("PYTHONHASHSEED", "0")
+    env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------- results
+
+def _redact(text: str) -> str:
+    """Replace local directories in ``text`` by neutral placeholders."""
+    if not isinstance(text, str):
+        return text
+    subs = []
+    for prefix, name in ((REPO_ROOT, "<repo>"), (sys.prefix, "<env>"), (sys.base_prefix, "<python>"),
+                         (os.path.expanduser("~"), "<home>")):
+        if prefix and len(prefix) > 1:
+            subs.append((prefix, name))
+    import tempfile
+    subs.append((tempfile.gettempdir(), "<tmp>"))
+    for prefix, name in sorted(subs, key=lambda s: -len(s[0])):
+        text = text.replace(prefix, name)
+    return text
+
+
+def redact(obj):
+    if isinstance(obj, str):
+        return _redact(obj)
+    if isinstance(obj, dict):
+        return {k: redact(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def write_result(name: str, data: dict) -> str:
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(redact(data), f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_result(name: str) -> dict | None:
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,110 @@
+"""Run the loop2scan benchmark suite.
+
+    python benchmarks/run.py                      # everything (10-20 minutes on 2 cores)
+    python benchmarks/run.py --quick              # smoke run (a few minutes)
+    python benchmarks/run.py --only compile       # one part: throughput, compile or startup (repeatable)
+    python benchmarks/run.py --summary-only       # redo summary.md and the plots from existing JSON
+
+Writes benchmarks/results/<part>.json, summary.md and the PNG plots.  Run it
+with the interpreter of the environment where loop2scan, jax, flax, libcst
+and matplotlib are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import RESULTS_DIR, log, read_result  # noqa: E402
+
+PARTS = ("throughput", "compile", "startup")
+
+
+def wait_idle(limit_s: float) -> None:
+    cores = os.cpu_count() or 1
+    deadline = time.monotonic() + limit_s
+    while os.getloadavg()[0] >= cores and time.monotonic() < deadline:
+        log(f"   waiting for the machine to become idle (load {os.getloadavg()[0]:.1f}, {cores} cores)")
+        time.sleep(15)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fast smoke run: 1 repetition, fewer sizes")
+    ap.add_argument("--only", action="append", metavar="PART",
+                    help="run only this part: throughput, compile or startup (repeat or comma-separate)")
+    ap.add_argument("--workload", action="append", metavar="NAME",
+                    help="compile part: only this registered workload (repeatable)")
+    ap.add_argument("--summary-only", action="store_true", help="only rebuild summary.md and the plots (re-aggregating compile.json from its measurements)")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                    help="before each part, wait up to SECONDS for the 1-minute load average to drop below "
+                         "the number of cores")
+    ap.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
+    args = ap.parse_args(argv)
+
+    parts: list[str] = []
+    for item in args.only or []:
+        for p in item.replace("|", ",").split(","):
+            p = p.strip()
+            if p not in PARTS:
+                ap.error(f"unknown part {p!r}; choose from {', '.join(PARTS)}")
+            if p not in parts:
+                parts.append(p)
+    if not parts:
+        parts = list(PARTS)
+    if args.summary_only:
+        parts = []
+
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    t0 = time.perf_counter()
+    for part in parts:
+        if args.wait_idle > 0:
+            wait_idle(args.wait_idle)
+        log(f"== {part}{' (quick)' if args.quick else ''}")
+        t_part = time.perf_counter()
+        if part == "throughput":
+            import throughput
+
+            throughput.run(quick=args.quick)
+        elif part == "compile":
+            import compile_bench
+
+            compile_bench.run(quick=args.quick, only_workloads=args.workload)
+        elif part == "startup":
+            import startup
+
+            startup.run(quick=args.quick)
+        log(f"== {part} done in {time.perf_counter() - t_part:.0f} s")
+
+    if args.summary_only:
+        import compile_bench
+        from common import write_result
+
+        c = read_result("compile")
+        if c and c.get("measurements"):
+            write_result("compile", compile_bench.reaggregate(c))
+    import summary
+
+    path = summary.write_summary()
+    written = [path]
+    if not args.no_plots:
+        import plots
+
+        c = read_result("compile")
+        t = read_result("throughput")
+        if c:
+            written += plots.compile_plots(c)
+        if t:
+            written += plots.throughput_plot(t)
+    log(f"== total {time.perf_counter() - t0:.0f} s; wrote " + ", ".join(os.path.relpath(p) for p in written))
+    with open(path, encoding="utf-8") as f:
+        print(f.read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
