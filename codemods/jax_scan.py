@@ -220,8 +220,15 @@ class _PlanEmitter:
             self.refs.jax  # decide the spelling (and the import) before checking for shadowing
         if _needs_jnp(plan):
             self.refs.jnp  # decide the spelling (and the import) before checking for shadowing
-        # per-step inputs: index reads become the names bound by the step
-        for item in plan.xs:
+        # per-step inputs: index reads become the names bound by the step; a scanned
+        # expression is rendered from its edited node (an enclosing loop's rewrite may
+        # have changed it: `for r in xs[t] @ w` inside `for t in ...` reads `xs_t @ w`)
+        self.xs_nodes: dict[int, int] = {}
+        for i, item in enumerate(plan.xs):
+            if item.kind in ("elements", "slice") and item.source is not None:
+                node = index.find(item.source)
+                tr.capture.add(id(node))
+                self.xs_nodes[i] = id(node)
             for span, drop in zip(item.replaces, item.replace_drop or [None] * len(item.replaces)):
                 node = index.find(span)
                 tr.replace[id(node)] = (lambda name, drop: lambda u: _drop_index(u, name, drop))(item.bind, drop)
@@ -340,6 +347,11 @@ class _PlanEmitter:
         if item.kind == "arange":
             return f"{jnp}.arange({', '.join(item.range_args)})"
         src = item.source_text
+        position = next(i for i, x in enumerate(self.plan.xs) if x is item)
+        captured = self.tr.captured.get(self.xs_nodes.get(position, -1))
+        if captured is not None:
+            src = self.module.code_for_node(
+                captured.with_changes(lpar=[], rpar=[]) if getattr(captured, "lpar", None) else captured)
         if "\n" in src:
             src = f"({src})"
         if item.kind == "elements":

@@ -75,7 +75,8 @@ def test_index_on_last_axis_with_ellipsis():
                 acc = acc * 0.5 + x[..., t]
             return acc
     """)
-    check_equivalent(code, "f", [(rand(B, D, n),) for n in steps()], rewritten=1)
+    r = check_equivalent(code, "f", [(rand(B, D, n),) for n in steps(T, 1, 0)], rewritten=1)
+    assert "jnp.moveaxis(x, -1, 0)" in r.new_text and "[...]" not in r.new_text
 
 
 def test_index_used_arithmetically_scans_the_index():
@@ -453,6 +454,94 @@ def test_preallocated_at_set_axis_one_reversed_and_offset():
             return out
     """)
     check_equivalent(code, "f", [(rand(B, n),) for n in steps(T, 1, 0)], rewritten=1)
+
+
+def test_preallocated_at_set_on_last_axis_with_ellipsis():
+    code = src("""
+        def f(xs):
+            out = jnp.zeros(xs.shape)
+            h = jnp.zeros(xs.shape[:-1])
+            for t in range(xs.shape[-1]):
+                h = jnp.tanh(h + xs[..., t])
+                out = out.at[..., t].set(h * 2.0)
+            return out, h
+    """)
+    r = check_equivalent(code, "f", [(rand(B, D, n),) for n in steps(T, 1, 0)], rewritten=1)
+    assert "jnp.moveaxis(out_steps, 0, -1)" in r.new_text and "xs_t[" not in r.new_text
+
+
+def test_preallocated_at_set_with_enumerate_counter():
+    code = src("""
+        def f(xs, h):
+            out = jnp.zeros((xs.shape[0] + 2, xs.shape[1]))
+            for i, x in enumerate(xs, 1):
+                h = jnp.sin(h + x)
+                out = out.at[i + 1].set(h)
+            return out, h
+    """)
+    r = check_equivalent(code, "f", [(rand(n, D), rand(D, seed=1)) for n in steps(T, 1, 0)], rewritten=1)
+    # the counter only placed the rows: it is not scanned
+    assert "arange" not in r.new_text and "out.at[2:len(xs) + 2].set(out_steps)" in r.new_text
+
+
+def test_enumerate_counter_used_elsewhere_is_still_scanned():
+    code = src("""
+        def f(xs):
+            out = jnp.zeros(xs.shape)
+            for i, x in enumerate(xs):
+                out = out.at[i].set(x * i)
+            return out
+    """)
+    r = check_equivalent(code, "f", [(rand(n, D),) for n in steps(T, 1, 0)], rewritten=1)
+    assert "jnp.arange(len(xs))" in r.new_text
+
+
+@pytest.mark.parametrize("n", [T, 3, 2, 1, 0])
+def test_range_that_may_be_empty_is_clamped(n):
+    # range(n - 3) runs no step for n <= 3; the slice stop and length must not wrap around
+    code = src("""
+        def f(xs, h):
+            for t in range(xs.shape[0] - 3):
+                h = jnp.sin(h + xs[t])
+            for t in range(1, xs.shape[0] - 1):
+                h = jnp.cos(h) * 0.5
+            return h
+    """)
+    r = check_equivalent(code, "f", [(rand(n, D), rand(D, seed=1))], rewritten=2)
+    assert "xs[:max(xs.shape[0] - 3, 0)]" in r.new_text and "length=max(xs.shape[0] - 2, 0)" in r.new_text
+
+
+@pytest.mark.parametrize("reverse", ["reversed(xs)", "reversed(range(len(xs)))", "range(len(xs) - 1, -1, -1)"])
+def test_last_value_after_reversed_loop_is_index_zero(reverse):
+    body = "z = jnp.tanh(x + h)" if reverse == "reversed(xs)" else "z = jnp.tanh(xs[t] + h)"
+    target = "x" if reverse == "reversed(xs)" else "t"
+    code = src(f"""
+        def f(xs, h):
+            for {target} in {reverse}:
+                {body}
+                h = h * 0.5 + z
+            return h, z
+    """)
+    check_equivalent(code, "f", [(rand(n, D), rand(D, seed=1)) for n in (T, 1)], rewritten=1)
+
+
+def test_inner_loop_over_a_read_the_outer_rewrite_replaces():
+    # the inner scan's input is written with the outer loop's index; after the outer
+    # rewrite that read is the outer step's input
+    code = src("""
+        def f(xs, w, h):
+            for t in range(xs.shape[0]):
+                s = jnp.zeros(w.shape[1])
+                for r in xs[t] @ w:
+                    s = s * 0.5 + jnp.sin(r)
+                for q in xs[t]:
+                    s = s + jnp.sum(q)
+                h = jnp.tanh(h + s)
+            return h
+    """)
+    r = check_equivalent(code, "f", [(rand(n, B, D), rand(D, H, seed=1), rand(H, seed=2)) for n in steps()],
+                         rewritten=3)
+    assert "xs_t @ w)" in r.new_text and "xs[t]" not in r.new_text
 
 
 def test_preallocated_at_set_with_dynamic_index_fallback():

@@ -60,6 +60,7 @@ CASES: dict[str, list[tuple[int, str, str]]] = {
     "key_split_carry": [(13, R, "L2S000"), (30, R, "L2S000")],
     "mixed_file": [(15, N, "L2S001"), (23, D, "L2S101"), (36, R, "L2S000")],
     "unicode_and_comments": [(25, R, "L2S000"), (44, R, "L2S000")],
+    "channels_last_and_counters": [(13, R, "L2S000"), (23, R, "L2S000"), (32, R, "L2S000")],
 }
 
 # cases whose files must keep Windows line endings (CRLF on every line)
