@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -181,6 +182,18 @@ def run(paths: Sequence[str], options: Options) -> RunReport:
 MIN_FILES_PER_JOB = 4
 
 
+_THREADED_FRAMEWORKS = ("jax", "torch", "tensorflow")
+
+
+def _start_method() -> str:
+    """``fork`` (fast: workers inherit the loaded modules), unless the calling
+    process has imported a multithreaded framework (library use from a
+    notebook or a test session), where forking can deadlock: then a fork server."""
+    if any(name in sys.modules for name in _THREADED_FRAMEWORKS):
+        return "forkserver"
+    return "fork"
+
+
 def _parallel(files: list[str], options: Options, jobs: int) -> list[FileReport]:
     import concurrent.futures as cf
     import multiprocessing
@@ -189,7 +202,7 @@ def _parallel(files: list[str], options: Options, jobs: int) -> list[FileReport]
     # big files first spread the work evenly; results are put back in input order
     order = sorted(range(len(files)), key=lambda i: -_size(files[i]))
     results: list[Optional[FileReport]] = [None] * len(files)
-    ctx = multiprocessing.get_context("fork") if hasattr(os, "fork") else None
+    ctx = multiprocessing.get_context(_start_method()) if hasattr(os, "fork") else None
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_interrupts)
     try:
         # at most `jobs` files in hand at a time, so that Ctrl-C stops the run promptly

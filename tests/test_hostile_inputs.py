@@ -287,6 +287,10 @@ def _make_unreadable(path: Path, monkeypatch) -> None:
         return real_open(p, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", fake_open)
+    # the patch reaches worker processes only when they are forked from this one
+    import loop2scan.api
+
+    monkeypatch.setattr(loop2scan.api, "_start_method", lambda: "fork")
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
