@@ -6,6 +6,7 @@ that time the command line are not slowed down by it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -21,6 +22,29 @@ from typing import Callable, Sequence
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+
+
+def part_args(doc: str, workloads: bool = False) -> argparse.Namespace:
+    """Command-line options of a part run on its own (``python benchmarks/<part>.py``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fast smoke run: 1 repetition, fewer sizes")
+    if workloads:
+        ap.add_argument("--workload", action="append", metavar="NAME",
+                        help="only this registered workload (repeatable)")
+    args = ap.parse_args()
+    if workloads:
+        check_workloads(ap, args.workload)
+    return args
+
+
+def check_workloads(ap: argparse.ArgumentParser, names: Sequence[str] | None) -> None:
+    """A usage error (exit 2) for a ``--workload`` that is not registered."""
+    import workloads as registry
+
+    registered = [w.name for w in registry.WORKLOADS]
+    for name in names or []:
+        if name not in registered:
+            ap.error(f"unknown workload {name!r}; registered: {', '.join(registered)}")
 
 
 # --------------------------------------------------------------------------- machine

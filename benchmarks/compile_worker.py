@@ -1,7 +1,7 @@
 """One compile-time measurement, in a fresh process.
 
     python benchmarks/compile_worker.py --workload jax_rnn_grad --variant-file F \
-        --inputs-file examples/jax_rnn.py --size 512 [--runs 20] [--warmup 3]
+        --inputs-file examples/jax_rnn.py --size 512 [--runs 20] [--warmup 3] [--min-time 0.25]
 
 Imports the variant (and the looped example, for its input helpers) by file
 path, builds the inputs, then measures
@@ -13,7 +13,10 @@ path, builds the inputs, then measures
 * ``stablehlo_lines`` / ``stablehlo_sha256``: the size and a hash of the lowered
   program (equal hashes: the variants compile the same program);
 * ``run_s``: the median of ``--runs`` calls of the compiled function, each
-  followed by ``block_until_ready``, after ``--warmup`` calls.
+  followed by ``block_until_ready``, after ``--warmup`` calls; at least
+  ``--runs`` calls, and more for a fast function, so that the timed calls
+  last ``--min-time`` seconds in all (at most 5,000 calls): a median of a few
+  sub-millisecond calls moves with the state of the machine.
 
 Prints one JSON line on stdout.
 """
@@ -44,7 +47,17 @@ def import_path(path: str, name: str):
     return mod
 
 
-def measure_jax(fn, args, runs: int, warmup: int) -> dict:
+MAX_RUNS = 5000
+
+
+def calls_needed(runs: int, min_time: float, one_call_s: float) -> int:
+    """How many calls to time: ``runs``, or more when that would last less than ``min_time``."""
+    if one_call_s <= 0:
+        return MAX_RUNS
+    return max(runs, min(MAX_RUNS, int(min_time / one_call_s) + 1))
+
+
+def measure_jax(fn, args, runs: int, warmup: int, min_time: float) -> dict:
     import jax
     import numpy as np
 
@@ -62,6 +75,9 @@ def measure_jax(fn, args, runs: int, warmup: int) -> dict:
     out = None
     for _ in range(warmup):
         out = jax.block_until_ready(compiled(*args))
+    s = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    runs = calls_needed(runs, min_time, time.perf_counter() - s)
     times = []
     for _ in range(runs):
         s = time.perf_counter()
@@ -97,6 +113,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, required=True)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--min-time", type=float, default=0.25)
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -112,7 +129,7 @@ def main() -> None:
 
         jax.block_until_ready(fargs)
     t_inputs = time.perf_counter()
-    result = RUNNERS[wl.runner](fn, fargs, args.runs, args.warmup)
+    result = RUNNERS[wl.runner](fn, fargs, args.runs, args.warmup, args.min_time)
     result.update({"import_s": t_import - t_start, "inputs_s": t_inputs - t_import,
                    "worker_s": time.perf_counter() - t_start})
     print(json.dumps(result))

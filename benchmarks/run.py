@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import RESULTS_DIR, log, read_result  # noqa: E402
+from common import RESULTS_DIR, check_workloads, log, read_result  # noqa: E402
 
 PARTS = ("throughput", "compile", "startup")
 
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 parts.append(p)
     if not parts:
         parts = list(PARTS)
+    check_workloads(ap, args.workload)
     if args.summary_only:
         parts = []
 

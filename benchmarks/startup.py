@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 from common import (REPO_ROOT, bench_env, log, loop2scan_command, loop2scan_command_name, machine_info, now_iso,
-                    stats, timed_run, write_result)
+                    part_args, stats, timed_run, write_result)
 
 EXAMPLES = ("examples/jax_rnn.py", "examples/jax_lstm.py", "examples/jax_cumulative.py")
 FORBIDDEN = ("jax", "jaxlib", "flax", "torch", "torch_xla", "numpy", "scipy", "tensorflow", "optax", "ml_dtypes")
@@ -148,4 +148,4 @@ def run(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    run("--quick" in sys.argv)
+    run(part_args(__doc__).quick)

@@ -82,10 +82,11 @@ def throughput_section(t: dict) -> list[str]:
 def compile_section(c: dict) -> list[str]:
     out = []
     reps = c["method"]["repetitions"]
+    run_desc = c["method"]["run"].split(", after")[0].replace(" of the compiled function", "")
     for wl in c["workloads"]:
         fixed = ", ".join(f"{k}={v}" for k, v in wl["fixed"].items())
         out.append(f"**{wl['title']}** ({fixed}); median of {reps} fresh process{'es' if reps > 1 else ''}; "
-                   f"compile = `jax.jit(f).lower(*args).compile()`, run = median of 20 calls:")
+                   f"compile = `jax.jit(f).lower(*args).compile()`, run = {run_desc}:")
         out.append("")
         sz = wl["size_name"]
         out.append(f"| {sz} | compile: loop | loop2scan | hand-written | loop ÷ loop2scan | loop2scan ÷ hand "

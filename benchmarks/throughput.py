@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 from common import (BENCH_DIR, bench_env, log, loop2scan_command, loop2scan_command_name, machine_info, now_iso,
-                    stats, timed_run, write_result)
+                    part_args, stats, timed_run, write_result)
 
 TARGET_RATIO = 3.0
 PACKAGES = ("jax", "flax")
@@ -144,4 +144,4 @@ def run(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    run("--quick" in sys.argv)
+    run(part_args(__doc__).quick)
