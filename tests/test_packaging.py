@@ -17,8 +17,13 @@ def _project() -> dict:
         return tomllib.load(f)["project"]
 
 
+def _name(requirement: str) -> str:
+    """The normalised distribution name of a requirement string."""
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
 def _names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    return {_name(r) for r in requirements}
 
 
 def _expand(extras: dict, name: str) -> set[str]:
@@ -47,7 +52,7 @@ def test_extras():
     assert {"jax", "jaxlib"} <= _expand(extras, "jax")
     assert "flax" in _expand(extras, "flax")
     # torch_xla is built against one exact torch release: both are pinned together.
-    pins = {r.split("==")[0].lower().replace("_", "-"): r.split("==")[1] for r in extras["torch-xla"] if "==" in r}
+    pins = {_name(r): r.split("==")[1] for r in extras["torch-xla"] if "==" in r}
     assert pins["torch"] == pins["torch-xla"]
     assert _expand(extras, "all") >= _expand(extras, "jax") | _expand(extras, "flax") | _expand(extras, "torch-xla")
     assert {"pytest", "hypothesis", "jsonschema", "jax", "flax"} <= _expand(extras, "dev")
