@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import libcst as cst
 from dataclasses import dataclass

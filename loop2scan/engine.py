@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from .analysis.activity import statements
 from .analysis.context import ModuleContext
 from .analysis.imports import ImportTable
 from .analysis.decline import short
-from .analysis.loops import analyze_module
+from .analysis.loop import analyze_module
 from .frontend import SyntaxProblem, parse_for_analysis
 from .plan import LoopResult
 

@@ -27,7 +27,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from codemods import emitter_for
 from loop2scan.analysis.context import ModuleContext
-from loop2scan.analysis.loops import analyze_module
+from loop2scan.analysis.loop import analyze_module
 from loop2scan.api import Options, run
 from loop2scan.engine import detect_framework, rewrite_source
 from loop2scan.files import read_source

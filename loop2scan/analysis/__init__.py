@@ -8,10 +8,12 @@ Passes, in the order they run for a loop (after AutoGraph's static analyses):
 * ``arrays``     which values are certainly arrays;
 * ``iteration``  what the loop iterates over, and static trip counts;
 * ``outputs``    list/tuple accumulators and ``.at[].set`` buffers;
-* ``loops``      the decisions: a :class:`loop2scan.plan.ScanPlan` or a decline.
+* ``inputs``     per-step inputs: slices, index values, trip counts;
+* ``loop``       the decisions, in the order of ``loop.PIPELINE`` (the rules are in
+  ``checks``): a :class:`loop2scan.plan.ScanPlan` or a decline.
 """
 
 from .context import ModuleContext
-from .loops import analyze_module
+from .loop import analyze_module
 
 __all__ = ["ModuleContext", "analyze_module"]

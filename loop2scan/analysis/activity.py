@@ -293,6 +293,13 @@ def int_literal(node: Optional[ast.AST]) -> Optional[int]:
     return None
 
 
+def walk_all(stmts: Iterable[ast.AST]) -> Iterator[ast.AST]:
+    """Every node of these statements, nested function bodies and lambdas
+    included (code that runs inside a scan step runs there too)."""
+    for stmt in stmts:
+        yield from ast.walk(stmt)
+
+
 def walk_body(func: ast.AST) -> Iterator[ast.AST]:
     """Every node of a function's own body (nested definitions not entered)."""
     for stmt in func.body:

@@ -18,7 +18,6 @@ from .activity import (
     collect,
     free_variables,
     nested_scopes,
-    walk_scope,
 )
 from .flow import Def, Liveness, ReachingDefinitions
 from .imports import ImportTable, is_array_call

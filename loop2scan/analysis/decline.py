@@ -1,9 +1,20 @@
-"""The exception the analysis raises to decline a loop."""
+"""The codes of the analysis, and the exception it raises to decline a loop."""
 
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 from typing import Optional
+
+
+@dataclass(frozen=True)
+class Code:
+    """One entry of the table of codes (:mod:`loop2scan.codes`)."""
+
+    code: str
+    name: str  # short kebab-case slug, used as the SARIF rule name
+    title: str  # one line, what the rule is about
+    fix: str  # what the user can do about it
 
 
 class Decline(Exception):
@@ -21,3 +32,8 @@ def short(text: str, limit: int = 60) -> str:
     """Source quoted in a message: one line, at most ``limit`` characters."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def position(node: ast.AST) -> tuple[int, int]:
+    """Where a node starts, for ordering problems (0, 0 for nodes without a position)."""
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))

@@ -27,7 +27,6 @@ import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..plan import Span
 from .activity import arg_names, int_literal, walk_body, walk_scope
 from .decline import Decline, short
 from .imports import is_under

@@ -19,8 +19,9 @@ import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .activity import full_slice, int_literal, walk_body, walk_scope
-from .decline import Decline
+from ..plan import Consumer, YsItem
+from .activity import all_written_names, full_slice, int_literal, reads, walk_body, walk_scope
+from .decline import Decline, position
 
 STACK_FUNCS = {"jax.numpy.stack"}
 ARRAY_FUNCS = {"jax.numpy.array", "jax.numpy.asarray"}
@@ -353,3 +354,56 @@ class OutputAnalysis:
         if not defs or any(d.kind in ("undef", "del") for d in defs):
             return None
         return Accumulator("at_set", name, stmt, value, None, [], parts[:pos], pos, offset)
+
+
+def plan_outputs(la) -> None:
+    """The per-step outputs (``la.ys``): accumulated values, ``.at[].set`` rows
+    and the last values of names assigned every step."""
+    mctx, accs, last_values, index_info = la.mctx, la.accs, la.last_values, la.index_info
+    ys: list[YsItem] = []
+    body_index = {id(s): i for i, s in enumerate(la.loop.body)}
+    for acc in sorted(accs.values(), key=lambda a: position(a.stmt)):
+        pos = body_index[id(acc.stmt)]
+        later_writes = all_written_names(la.loop.body[pos + 1:])
+        value_reads = {n.id for n in reads(acc.value)}
+        bind_value = bool(value_reads & later_writes)
+        is_name = acc.value.id if isinstance(acc.value, ast.Name) and not bind_value else None
+        state = la.body_rd.before.get(id(acc.stmt), {})
+
+        def defs_of(n, state=state):
+            d = state.get(n)
+            if d is None:
+                return la.fctx.defs_before(la.loop, n) or None
+            if any(x.kind == "entry" for x in d):
+                return (d - {x for x in d if x.kind == "entry"}) | la.fctx.defs_before(la.loop, n) or None
+            return d
+
+        known = la.facts.is_array(acc.value, defs_of)
+        item = YsItem("append" if acc.kind in ("list", "tuple") else "at_set", acc.name, mctx.span(acc.value),
+                      is_name, bind_value, wrap_asarray=not known, statement=mctx.span(acc.stmt),
+                      init=mctx.span(acc.init) if acc.init is not None else None)
+        for c in acc.consumers:
+            item.consumers.append(Consumer(mctx.span(c.node), c.kind, c.axis if c.kind != "index" else c.index,
+                                           c.flipped, mctx.span(c.arg)))
+        if acc.kind == "at_set":
+            item.wrap_asarray = False  # `.set` converts the value like the original did
+            item.at_index_before = [mctx.source(p) for p in acc.index_parts]
+            item.at_axis = acc.index_axis
+            item.at_offset = acc.offset
+            item.at_target = mctx.span(acc.stmt.value.func.value)
+            info = index_info
+            lo, hi = info["lo"], info["hi"]
+            first = lo.shift(acc.offset) if lo is not None else None
+            end = hi.shift(acc.offset) if hi is not None else None
+            item.at_slice = None
+            item.at_arange = None
+            if info["sliceable"] and first.nonnegative() and end.nonnegative():
+                start_txt = "" if first.is_const and first.const == 0 else first.render()
+                step_txt = "" if info["step"] == 1 else f":{info['step']}"
+                item.at_slice = f"{start_txt}:{end.render()}{step_txt}"
+            else:
+                item.at_arange = list(info["arange_args"])
+        ys.append(item)
+    for name in last_values:
+        ys.append(YsItem("last", name, None, name, False, wrap_asarray=False))
+    la.ys = ys

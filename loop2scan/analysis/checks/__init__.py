@@ -1,0 +1,38 @@
+"""The rules a loop must pass to become a scan, one module per code group.
+
+=================  ==========  ==================================================
+module             codes       what it decides
+=================  ==========  ==================================================
+``candidate``      L2S001-002  suppression comments; array evidence
+``framework``      L2S6xx      the loop's framework against the chosen target
+``structure``      L2S01x      the form of the ``for`` statement
+``iteration``      L2S30x      what is iterated, loop variables, trip count
+``layer_lists``    L2S303-309  loops over per-layer parameter lists
+``control_flow``   L2S1xx      Python control flow in the body
+``side_effects``   L2S2xx      host effects, mutation, closures, conversions
+``carries``        L2S4xx      values carried from step to step
+``outputs``        L2S5xx      per-step outputs (accumulators)
+``static_uses``    L2S307      per-step values where Python values are needed
+=================  ==========  ==================================================
+
+The order in which they run is :data:`loop2scan.analysis.loop.PIPELINE`.
+"""
+
+from . import (
+    candidate,
+    carries,
+    control_flow,
+    framework,
+    iteration,
+    layer_lists,
+    outputs,
+    side_effects,
+    static_uses,
+    structure,
+)
+
+#: Every code the rules can give, in code order.
+RULE_CODES = tuple(sorted(
+    (c for module in (candidate, structure, control_flow, side_effects, iteration, layer_lists, static_uses,
+                      carries, outputs, framework) for c in module.CODES),
+    key=lambda c: c.code))

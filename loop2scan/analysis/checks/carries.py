@@ -1,0 +1,306 @@
+"""Values carried from step to step (``L2S4xx``)."""
+
+from __future__ import annotations
+
+import ast
+
+from ..activity import header_effects, int_literal, walk_body
+from ..decline import Code, Decline, short
+from ..imports import is_under
+
+CODES = (
+    Code("L2S401", "carry-unbound", "a value carried from step to step is not assigned before the loop",
+        "Initialise it before the loop with a value of the same shape and dtype it has inside the loop."),
+    Code("L2S402", "carry-none", "a carried value starts as `None`",
+        "Initialise it with an array of the shape and dtype it has inside the loop (e.g. `jnp.zeros(...)`)."),
+    Code("L2S403", "python-value-carry", "a carried value is a Python value (a number that never meets an array, "
+        "a set, a dict, a string)",
+        "A scan would turn it into a traced array; if it really is an array value, initialise it as one "
+        "(`jnp.zeros(())`, `jnp.float32(0)`), otherwise keep the loop."),
+    Code("L2S404", "carry-shape", "a carried value may change shape from step to step",
+        "A scan carry keeps one shape and dtype: initialise it with the shape it has inside the loop "
+        "(e.g. `jnp.zeros_like(...)`), and do not grow it (collect per-step values in a list instead)."),
+)
+
+
+SHAPE_CHANGING = {"concatenate", "append", "hstack", "vstack", "dstack", "column_stack", "row_stack", "stack",
+                  "pad", "expand_dims", "outer", "kron", "insert", "repeat", "tile", "convolve", "correlate",
+                  "polymul", "polyadd", "atleast_1d", "atleast_2d", "atleast_3d", "concat"}
+
+
+REDUCTIONS = {"sum", "mean", "max", "min", "prod", "std", "var", "median", "amax", "amin", "nansum", "nanmean",
+              "nanmax", "nanmin", "count_nonzero", "norm", "all", "any", "logsumexp", "average", "ptp"}
+
+
+SCALAR_CONSTRUCTORS = {"asarray", "array", "float32", "float64", "float16", "bfloat16", "int32", "int64", "int8",
+                       "uint8", "complex64"}
+
+
+ELEMENTWISE_NAMES = {"tanh", "exp", "log", "log1p", "expm1", "sqrt", "abs", "sin", "cos", "square", "sigmoid",
+                     "relu", "gelu", "softplus", "silu", "maximum", "minimum", "clip", "sign", "floor", "ceil",
+                     "round", "power", "logaddexp", "float32", "float64", "asarray", "array", "exp2", "log2",
+                     "reciprocal", "negative", "arctan2", "hypot", "rsqrt", "logistic", "stop_gradient"}
+
+
+def check_initial_values(la) -> None:
+    """Every carry is bound before the loop, not ``None``, and not a Python value."""
+    for name in la.carries:
+        _check_carry_init(la, name)
+    _check_python_container_carries(la, la.carries)
+    _check_python_number_carries(la, la.carries)
+
+
+def _check_carry_init(la, name: str) -> None:
+    defs = la.fctx.defs_before(la.loop, name)
+    if not defs or any(d.kind in ("undef", "del") for d in defs):
+        raise Decline("L2S401", f"`{name}` is carried from step to step but may be unassigned before the loop; "
+                      "initialise it before the loop", la.first_write(name) or la.loop)
+    for d in defs:
+        node = d.node
+        value = getattr(node, "value", None) if d.kind == "assign" else None
+        if isinstance(node, ast.Assign) and isinstance(value, ast.Constant) and value.value is None:
+            raise Decline("L2S402", f"`{name}` is carried from step to step but starts as `None` "
+                          f"(line {node.lineno}); initialise it with an array of its final shape", node)
+        if isinstance(node, ast.AnnAssign) and isinstance(value, ast.Constant) and value.value is None:
+            raise Decline("L2S402", f"`{name}` is carried from step to step but starts as `None` "
+                          f"(line {node.lineno})", node)
+    if len(defs) == 1:
+        d = next(iter(defs))
+        default = la.fctx.param_defaults.get(name) if d.kind == "param" else None
+        if isinstance(default, ast.Constant) and default.value is None:
+            raise Decline("L2S402", f"`{name}` is carried from step to step and its default is `None`; "
+                          "initialise it before the loop (e.g. `if h is None: h = jnp.zeros(...)`)", default)
+
+
+def _check_python_container_carries(la, carries: list[str]) -> None:
+    for name in carries:
+        for d in la.fctx.defs_before(la.loop, name):
+            value = getattr(d.node, "value", None) if d.kind == "assign" else None
+            if value is None or not isinstance(d.node, (ast.Assign, ast.AnnAssign)):
+                continue
+            kind = None
+            if isinstance(value, (ast.Set, ast.Dict, ast.SetComp, ast.DictComp, ast.JoinedStr)) or (
+                    isinstance(value, ast.Constant) and isinstance(value.value, (str, bytes))):
+                kind = "a Python set, dict or string"
+            elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and \
+                    value.func.id in ("set", "dict", "frozenset", "str", "collections.defaultdict") and \
+                    value.func.id not in la.fctx.shadowing:
+                kind = f"a Python `{value.func.id}`"
+            if kind:
+                raise Decline("L2S403", f"`{name}` is carried from step to step but starts as {kind} "
+                              f"(line {d.node.lineno}); a scan can only carry arrays", d.node)
+
+
+def _check_python_number_carries(la, carries: list[str]) -> None:
+    """A carry that starts as a Python number and is only ever updated by
+    non-array computations is a Python value (a counter, a size)."""
+    for name in carries:
+        defs = la.fctx.defs_before(la.loop, name)
+        if not defs or not all(_numeric_literal_def(d) for d in defs):
+            continue
+        updates = []
+        for stmt in la.body_statements():
+            if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and name in header_effects(stmt).writes:
+                updates.append(stmt)
+        if any(_update_is_array(la, stmt, name) for stmt in updates):
+            continue
+        first = updates[0] if updates else la.loop
+        raise Decline("L2S403", f"`{name}` starts as a Python number and is never combined with an array in "
+                      "the loop, so it is a Python value; a scan would turn it into a traced array "
+                      f"(initialise it with `jnp.asarray(...)` if it is meant to be an array)", first)
+
+
+def _numeric_literal_def(d) -> bool:
+    node = d.node
+    if d.kind != "assign" or not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+        return False
+    if isinstance(node, ast.Assign) and (len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name)):
+        return False
+    value = node.value
+    while isinstance(value, ast.UnaryOp) and isinstance(value.op, (ast.USub, ast.UAdd)):
+        value = value.operand
+    return isinstance(value, ast.Constant) and type(value.value) in (int, float, bool, complex)
+
+
+def _update_is_array(la, stmt: ast.stmt, name: str) -> bool:
+    state = la.body_rd.before.get(id(stmt), {})
+
+    def defs_of(n):
+        d = state.get(n)
+        if n == name:
+            return None
+        if d is None or any(x.kind == "entry" for x in d):
+            return la.fctx.defs_before(la.loop, n) or None
+        return d
+
+    value = stmt.value
+    if value is None:
+        return False
+    return la.facts.is_array(value, defs_of) or any(
+        isinstance(n, ast.Call) and la.facts.call_is_array(n) for n in ast.walk(value))
+
+
+def _carry_updates(la, name: str) -> list[tuple[ast.stmt, ast.AST]]:
+    """The statements of the body that rebind ``name``, with the value each combines in."""
+    out = []
+    for stmt in la.body_statements():
+        if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and stmt.value is not None \
+                and name in header_effects(stmt).writes:
+            out.append((stmt, stmt.value))
+    return out
+
+
+def check_shapes(la) -> None:
+    carries = la.carries
+    """A scan carry keeps its shape.  Decline a carry grown by a shape-changing
+    operation on itself, and one that starts as a scalar but is updated with
+    values not known to be scalars (``h = 0`` then ``h = h + x``)."""
+    for name in carries:
+        updates = _carry_updates(la, name)
+        for stmt, value in updates:
+            for node in ast.walk(value):
+                if not isinstance(node, ast.Call):
+                    continue
+                q = la.qual(node.func) or ""
+                last = q.rsplit(".", 1)[-1] if q else getattr(node.func, "attr", getattr(node.func, "id", ""))
+                if (last in SHAPE_CHANGING and (is_under(q, "jax.numpy", "jax._src.numpy") or not q)
+                        and any(isinstance(n, ast.Name) and n.id == name for a in node.args for n in ast.walk(a))):
+                    raise Decline("L2S404", f"`{name}` is updated with `{short(ast.unparse(node))}`, which "
+                                  "changes its shape from step to step; a scan carry keeps one shape", node)
+        defs = la.fctx.defs_before(la.loop, name)
+        init = [getattr(d.node, "value", None) for d in defs]
+        if not defs or not all(d.kind == "assign" and v is not None and _scalar_literal(la, v)
+                               for d, v in zip(defs, init)):
+            continue
+        for stmt, value in updates:
+            if not _scalar(la, value, name, stmt, 0):
+                d = next(iter(defs))
+                raise Decline("L2S404", f"`{name}` starts as the scalar `{short(ast.unparse(d.node.value))}` "
+                              f"(line {d.node.lineno}) but is updated with `{short(ast.unparse(value))}`, which "
+                              "is not known to be a scalar; a scan carry keeps its shape, so initialise it with "
+                              "the shape it has inside the loop", stmt)
+
+
+def _scalar_literal(la, value: ast.AST) -> bool:
+    if int_literal(value) is not None or (isinstance(value, ast.Constant) and type(value.value) in (float, bool)):
+        return True
+    if isinstance(value, ast.UnaryOp) and isinstance(value.op, (ast.USub, ast.UAdd)):
+        return _scalar_literal(la, value.operand)
+    if isinstance(value, ast.Call):
+        q = la.qual(value.func) or ""
+        last = q.rsplit(".", 1)[-1]
+        if is_under(q, "jax.numpy") and last in ("zeros", "ones", "full") and value.args and \
+                isinstance(value.args[0], ast.Tuple) and not value.args[0].elts:
+            return True
+        if is_under(q, "jax.numpy") and last in SCALAR_CONSTRUCTORS and len(value.args) == 1:
+            return _scalar_literal(la, value.args[0])
+    return False
+
+
+def _scalar(la, expr: ast.AST, carry: str, stmt: ast.stmt, depth: int) -> bool:
+    """``expr`` is provably a scalar (carry ``carry`` is one by induction)."""
+    if depth > 6:
+        return False
+    if _scalar_literal(la, expr):
+        return True
+    if isinstance(expr, ast.Name):
+        if expr.id == carry:
+            return True
+        state = la.body_rd.before.get(id(stmt), {})
+        defs = state.get(expr.id)
+        if not defs:
+            return False
+        for d in defs:
+            node = d.node
+            if d.kind == "entry":
+                ok = all(x.kind == "assign" and _scalar_literal(la, getattr(x.node, "value", None) or ast.Pass())
+                         for x in la.fctx.defs_before(la.loop, expr.id)) and \
+                    bool(la.fctx.defs_before(la.loop, expr.id))
+            elif d.kind == "assign" and isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                    and isinstance(node.targets[0], ast.Name):
+                ok = _scalar(la, node.value, carry, node, depth + 1)
+            else:
+                ok = False
+            if not ok:
+                return False
+        return True
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self":
+        return _scalar_attribute(la, expr.attr)
+    if isinstance(expr, ast.BinOp):
+        return _scalar(la, expr.left, carry, stmt, depth + 1) and _scalar(la, expr.right, carry, stmt, depth + 1)
+    if isinstance(expr, ast.UnaryOp):
+        return _scalar(la, expr.operand, carry, stmt, depth + 1)
+    if isinstance(expr, ast.IfExp):
+        return _scalar(la, expr.body, carry, stmt, depth + 1) and _scalar(la, expr.orelse, carry, stmt,
+                                                                                depth + 1)
+    if isinstance(expr, ast.Call):
+        kw = {k.arg for k in expr.keywords}
+        q = la.qual(expr.func) or ""
+        last = q.rsplit(".", 1)[-1]
+        if is_under(q, "jax.numpy", "jax.numpy.linalg") and last in REDUCTIONS and len(expr.args) == 1 \
+                and not kw & {"axis", "keepdims", "axes"}:
+            return True
+        if q in ("jax.numpy.vdot",) and len(expr.args) == 2:
+            return True
+        if (is_under(q, "jax.numpy", "jax.nn", "jax.lax") and last in ELEMENTWISE_NAMES) or \
+                (q in ("jax.numpy.where",) and len(expr.args) == 3):
+            return all(_scalar(la, a, carry, stmt, depth + 1) for a in expr.args)
+        if not q and isinstance(expr.func, ast.Attribute) and expr.func.attr in REDUCTIONS \
+                and not expr.args and not kw & {"axis", "keepdims"}:
+            return True
+        if isinstance(expr.func, ast.Name) and expr.func.id not in la.fctx.shadowing:
+            return _returns_scalar(la, expr.func.id, depth + 1)
+    return False
+
+
+def _scalar_attribute(la, attr: str) -> bool:
+    """``la.attr`` is only ever set to a Python number (a literal, or a
+    constructor parameter annotated ``float``/``int`` or defaulting to a number)."""
+    cls = la.mctx.enclosing_class(la.func)
+    if cls is None:
+        return False
+    values = []
+    for method in cls.body:
+        if not isinstance(method, ast.FunctionDef):
+            continue
+        ctx = la.mctx.function(method)
+        for node in ast.walk(method):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Attribute) and t.attr == attr and isinstance(t.value, ast.Name)
+                       and t.value.id == "self" for t in targets):
+                    values.append((ctx, node.value))
+    if not values:
+        return False
+    for ctx, v in values:
+        if v is not None and _scalar_literal(la, v):
+            continue
+        if isinstance(v, ast.Name) and v.id in ctx.params:
+            ann = ctx.param_annotations.get(v.id)
+            default = ctx.param_defaults.get(v.id)
+            if (ann is not None and ast.unparse(ann) in ("float", "int")) or (
+                    default is not None and _scalar_literal(la, default)):
+                continue
+        return False
+    return True
+
+
+def _returns_scalar(la, name: str, depth: int) -> bool:
+    """A module function whose every ``return`` is a reduction to a scalar."""
+    fn = la.mctx.module_functions.get(name)
+    if fn is None or depth > 3:
+        return False
+    returns = [n for n in walk_body(fn) if isinstance(n, ast.Return)]
+    if not returns:
+        return False
+    imports = la.mctx.function(fn).imports
+    for r in returns:
+        v = r.value
+        if v is None or not isinstance(v, ast.Call):
+            return False
+        kw = {k.arg for k in v.keywords}
+        q = imports.qualname(v.func) or ""
+        if not (is_under(q, "jax.numpy", "jax.numpy.linalg") and q.rsplit(".", 1)[-1] in REDUCTIONS
+                and len(v.args) == 1 and not kw & {"axis", "keepdims", "axes"}):
+            return False
+    return True

@@ -1,0 +1,199 @@
+"""Control flow in the loop body (``L2S1xx``)."""
+
+from __future__ import annotations
+
+import ast
+from typing import Optional
+
+from ..activity import all_read_names, walk_all, walk_scope
+from ..decline import Code, Decline, position, short
+
+CODES = (
+    Code("L2S101", "break", "`break` in the loop body",
+        "A scan always runs every step: compute the stopping step and mask with `jnp.where`, or use `jax.lax.while_loop`."),
+    Code("L2S102", "continue", "`continue` in the loop body",
+        "Replace the skipped part with `jnp.where(condition, new, old)` so every step runs the same code."),
+    Code("L2S103", "return", "`return` in the loop body", "Return after the loop; a scan step cannot leave the enclosing function."),
+    Code("L2S104", "yield", "`yield` in the loop body", "A generator loop cannot become a scan."),
+    Code("L2S105", "await", "`await` in the loop body", "An asynchronous loop body cannot become a scan."),
+    Code("L2S106", "global-nonlocal", "`global`/`nonlocal` declaration in or around the loop",
+        "A scan step cannot rebind the enclosing scope's names; return the values instead."),
+    Code("L2S107", "del", "`del` in the loop body", "Drop the `del`: names local to a step are freed when the step ends."),
+    Code("L2S108", "try", "`try` in the loop body", "Exceptions cannot be caught per step inside a scan; handle them around the loop."),
+    Code("L2S109", "data-dependent-branch", "Python control flow depends on a per-step value",
+        "Inside a scan the per-step values are traced arrays: use `jnp.where` / `jax.lax.cond` instead of `if`, `while`, `and`/`or` or a conditional expression."),
+    Code("L2S110", "with", "`with` statement in the loop body",
+        "Only known pure context managers (such as `jax.named_scope`) may run once per traced step."),
+    Code("L2S111", "class-def", "class definition or `match` statement in the loop body",
+        "Move it out of the loop."),
+    Code("L2S112", "raise", "`raise` in the loop body",
+        "A scan step cannot stop the loop with an exception: check the condition before or after the loop "
+        "(or use `checkify`)."),
+)
+
+
+PURE_CONTEXT_MANAGERS = {
+    "jax.named_scope", "jax.default_matmul_precision", "jax.numpy_dtype_promotion", "jax.numpy_rank_promotion",
+    "jax.default_device", "jax.checking_leaks", "contextlib.nullcontext",
+}
+
+
+def body_problems(la) -> list[Decline]:
+    """``break``/``continue``/``return``/``yield``/``await``, ``global``, ``del``,
+    ``raise``, ``try``, ``with``, class definitions and ``match`` in the body."""
+    problems: list[Decline] = []
+
+    def add(code: str, message: str, node: ast.AST) -> None:
+        problems.append(Decline(code, message, node))
+
+    def binding(stmts: list[ast.stmt], binds: bool) -> None:
+        for s in stmts:
+            if isinstance(s, ast.Break) and binds:
+                add("L2S101", "`break` ends the loop early; a scan always runs every step", s)
+            elif isinstance(s, ast.Continue) and binds:
+                add("L2S102", "`continue` skips the rest of a step; a scan runs the same code every step", s)
+            elif isinstance(s, (ast.For, ast.AsyncFor, ast.While)):
+                binding(s.body, False)
+                binding(s.orelse, binds)
+            elif isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            else:
+                for name in ("body", "orelse", "finalbody"):
+                    block = getattr(s, name, None)
+                    if isinstance(block, list):
+                        binding(block, binds)
+                for h in getattr(s, "handlers", []) or []:
+                    binding(h.body, binds)
+                for c in getattr(s, "cases", []) or []:
+                    binding(c.body, binds)
+
+    binding(la.loop.body, True)
+    for stmt in la.loop.body:
+        for node in walk_scope(stmt):
+            if isinstance(node, ast.Return):
+                add("L2S103", "`return` inside the loop leaves the function from within a step; "
+                    "return after the loop", node)
+            elif isinstance(node, (ast.Yield, ast.YieldFrom)):
+                add("L2S104", "`yield` inside the loop makes it a generator loop", node)
+            elif isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)):
+                add("L2S105", "asynchronous code inside the loop", node)
+            elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                add("L2S106", f"`{type(node).__name__.lower()} {', '.join(node.names)}` inside the loop; "
+                    "return the value from the step instead", node)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    if isinstance(sub, (ast.Global, ast.Nonlocal)):
+                        add("L2S106", f"`{type(sub).__name__.lower()} {', '.join(sub.names)}` in a function "
+                            "defined inside the loop; return the value instead", sub)
+            elif isinstance(node, ast.Delete):
+                add("L2S107", f"`{ast.unparse(node)}` inside the loop; drop it (step locals are freed anyway)",
+                    node)
+            elif isinstance(node, ast.Raise):
+                add("L2S112", "`raise` inside the loop: a step cannot end the scan with an exception; "
+                    "check the condition before or after the loop", node)
+            elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+                add("L2S108", "`try` inside the loop; handle errors around the loop instead", node)
+            elif isinstance(node, ast.ClassDef):
+                add("L2S111", f"class `{node.name}` is defined inside the loop; define it before the loop", node)
+            elif isinstance(node, ast.Match):
+                add("L2S111", "`match` statement inside the loop; use `jax.lax.switch` or move it out", node)
+            elif isinstance(node, ast.With):
+                for item in node.items:
+                    expr = item.context_expr
+                    q = la.qual(expr.func) if isinstance(expr, ast.Call) else la.qual(expr)
+                    if q not in PURE_CONTEXT_MANAGERS:
+                        add("L2S110", f"`with {ast.unparse(expr)}` inside the loop: a context manager would be "
+                            "entered once when the scan traces the step, not once per step", node)
+    return problems
+
+
+def check_globals(la) -> None:
+    declared = la.fctx.declared_global
+    if not declared:
+        return
+    used = (all_read_names(la.loop.body) | la.written) & declared
+    if used:
+        name = sorted(used)[0]
+        decl = next((n for n in ast.walk(la.func) if isinstance(n, (ast.Global, ast.Nonlocal))
+                     and name in n.names), la.loop)
+        raise Decline("L2S106", f"`{name}` is declared `global`/`nonlocal` in the function and used in the loop; "
+                      "a scan step cannot rebind it (return the value instead)", decl)
+
+
+def check_branches(la) -> None:
+    """Python control flow (``if``, ``while``, ``and``/``or``, conditional expressions,
+    comprehension filters and lengths, nested trip counts) on per-step values."""
+    tainted = la.tainted
+    problems = []
+    for stmt in la.loop.body:
+        for node in walk_all([stmt]):
+            bad: set[str] = set()
+            what = ""
+            if isinstance(node, (ast.If, ast.While)):
+                bad, what = la.value_reads(node.test) & tainted, f"`{type(node).__name__.lower()}` tests"
+            elif isinstance(node, ast.IfExp):
+                bad, what = la.value_reads(node.test) & tainted, "a conditional expression tests"
+            elif isinstance(node, ast.BoolOp):
+                bad = set()
+                for v in node.values:
+                    bad |= la.value_reads(v) & tainted
+                what = f"`{'and' if isinstance(node.op, ast.And) else 'or'}` takes the truth value of"
+            elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+                bad, what = la.value_reads(node.operand) & tainted, "`not` takes the truth value of"
+            elif isinstance(node, ast.Compare) and len(node.ops) > 1:
+                bad = set()
+                for v in [node.left, *node.comparators]:
+                    bad |= la.value_reads(v) & tainted
+                what = "a chained comparison takes the truth value of"
+            elif isinstance(node, ast.Assert):
+                bad, what = la.value_reads(node.test) & tainted, "`assert` tests"
+            elif isinstance(node, ast.comprehension):
+                bad = set()
+                for cond in node.ifs:
+                    bad |= la.value_reads(cond) & tainted
+                what = "a comprehension filter tests"
+                where = node.ifs[0] if node.ifs else node.iter
+                if not bad and not isinstance(node.iter, _FIXED_LENGTH):
+                    bad, what, where = la.value_reads(node.iter) & tainted, \
+                        f"the length of a comprehension (`{short(ast.unparse(node.iter))}`) depends on", node.iter
+                if bad:
+                    problems.append((position(where), what, la.ordered(bad)[0], where))
+                continue
+            elif isinstance(node, (ast.For, ast.AsyncFor)) and node is not la.loop:
+                if not isinstance(node.iter, _FIXED_LENGTH) and not _array_arithmetic(node.iter):
+                    bad = la.value_reads(node.iter) & tainted
+                    what = f"the trip count of a nested loop (`{short(ast.unparse(node.iter))}`) depends on"
+            if bad:
+                name = la.ordered(bad)[0]
+                problems.append((position(node), what, name, node))
+    if problems:
+        problems.sort(key=lambda p: p[0])
+        _, what, name, node = problems[0]
+        if name in la.targets and "trip count" in what or "length" in what and name in la.targets:
+            raise Decline("L2S307", f"{what} the loop variable `{name}`; inside a scan it is traced, so the "
+                          "number of iterations would not be static", node)
+        kind = "the loop variable" if name in la.targets else "a value that changes every step"
+        raise Decline("L2S109", f"{what} `{name}`, {kind}; inside a scan it is a traced array "
+                      "(use `jnp.where` or `jax.lax.cond`)", node)
+
+
+_FIXED_LENGTH = (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List)
+
+
+def _array_arithmetic(expr: ast.AST) -> bool:
+    """Arithmetic over names, attributes and subscripts with a ``@`` in it
+    (``x @ w``, ``x @ w + b``): the ``@`` makes an array (Python sequences do not
+    define it), arithmetic with an array stays an array, and a traced array's
+    length is static."""
+    def walk(e: ast.AST) -> Optional[bool]:  # None: not such an expression; else: contains `@`
+        if isinstance(e, (ast.Name, ast.Attribute, ast.Subscript, ast.Constant)):
+            return False
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, (ast.USub, ast.UAdd)):
+            return walk(e.operand)
+        if isinstance(e, ast.BinOp):
+            left, right = walk(e.left), walk(e.right)
+            if left is None or right is None:
+                return None
+            return left or right or isinstance(e.op, ast.MatMult)
+        return None
+    return bool(walk(expr))

@@ -1,0 +1,71 @@
+"""The framework of the loop against the chosen target (``L2S6xx``)."""
+
+from __future__ import annotations
+
+import ast
+
+from ..activity import walk_body
+from ..decline import Code, Decline
+from ..imports import is_under
+
+CODES = (
+    Code("L2S601", "framework-mismatch", "the loop uses a framework the chosen target does not handle",
+        "Choose the matching `--framework`, or leave the loop as it is."),
+    Code("L2S602", "framework-unavailable", "no scan target is available for this file's framework",
+        "Plain PyTorch has no scan that runs eagerly on CUDA; add `torch_xla` or pass `--framework` explicitly."),
+)
+
+
+def check_framework(la) -> None:
+    fw = la.mctx.framework
+    imports = la.fctx.imports if la.fctx else la.mctx.imports
+    shadow = frozenset(la.fctx.shadowing) if la.fctx else frozenset()
+    if fw in ("torch", "torch_xla"):
+        if fw == "torch":
+            raise Decline("L2S602", "plain PyTorch file (no `torch_xla` import): there is no scan that keeps "
+                          "eager CUDA code working; add `torch_xla` or pass `--framework torch_xla`", la.loop)
+        raise Decline("L2S602", "the `torch_xla` target is not available in this version; "
+                      "the loop is left unchanged", la.loop)
+    if la.func is not None and _pallas_kernel(la):
+        raise Decline("L2S601", "the loop is in Pallas kernel code (the function uses `jax.experimental."
+                      "pallas`); kernel loops are unrolled on purpose and a scan may not lower there",
+                      la.loop)
+    for node in ast.walk(la.loop):
+        if isinstance(node, ast.Call):
+            q = imports.qualname(node.func, shadow)
+            if is_under(q, "torch", "torch_xla"):
+                raise Decline("L2S601", f"the loop calls PyTorch (`{ast.unparse(node.func)}`); "
+                              "the JAX target cannot rewrite it", node)
+            if is_under(q, "flax.linen", "flax.nnx", "flax", "haiku", "equinox"):
+                raise Decline("L2S601", f"the loop builds or calls Flax/Haiku modules (`{ast.unparse(node.func)}`); "
+                              "module loops need a Flax target, which is not available in this version", node)
+    cls = la.mctx.enclosing_class(la.func) if la.func is not None else None
+    if cls is not None and _is_module_class(la, cls):
+        for node in ast.walk(la.loop):
+            if isinstance(node, ast.Call):
+                f = node.func
+                while isinstance(f, (ast.Attribute, ast.Subscript)):
+                    f = f.value
+                if isinstance(f, ast.Name) and f.id == "self" and isinstance(node.func, (ast.Attribute, ast.Subscript)):
+                    raise Decline("L2S601", f"the loop calls a submodule (`{ast.unparse(node.func)}`) of a "
+                                  "Flax/PyTorch module; module loops need a Flax or torch_xla target", node)
+
+
+def _pallas_kernel(la) -> bool:
+    imports = la.fctx.imports
+    for func in [la.func, *[a for a in la.mctx.ancestors(la.func)
+                              if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef))]]:
+        for node in walk_body(func):
+            if isinstance(node, (ast.Attribute, ast.Name)):
+                q = imports.qualname(node)
+                if is_under(q, "jax.experimental.pallas", "jax._src.pallas"):
+                    return True
+    return False
+
+
+def _is_module_class(la, cls: ast.ClassDef) -> bool:
+    for base in cls.bases:
+        q = la.mctx.imports.qualname(base)
+        if is_under(q, "flax", "torch", "haiku", "equinox"):
+            return True
+    return False

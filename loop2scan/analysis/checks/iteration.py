@@ -1,0 +1,258 @@
+"""What the loop iterates over, its loop variable and its trip count (``L2S30x``)."""
+
+from __future__ import annotations
+
+import ast
+
+from ..activity import int_literal, target_names, walk_all, walk_body
+from ..arrays import ARRAY_METHODS
+from ..decline import Code, Decline, position
+from ..iteration import (
+    ElementSource,
+    EnumerateIndex,
+    RangeSource,
+    parse_iteration,
+    static_int,
+)
+from ..outputs import index_offset
+
+CODES = (
+    Code("L2S301", "dynamic-trip-count", "the number of steps is not static",
+        "Scan needs a trip count known at trace time: derive it from shapes, `len()` or Python ints, not from array values."),
+    Code("L2S302", "unsupported-iterable", "the loop iterates over something that cannot be scanned",
+        "Iterate over an array, `range(...)`, `zip`, `enumerate` or `reversed` of those."),
+    Code("L2S305", "target-reassigned", "the loop variable is reassigned in the loop body",
+        "Use a new name for the modified value."),
+    Code("L2S306", "target-used-after", "the loop variable is used after the loop",
+        "Compute the last index or element explicitly after the loop."),
+)
+
+STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes"}
+STATIC_KEYWORDS = {"axis", "axes", "dim", "dimension", "dimensions", "shape", "size", "num", "k", "ord",
+                   "repeats", "length", "num_segments", "total_repeat_length", "new_sizes", "window_dimensions",
+                   "window_strides", "precision", "dtype", "unroll", "split_rngs", "in_axes", "out_axes"}
+# Calls returning several arrays of different shapes: iterating them cannot be stacked.
+HETEROGENEOUS_CALLS = {"ix_", "array_split", "svd", "eig", "eigh", "qr", "lu", "lu_factor", "unique_all",
+                       "unique_counts", "unique_inverse", "histogram", "histogram2d", "histogramdd", "polyfit",
+                       "lstsq", "slogdet", "schur", "hessenberg", "tree_leaves", "tree_flatten", "leaves",
+                       "tree_flatten_with_path", "tree_leaves_with_path"}
+# Builtins whose results are Python sequences or iterators.
+PYTHON_SEQUENCE_CALLS = {"sorted", "set", "frozenset", "range", "map", "filter", "zip", "enumerate", "reversed",
+                         "iter", "dict", "str", "bytes"}
+NOT_ARRAY_ATTRS = STATIC_ATTRS | {"T", "mT", "real", "imag", "at"}
+
+
+def find_iteration(la) -> None:
+    """What the loop iterates over (``range``, ``zip``, ``enumerate``, ``reversed``, elements)."""
+    la.iteration = parse_iteration(la.loop, set(la.fctx.locals), la)
+
+
+def check_iterables(la) -> None:
+    """Loops over layers, per-layer parameter structures, or Python values."""
+    loop, iteration = la.loop, la.iteration
+    element_names: set[str] = set()
+    for leaf in iteration.leaves:
+        if isinstance(leaf, ElementSource):
+            element_names.update(target_names(leaf.target))
+            if isinstance(leaf.target, (ast.Tuple, ast.List)) and la.layer is None:
+                raise Decline("L2S304", f"the loop unpacks each element of `{ast.unparse(leaf.expr)}` into "
+                              f"`{ast.unparse(leaf.target)}`: a list of per-layer parameter tuples; stack them "
+                              "into one pytree of arrays (one leading layer axis) and scan over that", leaf.target)
+    for leaf in iteration.leaves:
+        if isinstance(leaf, ElementSource) and la.layer is None:
+            _check_element_iterable(la, leaf.expr)
+    for node in walk_all(loop.body):
+        if isinstance(node, ast.keyword) and node.arg in STATIC_KEYWORDS and isinstance(node.value, ast.Name) \
+                and node.value.id in la.targets:
+            raise Decline("L2S307", f"the loop variable `{node.value.id}` is passed as `{node.arg}=`, which "
+                          "must be a Python value; inside a scan it would be a traced array", node)
+    index = iteration.range_loop.name if iteration.range_loop else None
+    problems = []
+    for node in walk_all(loop.body):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in element_names:
+                problems.append(Decline("L2S303", f"the loop calls its element `{f.id}`: a loop over layers or "
+                                        "callables", node))
+            elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in element_names \
+                    and f.attr not in NOT_ARRAY_ATTRS and f.attr not in ARRAY_METHODS:
+                problems.append(Decline("L2S303", f"the loop calls `{ast.unparse(f)}` on each element: a loop "
+                                        "over layers or objects", node))
+            elif isinstance(f, ast.Subscript) and index is not None and any(
+                    isinstance(n, ast.Name) and n.id == index for n in ast.walk(f.slice)):
+                problems.append(Decline("L2S303", f"the loop calls `{ast.unparse(f)}`: a loop over a list of "
+                                        "layers or callables", node))
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and la.layer is None and \
+                node.value.id in element_names and isinstance(node.slice, ast.Constant) and \
+                isinstance(node.slice.value, str):
+            problems.append(Decline("L2S304", f"each element `{node.value.id}` is indexed by a string "
+                                    f"(`{ast.unparse(node)}`): a list of per-layer parameter dicts; stack them "
+                                    "into one pytree of arrays and scan over that", node))
+        elif isinstance(node, ast.Subscript) and index is not None and isinstance(node.value, ast.Subscript) \
+                and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str) \
+                and index_offset(node.value.slice, index) is not None and la.layer is None:
+            problems.append(Decline("L2S304", f"`{ast.unparse(node)}` indexes a per-layer structure by the loop "
+                                    "index: a list of per-layer parameter dicts; stack them into one pytree "
+                                    "of arrays and scan over that", node))
+    if problems:
+        raise min(problems, key=lambda d: position(d.node))
+
+
+def _check_element_iterable(la, expr: ast.AST) -> None:
+    """Iterating a parameter annotated as Python values, a Python list (whose
+    arrays may differ in shape), or the parts of a call that returns arrays
+    of different shapes."""
+    check_sequence(la, expr, "iterates over")
+    if isinstance(expr, ast.Name) and expr.id in la.fctx.params and expr.id not in la.written:
+        ann = la.fctx.param_annotations.get(expr.id)
+        if ann is not None and not la.mctx.annotation_is_array(ann):
+            text = ast.unparse(ann)
+            if _python_values_annotation(ann):
+                raise Decline("L2S302", f"the loop iterates over `{expr.id}`, annotated `{text}`: Python values, "
+                              "not the rows of an array", expr)
+    if isinstance(expr, ast.Name) and expr.id in la.fctx.locals:
+        for d in la.fctx.defs_before(la.loop, expr.id):
+            value = getattr(d.node, "value", None) if d.kind == "assign" else None
+            if value is None or not isinstance(d.node, (ast.Assign, ast.AnnAssign)):
+                continue
+            if isinstance(value, ast.Call) and la.is_progress_bar(value):
+                raise Decline("L2S201", f"the loop iterates through a progress bar (`{expr.id}`, line "
+                              f"{d.node.lineno}); drop it (a scan runs all steps at once)", expr)
+            why = _python_sequence(la, value)
+            if why:
+                raise Decline("L2S302", f"the loop iterates over `{expr.id}`, {why} (line {d.node.lineno}): "
+                              "Python values, not the rows of an array", expr)
+    if isinstance(expr, ast.Call):
+        last = expr.func.attr if isinstance(expr.func, ast.Attribute) else getattr(expr.func, "id", "")
+        if last in HETEROGENEOUS_CALLS:
+            raise Decline("L2S302", f"the loop iterates over the results of `{ast.unparse(expr.func)}`, which "
+                          "have different shapes and cannot be stacked into one array", expr)
+
+
+def check_sequence(la, expr: ast.AST, how: str) -> None:
+    """``expr`` (or the name it slices) holds a Python list or dict: scanning it would
+    need ``jnp.asarray``, which changes Python numbers into strongly typed arrays and
+    fails on arrays of different shapes."""
+    base = expr
+    while isinstance(base, ast.Subscript) and isinstance(base.slice, ast.Slice):
+        base = base.value
+    if not isinstance(base, ast.Name) or la.fctx is None:
+        return
+    name = base.id
+    if name in la.fctx.params and name not in la.written:
+        ann = la.fctx.param_annotations.get(name)
+        root = ann.value if isinstance(ann, ast.Subscript) else ann
+        root_name = getattr(root, "attr", getattr(root, "id", None))
+        if root_name in ("dict", "Dict", "Mapping", "MutableMapping"):
+            raise Decline("L2S302", f"the loop {how} `{name}`, annotated `{ast.unparse(ann)}`: a dict, not an "
+                          "array (its values may also differ in shape)", expr)
+        return
+    if name not in la.fctx.locals:
+        return
+    for d in la.fctx.defs_before(la.loop, name):
+        node = d.node
+        if d.kind != "assign" or not isinstance(node, ast.Assign):
+            continue
+        value = node.value
+        starred = any(isinstance(t, (ast.Tuple, ast.List)) and any(
+            isinstance(e, ast.Starred) and isinstance(e.value, ast.Name) and e.value.id == name for e in t.elts)
+            for t in node.targets)
+        kind = None
+        if starred:
+            kind = "the rest of an unpacked sequence (a Python list)"
+        elif isinstance(value, (ast.List, ast.ListComp, ast.Dict, ast.DictComp)):
+            kind = "a Python list" if isinstance(value, (ast.List, ast.ListComp)) else "a Python dict"
+            if isinstance(value, ast.List) and value.elts and all(
+                    isinstance(e, ast.Constant) or int_literal(e) is not None for e in value.elts):
+                kind = "a Python list of numbers (a scan would make them strongly typed float32 arrays)"
+        elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in (
+                "list", "dict") and value.func.id not in la.fctx.shadowing:
+            kind = f"a Python {value.func.id}"
+        if kind:
+            raise Decline("L2S302", f"the loop {how} `{name}`, {kind} (line {node.lineno}): its items may "
+                          "differ in shape or type; stack them into one array first (`jnp.stack`) and loop "
+                          "over that", expr)
+
+
+def _python_sequence(la, value: ast.AST) -> str:
+    """Why ``value`` is certainly a Python sequence/iterator of non-arrays ('' if not)."""
+    if isinstance(value, (ast.GeneratorExp, ast.SetComp, ast.DictComp, ast.Dict, ast.Set)):
+        return "a generator, set or dict"
+    if isinstance(value, (ast.List, ast.Tuple)) and value.elts and all(
+            isinstance(e, ast.Constant) for e in value.elts):
+        return "a literal sequence of constants"
+    if isinstance(value, ast.Call):
+        f = value.func
+        if isinstance(f, ast.Name) and f.id in PYTHON_SEQUENCE_CALLS and f.id not in la.fctx.locals:
+            return f"built by `{f.id}(...)`"
+        q = la.qual(f)
+        if q and q.split(".")[0] in ("itertools", "functools", "collections", "string", "os", "re"):
+            return f"built by `{q}(...)`"
+    return ""
+
+
+_SCALAR_TYPES = {"int", "float", "str", "bool", "bytes", "complex"}
+
+
+_CONTAINER_TYPES = {"list", "tuple", "set", "frozenset", "dict", "List", "Tuple", "Set", "FrozenSet", "Dict",
+                    "Sequence", "Iterable", "Collection", "Mapping", "MutableSequence", "Iterator"}
+
+
+def _python_values_annotation(ann: ast.AST) -> bool:
+    """An annotation that says "Python values": ``int``, ``str``, ``Sequence[int]``,
+    ``tuple[str, ...]``, ``dict[...]``... (unknown names, such as type
+    variables, say nothing)."""
+    if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
+        try:
+            ann = ast.parse(ann.value, mode="eval").body
+        except SyntaxError:
+            return False
+    name = ann.attr if isinstance(ann, ast.Attribute) else getattr(ann, "id", None)
+    if name in _SCALAR_TYPES or name in ("dict", "Dict", "Mapping", "set", "Set", "frozenset", "FrozenSet"):
+        return True
+    if isinstance(ann, ast.Subscript):
+        base = ann.value.attr if isinstance(ann.value, ast.Attribute) else getattr(ann.value, "id", None)
+        if base in _CONTAINER_TYPES:
+            items = ann.slice.elts if isinstance(ann.slice, ast.Tuple) else [ann.slice]
+            items = [i for i in items if not (isinstance(i, ast.Constant) and i.value is Ellipsis)]
+            return bool(items) and all(_python_values_annotation(i) for i in items)
+    if isinstance(ann, ast.BinOp) and isinstance(ann.op, ast.BitOr):
+        return _python_values_annotation(ann.left) and _python_values_annotation(ann.right)
+    return False
+
+
+def check_loop_variables(la) -> None:
+    """A loop variable rebound in the body, or read after the loop."""
+    loop = la.loop
+    reassigned = sorted(la.targets & la.written)
+    if reassigned:
+        node = la.first_write(reassigned[0])
+        raise Decline("L2S305", f"the loop variable `{reassigned[0]}` is reassigned in the body", node)
+    used_after = sorted(n for n in la.targets & la.live_out if n != "_")
+    if used_after:
+        name = used_after[0]
+        read = next((n for n in walk_body(la.func) if isinstance(n, ast.Name) and n.id == name
+                     and isinstance(n.ctx, ast.Load) and position(n) > (loop.end_lineno, loop.end_col_offset)), loop)
+        raise Decline("L2S306", f"the loop variable `{name}` is read after the loop; compute its last value "
+                      "explicitly instead", read)
+
+
+def check_trip_count(la) -> None:
+    """The number of steps must be known at trace time."""
+    fctx = la.fctx
+    for leaf in la.iteration.leaves:
+        if isinstance(leaf, RangeSource):
+            for arg in leaf.args():
+                bad = static_int(arg, fctx, set())
+                if bad is not None:
+                    raise Decline("L2S301", f"the trip count depends on `{ast.unparse(bad)}`, which is not "
+                                  "known at trace time", bad)
+            if leaf.step is not None and int_literal(leaf.step) is None:
+                raise Decline("L2S301", f"the `range` step `{ast.unparse(leaf.step)}` must be an integer "
+                              "literal (its sign decides the direction of the scan)", leaf.step)
+            if leaf.step is not None and int_literal(leaf.step) == 0:
+                raise Decline("L2S302", "`range` step 0", leaf.step)
+        elif isinstance(leaf, EnumerateIndex) and leaf.start is not None:
+            bad = static_int(leaf.start, fctx, set())
+            if bad is not None:
+                raise Decline("L2S301", f"the `enumerate` start `{ast.unparse(bad)}` is not static", bad)

@@ -1,0 +1,225 @@
+"""Side effects in the loop body (``L2S2xx``)."""
+
+from __future__ import annotations
+
+import ast
+
+from ..activity import target_side_effects, walk_all, walk_scope
+from ..decline import Code, Decline, short
+from ..imports import is_under
+
+CODES = (
+    Code("L2S201", "host-side-effect", "host side effect in the loop body (printing, logging, I/O, Python randomness, progress bars)",
+        "A scan traces the body once, so the effect would happen once instead of every step: use `jax.debug.print`/`jax.debug.callback`, or move it out of the loop."),
+    Code("L2S202", "host-conversion", "a per-step value is converted to a Python or NumPy value",
+        "`.item()`, `float()`, `int()`, `bool()`, `.tolist()` and `np.*` need concrete values; keep the computation in `jnp`."),
+    Code("L2S203", "attribute-write", "an attribute is assigned in the loop body",
+        "Assign to a local name and set the attribute once after the loop."),
+    Code("L2S204", "subscript-write", "an item is assigned in the loop body",
+        "Use a functional update (`x = x.at[i].set(v)`) or collect per-step values in a list and stack them after the loop."),
+    Code("L2S205", "mutation", "an object is mutated by a method call in the loop body",
+        "Only `outs.append(y)` into a list that is stacked after the loop is understood; keep other state in local names."),
+    Code("L2S206", "closure-capture", "a name changed by the loop is read by a function defined outside the loop",
+        "That function would keep seeing the value from before the loop; pass the value as an argument instead."),
+)
+
+
+HOST_CALL_ROOTS = (
+    "logging", "warnings", "time", "random", "os", "sys", "subprocess", "shutil", "tqdm", "wandb", "mlflow",
+    "tensorboard", "tensorboardX", "absl.logging", "pdb", "pickle", "numpy.random", "numpy.save", "numpy.savez",
+    "numpy.savetxt", "torch.save", "matplotlib", "rich", "IPython", "socket", "requests", "threading",
+    "multiprocessing", "json.dump", "csv", "builtins.print", "timeit",
+)
+
+
+HOST_BUILTINS = {"print", "input", "open", "breakpoint", "exit", "quit", "help", "next", "iter", "globals"}
+
+
+ATTR_BUILTINS = {"setattr", "delattr"}
+
+
+LOG_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log"}
+
+
+IO_METHODS = {"write", "writelines", "flush", "set_description", "set_postfix", "set_postfix_str", "refresh",
+              "display", "savefig", "show"}
+
+
+MUTATING_METHODS = {
+    "append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault", "popitem", "discard",
+    "sort", "reverse", "add", "__setitem__", "__delitem__", "put", "put_nowait", "send",
+}
+
+
+CONVERSION_BUILTINS = {"float", "int", "bool", "complex"}
+
+
+CONVERSION_METHODS = {"item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "to_py"}
+
+
+def body_problems(la) -> list[Decline]:
+    """Host effects, discarded calls, in-place changes and attribute or item
+    writes in the body."""
+    problems: list[Decline] = []
+
+    def add(code: str, message: str, node: ast.AST) -> None:
+        problems.append(Decline(code, message, node))
+
+    shadow = set(la.fctx.shadowing)
+    for stmt in la.loop.body:
+        for node in walk_scope(stmt):
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                call = node.value
+                if not call_problem(la, call, shadow, add, statement=True) and not _is_append_statement(node) \
+                        and not is_under(la.qual(call.func), "jax.debug"):
+                    add("L2S201", f"the result of `{short(ast.unparse(call))}` is discarded: a call made "
+                        "for its effect would run once, when the scan traces the step (use "
+                        "`jax.debug.callback` for host effects)", node)
+            elif isinstance(node, ast.Call) and not isinstance(la.mctx.parent(node), ast.Expr):
+                call_problem(la, node, shadow, add)
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.With)):
+                targets: list[ast.AST] = []
+                if isinstance(node, ast.Assign):
+                    targets = list(node.targets)
+                elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                    targets = [node.target] if (not isinstance(node, ast.AnnAssign) or node.value is not None) else []
+                elif isinstance(node, ast.For):
+                    targets = [node.target]
+                else:
+                    targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
+                for t in targets:
+                    for leaf in target_side_effects(t):
+                        if isinstance(leaf, ast.Attribute):
+                            add("L2S203", f"`{ast.unparse(leaf)}` is assigned inside the loop; a scan step "
+                                "cannot change objects outside it (assign a local name and set the attribute "
+                                "after the loop)", leaf)
+                        else:
+                            add("L2S204", f"`{ast.unparse(leaf)}` is assigned inside the loop; use "
+                                "`x = x.at[i].set(v)` or collect values and stack them after the loop", leaf)
+    return problems
+
+
+def check_closures(la) -> None:
+    """A function defined outside the loop reads a name the loop changes: it would
+    keep seeing the value from before the loop."""
+    for name in sorted(la.written | la.targets):
+        outside = [n for n in la.fctx.captured.get(name, []) if not la.inside_loop(n)]
+        if outside:
+            raise Decline("L2S206", f"`{name}` changes in the loop and is read by a function or lambda "
+                          f"defined at line {outside[0].lineno}, outside the loop", outside[0])
+
+
+def _is_append_statement(stmt: ast.Expr) -> bool:
+    call = stmt.value
+    return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "append"
+            and isinstance(call.func.value, ast.Name))
+
+
+def call_problem(la, node: ast.Call, shadow: set[str], add, statement: bool = False) -> bool:
+    """Report a host effect, attribute change or in-place mutation made by
+    this call; ``True`` when one was reported."""
+    f = node.func
+    if isinstance(f, ast.Name) and f.id not in shadow:
+        if f.id in HOST_BUILTINS:
+            hint = "jax.debug.print" if f.id == "print" else "jax.debug.callback"
+            add("L2S201", f"`{f.id}(...)` is a host side effect; inside a scan it would run once, at trace "
+                f"time (use `{hint}`)", node)
+            return True
+        if f.id in ATTR_BUILTINS:
+            add("L2S203", f"`{f.id}(...)` changes an object inside the loop", node)
+            return True
+        if la.mctx.is_impure_function(f.id):
+            add("L2S201", f"`{f.id}()` rebinds module globals (it has a `global` statement)", node)
+            return True
+        if la.is_progress_bar(node):
+            add("L2S201", f"`{f.id}(...)` is a progress bar; drop it (a scan runs all steps at once)", node)
+            return True
+        return False
+    q = la.qual(f)
+    if q is not None:
+        if is_under(q, *HOST_CALL_ROOTS) or (q.split(".")[0] == "builtins" and q.split(".")[-1] in HOST_BUILTINS):
+            add("L2S201", f"`{ast.unparse(f)}(...)` is a host side effect; inside a scan it would run once, at "
+                "trace time (use `jax.debug.callback`, or move it out of the loop)", node)
+            return True
+        return False
+    if not isinstance(f, ast.Attribute):
+        return False
+    recv = f.value
+    if isinstance(recv, ast.Subscript) and isinstance(recv.value, ast.Attribute) and recv.value.attr == "at":
+        return False
+    recv_text = ast.unparse(recv).lower()
+    if f.attr in LOG_METHODS and "log" in recv_text:
+        add("L2S201", f"`{ast.unparse(f)}(...)` logs; inside a scan it would run once, at trace time "
+            "(use `jax.debug.print`)", node)
+        return True
+    if f.attr in IO_METHODS:
+        add("L2S201", f"`{ast.unparse(f)}(...)` writes output; inside a scan it would run once", node)
+        return True
+    host = _host_object(la, recv)
+    if host:
+        add("L2S201", f"`{ast.unparse(f)}(...)` draws from {host}; a scan would draw once, when it traces the "
+            "step, and reuse the value every step (use `jax.random` with a key in the carry)", node)
+        return True
+    if f.attr == "append" and isinstance(recv, ast.Name):
+        return False  # list accumulators are judged by the output analysis
+    if f.attr in MUTATING_METHODS or (f.attr.endswith("_") and not f.attr.startswith("_")):
+        add("L2S205", f"`{ast.unparse(f)}(...)` changes an object in place inside the loop; a scan step must "
+            "only return new values", node)
+        return True
+    return False
+
+
+def _host_object(la, recv: ast.AST) -> str:
+    """``rng`` in ``rng.normal(...)`` when it is a NumPy / Python random generator."""
+    root = recv
+    while isinstance(root, (ast.Attribute, ast.Subscript)):
+        root = root.value
+    if not isinstance(root, ast.Name):
+        return ""
+    values = list(la.fctx.assigned_values(root.id)) if root.id in la.fctx.locals else \
+        list(la.mctx.module_assigned_values(root.id))
+    for v in values:
+        if isinstance(v, ast.Call):
+            q = la.qual(v.func) if root.id in la.fctx.locals else la.mctx.imports.qualname(v.func)
+            if q and (is_under(q, "numpy.random", "random") or q in ("numpy.random.default_rng",)):
+                return f"a host random generator (`{root.id}`, line {v.lineno})"
+    return ""
+
+
+def check_mutations(la) -> None:
+    """``x.append(...)`` on a name that is not a recognised accumulator (other
+    in-place calls were rejected with the body structure)."""
+    handled = {id(a.stmt) for a in la.accs.values()}
+    for stmt in la.loop.body:
+        for node in walk_scope(stmt):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "append"
+                    and isinstance(node.func.value, ast.Name) and id(la.mctx.parent(node)) not in handled):
+                raise Decline("L2S205", f"`{ast.unparse(node.func)}(...)` changes a list in place inside the "
+                              "loop; a scan step must only return new values", node)
+
+
+def check_conversions(la) -> None:
+    tainted = la.tainted
+    shadow = set(la.fctx.locals)
+    for stmt in la.loop.body:
+        for node in walk_all([stmt]):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            args = list(node.args) + [k.value for k in node.keywords]
+            arg_reads: set[str] = set()
+            for a in args:
+                arg_reads |= la.value_reads(a)
+            if isinstance(f, ast.Name) and f.id in CONVERSION_BUILTINS and f.id not in shadow:
+                if arg_reads & tainted:
+                    raise Decline("L2S202", f"`{ast.unparse(node)}` converts a per-step value to a Python "
+                                  "number; inside a scan it is a traced array", node)
+            elif isinstance(f, ast.Attribute) and f.attr in CONVERSION_METHODS:
+                if la.value_reads(f.value) & tainted:
+                    raise Decline("L2S202", f"`{ast.unparse(node)}` converts a per-step value to a Python "
+                                  "value; inside a scan it is a traced array", node)
+            else:
+                q = la.qual(f)
+                if q and (is_under(q, "numpy", "math", "scipy")) and arg_reads & tainted:
+                    raise Decline("L2S202", f"`{ast.unparse(f)}(...)` is a host NumPy/math call on a per-step "
+                                  "value; use the `jnp` equivalent", node)

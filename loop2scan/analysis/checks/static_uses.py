@@ -1,0 +1,109 @@
+"""Per-step values used where a Python value is needed (``L2S307``): strings,
+slices, shapes, and parameters of the module's functions that need them."""
+
+from __future__ import annotations
+
+import ast
+from typing import Optional
+
+from ..activity import walk_all, walk_body
+from ..decline import Code, Decline, short
+from ..imports import is_under
+
+CODES = (
+    Code("L2S307", "index-as-python-value", "the loop index is used as a Python value",
+        "Inside a scan the index is a traced integer: it cannot size arrays, bound slices or `range`s, or index Python lists."),
+)
+
+
+def check_static_uses(la) -> None:
+    """Per-step values formatted into strings, made into slices or used as
+    shapes: those must be Python values, and inside a scan they are traced."""
+    tainted = la.tainted
+    for node in walk_all(la.loop.body):
+        if not (isinstance(node, ast.Name) and node.id in tainted and isinstance(node.ctx, ast.Load)):
+            continue
+        what = f"the loop variable `{node.id}`" if node.id in la.targets else \
+            f"`{node.id}`, which changes every step,"
+        cur: ast.AST = node
+        parent = la.mctx.parent(cur)
+        while isinstance(parent, (ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List, ast.Starred)) or (
+                isinstance(parent, ast.Subscript) and parent.value is cur):
+            cur, parent = parent, la.mctx.parent(parent)
+        if isinstance(parent, ast.FormattedValue):
+            raise Decline("L2S307", f"{what} is formatted into a string; inside a scan it is a traced array",
+                          node)
+        if isinstance(parent, ast.Call):
+            f = parent.func
+            if isinstance(f, ast.Name) and f.id in ("str", "repr", "format", "hash", "slice") and f.id not in \
+                    la.fctx.shadowing:
+                raise Decline("L2S307", f"`{short(ast.unparse(parent))}` needs {what} as a Python value; inside "
+                              "a scan it is a traced array", node)
+            if _shape_argument(la, parent, cur):
+                raise Decline("L2S307", f"{what} sets a shape in `{short(ast.unparse(parent))}`; shapes must "
+                              "be Python values, and inside a scan it is a traced array", node)
+            use = _python_use_in_callee(la, parent, cur)
+            if use is not None:
+                callee, text = use
+                raise Decline("L2S307", f"{what} is passed to `{callee}`, which uses it as a Python value "
+                              f"(`{short(text)}`); inside a scan it is a traced array", node)
+
+
+def _python_use_in_callee(la, call: ast.Call, arg: ast.AST) -> Optional[tuple[str, str]]:
+    """A function of this module (or defined in the enclosing function) that
+    branches on the parameter ``arg`` binds, loops ``range`` over it, or
+    indexes a Python list or tuple with it."""
+    if not isinstance(call.func, ast.Name) or arg not in call.args:
+        return None
+    name = call.func.id
+    callee = next((n for n in walk_body(la.func) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   and n.name == name), None) or la.mctx.module_functions.get(name)
+    if callee is None:
+        return None
+    params = [a.arg for a in callee.args.posonlyargs + callee.args.args]
+    pos = call.args.index(arg)
+    if pos >= len(params):
+        return None
+    param = params[pos]
+    sequences = {n.targets[0].id for n in ast.walk(callee) if isinstance(n, ast.Assign) and len(n.targets) == 1
+                 and isinstance(n.targets[0], ast.Name) and isinstance(n.value, (ast.List, ast.Tuple))}
+    sequences |= {n.targets[0].id for n in walk_body(la.func) if isinstance(n, ast.Assign)
+                  and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                  and isinstance(n.value, (ast.List, ast.Tuple))}
+
+    def reads_param(e: Optional[ast.AST]) -> bool:
+        return e is not None and param in la.value_reads(e)
+
+    for node in ast.walk(callee):
+        if isinstance(node, (ast.If, ast.While, ast.IfExp, ast.Assert)) and reads_param(node.test):
+            return name, ast.unparse(node.test)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
+                and any(reads_param(a) for a in node.args):
+            return name, ast.unparse(node)
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
+                and node.value.id in sequences and reads_param(node.slice):
+            return name, ast.unparse(node)
+    return None
+
+
+def _shape_argument(la, call: ast.Call, arg: ast.AST) -> bool:
+    q = la.qual(call.func) or ""
+    last = q.rsplit(".", 1)[-1] if q else (call.func.attr if isinstance(call.func, ast.Attribute) else "")
+    pos = next((i for i, a in enumerate(call.args) if a is arg), None)
+    kw = next((k.arg for k in call.keywords if k.value is arg), None)
+    if kw in ("shape", "new_shape", "newshape", "size", "num", "length", "repeats"):
+        return True
+    if is_under(q, "jax.numpy", "jax.lax", "jax._src.numpy"):
+        if last in ("zeros", "ones", "empty", "full", "eye", "identity", "arange", "tri", "iota") and pos == 0:
+            return True
+        if last in ("reshape", "broadcast_to", "full") and pos == 1:
+            return True
+        if last == "linspace" and pos == 2:
+            return True
+    if is_under(q, "jax.random") and pos is not None and pos >= 1 and last not in ("fold_in", "split",
+                                                                                    "choice", "permutation"):
+        return True
+    if not q and isinstance(call.func, ast.Attribute) and call.func.attr in ("reshape", "broadcast_to") \
+            and pos is not None:
+        return True
+    return False

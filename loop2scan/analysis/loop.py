@@ -1,0 +1,403 @@
+"""The scan analysis of one ``for`` loop: a :class:`ScanPlan` or a decline.
+
+:data:`PIPELINE` is the order of the decisions.  Each step either records a
+fact on the :class:`LoopAnalysis` (what is iterated, the accumulators, the
+carries, the per-step values, the per-step inputs and outputs) or checks the
+loop against one rule and raises :class:`Decline`.  The first step that fails
+decides the code, so every loop gets exactly one stable explanation.  The
+rules live in :mod:`loop2scan.analysis.checks`, one module per code group, each
+beside its codes and its valid/invalid examples.
+
+Design notes section 2 is the contract the steps implement.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+from functools import cached_property
+from typing import Callable, Iterable, Optional
+
+from ..plan import LoopResult, ScanPlan, XsItem
+from . import inputs, outputs
+from .activity import (
+    all_read_names,
+    all_written_names,
+    collect,
+    header_effects,
+    reads,
+    target_names,
+    walk_all,
+    walk_scope,
+)
+from .arrays import ArrayFacts
+from .checks import (
+    candidate,
+    carries,
+    control_flow,
+    framework,
+    iteration,
+    layer_lists,
+    side_effects,
+    static_uses,
+    structure,
+)
+from .checks import outputs as output_checks
+from .checks.candidate import NOT_CANDIDATE, REWRITTEN, SKIPPED
+from .context import FunctionContext, ModuleContext
+from .decline import Decline, position
+from .flow import Def, ReachingDefinitions
+from .symbolic import Lin, to_lin
+
+STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes"}
+STATIC_FUNCS = {"len"}  # isinstance/type would see tracers inside a scan
+BUILTIN_NAMES = set(dir(builtins))
+
+
+class LoopAnalysis:
+    """The facts about one loop that the steps of :data:`PIPELINE` share.
+
+    Set along the way: ``iteration`` (what is iterated), ``layer`` (a loop over a
+    per-layer parameter list), ``targets`` and ``written`` (names bound by the
+    loop header and in the body), ``accs`` (accumulators), ``carries`` and
+    ``last_values``, ``live_out``, ``body_rd`` (reaching definitions over one
+    iteration), ``tainted`` (names that change every step), ``xs``/``length``/
+    ``reverse``/``index_info`` (per-step inputs) and ``ys`` (per-step outputs)."""
+
+    def __init__(self, mctx: ModuleContext, loop: ast.AST) -> None:
+        self.mctx = mctx
+        self.loop = loop
+        self.func = mctx.enclosing_function(loop)
+        self.written: set[str] = set()
+        self.targets: set[str] = set()
+        self.layer = None
+        self.iteration = None
+        self.accs: dict = {}
+        self.carries: list[str] = []
+        self.last_values: list[str] = []
+        self.live_out: set[str] = set()
+        self.tainted: set[str] = set()
+
+    @cached_property
+    def fctx(self) -> Optional[FunctionContext]:
+        return self.mctx.function(self.func) if self.func is not None else None
+
+    @cached_property
+    def facts(self) -> Optional[ArrayFacts]:
+        return ArrayFacts(self.fctx) if self.fctx is not None else None
+
+    # ------------------------------------------------------------------ api
+    def run(self) -> LoopResult:
+        loop = self.loop
+        span = self.mctx.span(loop)
+        try:
+            if candidate.has_skip_comment(self):
+                return LoopResult(span.line, span.col, span.end_line, "skipped", SKIPPED,
+                                  "skipped by `# loop2scan: skip`")
+            if candidate.evidence(self) is None:
+                return LoopResult(span.line, span.col, span.end_line, "not-candidate", NOT_CANDIDATE,
+                                  candidate.not_candidate_reason(self))
+            self.mctx.ensure_parents(self.func if self.func is not None else loop)
+            for step in PIPELINE:
+                step(self)
+            plan = self.plan()
+        except Decline as d:
+            where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
+            return LoopResult(span.line, span.col, span.end_line, "declined", d.code, d.message, where=where)
+        return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan)
+
+    # -------------------------------------------------------- fact steps
+    def find_names(self) -> None:
+        """The names the loop header binds and the names the body writes."""
+        self.targets = set(target_names(self.loop.target))
+        self.written = all_written_names(self.loop.body)
+        self.live_out = self.fctx.liveness.live_after.get(id(self.loop), set())
+
+    def find_carries(self) -> None:
+        """Carries (read before written in an iteration, or conditionally written
+        and live after the loop) and last values (written every step, live after)."""
+        loop, fctx = self.loop, self.fctx
+        body_rd, exposed, definitely = self.body_dataflow()
+        self.body_rd = body_rd
+        trip_min = self.trip_count_at_least_one()
+        for name in self.ordered(self.written - self.targets - set(self.accs)):
+            if name in exposed:
+                self.carries.append(name)
+            elif name in self.live_out:
+                defs = fctx.defs_before(loop, name)
+                bound_before = bool(defs) and not any(d.kind in ("undef", "del") for d in defs)
+                if name not in definitely or (bound_before and not trip_min):
+                    self.carries.append(name)
+                else:
+                    self.last_values.append(name)
+
+    def find_tainted(self) -> None:
+        """Names whose value changes from step to step: the loop variables, the
+        carries, and everything computed from them in the body."""
+        tainted = set(self.targets) | set(self.carries)
+        stmts = self.body_statements()
+        comprehensions = [n for n in walk_all(self.loop.body) if isinstance(n, ast.comprehension)]
+        changed = True
+        while changed:
+            changed = False
+            for comp in comprehensions:
+                if self.value_reads(comp.iter) & tainted:
+                    new = set(target_names(comp.target)) - tainted
+                    if new:
+                        tainted |= new
+                        changed = True
+            for stmt in stmts:
+                if isinstance(stmt, (ast.For, ast.AsyncFor)):
+                    if self.value_reads(stmt.iter) & tainted:
+                        new = set(target_names(stmt.target)) - tainted
+                        if new:
+                            tainted |= new
+                            changed = True
+                    continue
+                eff = header_effects(stmt)
+                if not eff.writes:
+                    continue
+                if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                    src = self.value_reads(stmt.value)
+                    if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+                        src.add(stmt.target.id)
+                else:
+                    src = {n.id for n in eff.reads} | eff.closure_reads
+                if src & tainted:
+                    new = set(eff.writes) - tainted
+                    if new:
+                        tainted |= new
+                        changed = True
+        self.tainted = tainted
+
+    def plan(self) -> ScanPlan:
+        loop, mctx, fctx = self.loop, self.mctx, self.fctx
+        reads_in_body = all_read_names(loop.body)
+        step_reads = self.step_reads(self.xs)
+        broadcast = [n for n in self.ordered_reads(step_reads)
+                     if n not in self.written and n not in self.targets and n not in self.accs
+                     and self.is_value_name(n)]
+        return ScanPlan(
+            loop=mctx.span(loop),
+            function=mctx.qualified_function_name(self.func),
+            carries=self.carries,
+            carry_inits={c: c for c in self.carries},
+            xs=self.xs,
+            ys=self.ys,
+            broadcast=broadcast,
+            reverse=self.reverse,
+            length=self.length,
+            length_reason=self.length_reason,
+            target_text=mctx.source(loop.target),
+            target_pattern=mctx.span(loop.target),
+            elements_pattern=inputs.elements_pattern(self, self.iteration, self.xs),
+            function_names=set(fctx.all_names) | mctx.module_names | reads_in_body,
+            step_reads=step_reads,
+            xs_tree=self.xs_tree,
+            local_names=set(fctx.locals),
+            layout=layer_lists.layout_change(self),
+        )
+
+    # ---------------------------------------------------------------- helpers
+    def learn_step_arrays(self, xs: list[XsItem]) -> None:
+        """Tell the array inference what the step function will see: per-step
+        slices and per-step inputs bound to a plain name are arrays."""
+        replaced = {span for item in xs for span in item.replaces}
+        for node in walk_all(self.loop.body):
+            if isinstance(node, ast.Subscript) and self.mctx.span(node) in replaced:
+                self.facts.known_nodes.add(id(node))
+        for item in xs:
+            if item.bind.isidentifier():
+                self.facts.known_names.add(item.bind)
+
+    def step_reads(self, xs: list[XsItem]) -> set[str]:
+        """Names the step function reads once index reads became slices."""
+        replaced = {x_span for item in xs for x_span in item.replaces}
+        skip: set[int] = set()
+        for stmt in self.loop.body:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Subscript) and self.mctx.span(node) in replaced:
+                    skip.update(id(n) for n in ast.walk(node))
+        out: set[str] = set()
+        for stmt in self.loop.body:
+            c = collect(stmt)
+            out.update(n.id for n in c.loads if id(n) not in skip)
+            out |= c.closure_reads
+        return out
+
+    def inside_loop(self, node: ast.AST) -> bool:
+        return any(a is self.loop for a in self.mctx.ancestors(node))
+
+    def ordered(self, names: Iterable[str]) -> list[str]:
+        """Names in order of first appearance in the loop body."""
+        names = set(names)
+        order: list[str] = []
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                n = node.id if isinstance(node, ast.Name) else None
+                if n in names and n not in order:
+                    order.append(n)
+        order += sorted(names - set(order))
+        return order
+
+    def ordered_reads(self, names: set[str]) -> list[str]:
+        return [n for n in self.ordered(names) if n in names]
+
+    def is_value_name(self, name: str) -> bool:
+        fctx = self.fctx
+        if name in fctx.locals:
+            return True
+        if name in self.mctx.module_functions or name in BUILTIN_NAMES and name not in self.mctx.module_names:
+            return False
+        if self.mctx.imports.lookup(name) is not None:
+            return False
+        for stmt in self.mctx.tree.body:
+            if isinstance(stmt, ast.ClassDef) and stmt.name == name:
+                return False
+        if name in self.mctx.module_names:
+            return True
+        # a name of an enclosing function
+        for anc in self.mctx.ancestors(self.func):
+            if isinstance(anc, (ast.FunctionDef, ast.AsyncFunctionDef)) and name in self.mctx.function(anc).locals:
+                return True
+        return False
+
+    def first_write(self, name: str) -> Optional[ast.AST]:
+        for stmt in self.loop.body:
+            for node in walk_scope(stmt):
+                if isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
+                    return node
+        return None
+
+    def qual(self, expr: ast.AST) -> Optional[str]:
+        return self.facts.qual(expr)
+
+    def is_progress_bar(self, call: ast.Call) -> bool:
+        q = self.qual(call.func)
+        if q and (q.split(".")[0] in ("tqdm", "rich", "alive_progress", "progressbar") or "progress" in q.lower()):
+            return True
+        return isinstance(call.func, ast.Name) and call.func.id in ("tqdm", "trange")
+
+    def body_dataflow(self):
+        """Reaching definitions over one iteration of the body: which names are
+        read before being written (carried), and which are written on every path."""
+        rd = ReachingDefinitions()
+        entry = {}
+        for name in self.written | self.targets:
+            entry[name] = frozenset((Def(name, None, "entry"),))
+        for name in self.targets:
+            entry[name] = frozenset((Def(name, self.loop, "for"),))
+        end = rd.run(self.loop.body, entry)
+        exposed: set[str] = set()
+        for stmt in self.body_statements():
+            state = rd.before.get(id(stmt), {})
+            eff = header_effects(stmt)
+            names = {n.id for n in eff.reads} | eff.closure_reads
+            if isinstance(stmt, ast.Match):
+                names |= {n.id for c in stmt.cases for n in reads(c.guard)} if stmt.cases else set()
+            for name in names & self.written:
+                if any(d.kind == "entry" for d in state.get(name, ())):
+                    exposed.add(name)
+        definitely: set[str] = set()
+        if end is not None:
+            for name in self.written:
+                if not any(d.kind == "entry" for d in end.get(name, ())):
+                    definitely.add(name)
+        return rd, exposed, definitely
+
+    def body_statements(self) -> list[ast.stmt]:
+        """Every statement of the body, nested blocks included (not the bodies of
+        nested definitions)."""
+        return [node for stmt in self.loop.body for node in walk_scope(stmt) if isinstance(node, ast.stmt)]
+
+    def value_reads(self, expr: Optional[ast.AST]) -> set[str]:
+        """Names whose *values* an expression uses (reads under ``.shape``,
+        ``len()`` and friends only see static metadata)."""
+        if expr is None:
+            return set()
+        skip: set[int] = set()
+        for node in ast.walk(expr):
+            if isinstance(node, ast.Attribute) and node.attr in STATIC_ATTRS:
+                skip.update(id(n) for n in ast.walk(node.value))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in STATIC_FUNCS:
+                for a in node.args:
+                    skip.update(id(n) for n in ast.walk(a))
+        return {n.id for n in reads(expr) if id(n) not in skip}
+
+    def summary(self, plan: ScanPlan) -> str:
+        parts = [f"carry: {', '.join(plan.carries) or '(none)'}"]
+        if plan.xs:
+            parts.append(f"xs: {'; '.join(x.describe() for x in plan.xs)}")
+        if plan.ys:
+            parts.append(f"ys: {', '.join(y.name for y in plan.ys)}")
+        if plan.reverse:
+            parts.append("reverse")
+        return "scan with " + "; ".join(parts)
+
+    def trip_count_at_least_one(self) -> bool:
+        r = self.iteration.range_loop
+        if r is None:
+            return False
+        start = to_lin(r.start, lambda n: None) if r.start is not None else Lin.constant(0)
+        stop = to_lin(r.stop, lambda n: None)
+        step = to_lin(r.step, lambda n: None) if r.step is not None else Lin.constant(1)
+        if start is None or stop is None or step is None or not (start.is_const and stop.is_const and step.is_const):
+            return False
+        return len(range(start.const, stop.const, step.const or 1)) >= 1 if step.const else False
+
+    def array_at_loop(self, expr: ast.AST) -> bool:
+        return self.facts.is_array(expr, lambda n: self.fctx.defs_before(self.loop, n) or None)
+
+
+def _body(la: LoopAnalysis) -> None:
+    """Control flow and side effects in the body: the first construct in source
+    order decides, whichever group it belongs to."""
+    problems = control_flow.body_problems(la) + side_effects.body_problems(la)
+    if problems:
+        raise min(problems, key=lambda d: (position(d.node), d.code))
+
+
+Step = Callable[[LoopAnalysis], None]
+
+#: The decisions, in order (after the suppression comment and the array evidence
+#: of :mod:`.checks.candidate`).  A step named ``find_*`` or ``plan_*`` records facts
+#: (and may decline when they cannot be established); ``check_*`` steps only decline.
+PIPELINE: tuple[Step, ...] = (
+    framework.check_framework,          # L2S601, L2S602: the target handles this framework
+    structure.check_loop_form,          # L2S010-L2S014: async, module level, for-else, frame access
+    LoopAnalysis.find_names,            # loop variables, names written, names live after the loop
+    iteration.find_iteration,           # range / zip / enumerate / reversed / elements (L2S013, L2S302)
+    layer_lists.find_layer_loop,        # loops over per-layer parameter lists (L2S304, L2S308, L2S309)
+    iteration.check_iterables,          # what is iterated can be scanned (L2S302-L2S304, L2S307)
+    _body,                              # L2S101-L2S112, L2S201-L2S205: the first construct in the body
+    control_flow.check_globals,         # L2S106: global/nonlocal names used in the loop
+    iteration.check_loop_variables,     # L2S305, L2S306: loop variables rebound or read after the loop
+    side_effects.check_closures,        # L2S206: functions defined outside read names the loop changes
+    output_checks.find_accumulators,    # list/tuple/.at[].set outputs (L2S501, L2S502)
+    side_effects.check_mutations,       # L2S205: other in-place list changes
+    LoopAnalysis.find_carries,          # carries and last values
+    carries.check_initial_values,       # L2S401-L2S403: carries bound, not None, arrays
+    LoopAnalysis.find_tainted,          # names that change every step
+    control_flow.check_branches,        # L2S109 (L2S307): Python control flow on per-step values
+    static_uses.check_static_uses,      # L2S307: per-step values where Python values are needed
+    side_effects.check_conversions,     # L2S202: per-step values turned into Python/NumPy values
+    carries.check_shapes,               # L2S404: carries keep their shape
+    iteration.check_trip_count,         # L2S301: the number of steps is static
+    inputs.plan_inputs,                 # per-step inputs, trip count, direction (L2S301, L2S307, L2S309)
+    outputs.plan_outputs,               # per-step outputs
+)
+
+
+def analyze_module(mctx: ModuleContext) -> list[LoopResult]:
+    """Analyse every ``for`` loop of a module, in source order."""
+    if candidate.SKIP_FILE_RE.search(mctx.text):
+        out = []
+        for loop in mctx.loops:
+            s = mctx.span(loop)
+            out.append(LoopResult(s.line, s.col, s.end_line, "skipped", SKIPPED,
+                                  "skipped by `# loop2scan: skip-file`"))
+        return out
+    results = [LoopAnalysis(mctx, loop).run() for loop in mctx.loops]
+    inputs.inputs_of_enclosing_steps(mctx, results)
+    layer_lists.layouts_change_together(mctx, results)
+    return results
