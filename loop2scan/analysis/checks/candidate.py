@@ -9,6 +9,7 @@ from typing import Optional
 
 from ..activity import all_read_names, all_written_names, target_names, walk_all
 from ..decline import Code
+from ..examples import Invalid
 from ..imports import is_array_call
 
 REWRITTEN = "L2S000"
@@ -131,3 +132,47 @@ def _shadowed(la, expr: ast.AST) -> bool:
     while isinstance(expr, ast.Attribute):
         expr = expr.value
     return isinstance(expr, ast.Name) and la.fctx is not None and expr.id in la.fctx.shadowing
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S001", "python-shape-loop", """
+        def layer_sizes(d_in, widths):
+            sizes = []
+            for w in widths:
+                sizes.append((d_in, w))
+                d_in = w
+            return sizes
+        """, says=("no array operations",), status="not-candidate"),
+    Invalid("L2S001", "no-framework-import", """
+        import numpy as np
+
+        def smooth(xs, h):
+            for x in xs:
+                h = np.tanh(h + x)
+            return h
+        """, says=("no array framework",), status="not-candidate", header=False, framework="auto"),
+    Invalid("L2S002", "skip-comment-on-loop", """
+        def rnn(xs, h):
+            for x in xs:  # loop2scan: skip
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("loop2scan: skip",), status="skipped"),
+    Invalid("L2S002", "skip-comment-above-loop", """
+        def rnn(xs, h):
+            # loop2scan: skip (reference implementation, kept unrolled on purpose)
+            for x in xs:
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("loop2scan: skip",), status="skipped"),
+    Invalid("L2S002", "skip-file", """
+        # loop2scan: skip-file
+        import jax.numpy as jnp
+
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("skip-file",), status="skipped", header=False),
+)

@@ -6,6 +6,7 @@ import ast
 
 from ..activity import header_effects, int_literal, walk_body
 from ..decline import Code, Decline, short
+from ..examples import Invalid, Valid
 from ..imports import is_under
 
 CODES = (
@@ -304,3 +305,75 @@ def _returns_scalar(la, name: str, depth: int) -> bool:
                 and len(v.args) == 1 and not kw & {"axis", "keepdims", "axes"}):
             return False
     return True
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S404", "scalar-carry-grows", """
+        def f(xs):
+            h = 0.0
+            for x in xs:
+                h = 0.9 * h + jnp.tanh(x)  # <-
+            return h
+        """, says=("`h`", "scalar", "`0.0`")),
+    Invalid("L2S404", "carry-concatenated", """
+        def f(xs):
+            acc = jnp.zeros((1,))
+            for x in xs:
+                acc = jnp.concatenate([acc, x[None]])  # <-
+            return acc
+        """, says=("`acc`", "concatenate", "shape")),
+    Invalid("L2S401", "carry-unbound", """
+        def rnn(xs):
+            for x in xs:
+                h = jnp.tanh(h + x)  # <-
+            return h
+        """, says=("`h`", "before the loop")),
+    Invalid("L2S401", "carry-bound-on-one-branch", """
+        def rnn(xs, h0, warm):
+            if warm:
+                h = h0
+            for x in xs:
+                h = jnp.tanh(h + x)  # <-
+            return h
+        """, says=("`h`",)),
+    Invalid("L2S402", "carry-none", """
+        def rnn(xs, w):
+            h = None  # <-
+            for x in xs:
+                h = jnp.tanh(x @ w + (0.0 if h is None else h))
+            return h
+        """, says=("`h`", "None")),
+    Invalid("L2S402", "carry-default-none", """
+        def rnn(xs, w, h=None):  # <-
+            for x in xs:
+                h = jnp.tanh(x @ w + h)
+            return h
+        """, says=("`h`", "None")),
+    Invalid("L2S403", "python-counter", """
+        def rnn(xs, h):
+            n = 0
+            for x in xs:
+                h = jnp.tanh(h + x)
+                n = n + 1  # <-
+            return h, n
+        """, says=("`n`", "Python number")),
+)
+
+VALID = (
+    Valid("L2S402", "carry-from-jnp-zeros", """
+        def rnn(xs, w):
+            h = jnp.zeros((xs.shape[1], w.shape[1]))
+            for x in xs:
+                h = jnp.tanh(x @ w + h)
+            return h
+        """, "rnn", ('f32[5,3,4], f32[4,6]',)),
+    Valid("L2S403", "python-float-that-meets-arrays", """
+        def total_energy(xs):
+            e = 0.0
+            for x in xs:
+                e = e + jnp.sum(x ** 2)
+            return e
+        """, "total_energy", ('f32[5,3,4]',)),
+)

@@ -7,6 +7,7 @@ from typing import Optional
 
 from ..activity import all_read_names, walk_all, walk_scope
 from ..decline import Code, Decline, position, short
+from ..examples import Invalid, NotThis, Valid
 
 CODES = (
     Code("L2S101", "break", "`break` in the loop body",
@@ -197,3 +198,288 @@ def _array_arithmetic(expr: ast.AST) -> bool:
             return left or right or isinstance(e.op, ast.MatMult)
         return None
     return bool(walk(expr))
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S101", "break", """
+        def rnn(xs, h, stop):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                if stop:
+                    break  # <-
+            return h
+        """, says=("`break`", "every step")),
+    Invalid("L2S101", "break-in-inner-else", """
+        def rnn(xs, h):
+            for x in xs:
+                for k in range(2):
+                    h = jnp.tanh(h + x)
+                else:
+                    break  # <-
+            return h
+        """, says=("`break`",)),
+    Invalid("L2S102", "continue", """
+        def rnn(xs, h, skip_first):
+            for t in range(xs.shape[0]):
+                if skip_first and t == 0:
+                    continue  # <-
+                h = jnp.tanh(h + xs[t])
+            return h
+        """, says=("`continue`",)),
+    Invalid("L2S103", "return", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                return h  # <-
+            return h
+        """, says=("`return`",)),
+    Invalid("L2S104", "yield", """
+        def rnn_states(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                yield h  # <-
+        """, says=("`yield`", "generator")),
+    Invalid("L2S105", "await", """
+        import asyncio
+
+        async def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                await asyncio.sleep(0)  # <-
+            return h
+        """, says=("asynchronous",)),
+    Invalid("L2S106", "nonlocal-in-body", """
+        def make_rnn():
+            steps = 0
+
+            def rnn(xs, h):
+                for x in xs:
+                    nonlocal steps  # <-
+                    steps = steps + 1
+                    h = jnp.tanh(h + x)
+                return h
+            return rnn
+        """, says=("nonlocal steps",)),
+    Invalid("L2S106", "global-in-function", """
+        STATE = jnp.zeros(3)
+
+        def rnn(xs):
+            global STATE  # <-
+            for x in xs:
+                STATE = jnp.tanh(STATE + x)  # <-
+            return STATE
+        """, says=("STATE", "global")),
+    Invalid("L2S107", "del", """
+        def rnn(xs, h):
+            for x in xs:
+                z = jnp.tanh(h + x)
+                h = z * 0.5
+                del z  # <-
+            return h
+        """, says=("del z",)),
+    Invalid("L2S108", "try", """
+        def rnn(xs, h):
+            for x in xs:
+                try:  # <-
+                    h = jnp.tanh(h + x)
+                except FloatingPointError:
+                    h = jnp.zeros_like(h)
+            return h
+        """, says=("`try`",)),
+    Invalid("L2S109", "if-on-carry", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                if h.sum() > 0:  # <-
+                    h = -h
+            return h
+        """, says=("`if`", "`h`", "jnp.where")),
+    Invalid("L2S109", "if-on-element", """
+        def clip_steps(xs, h):
+            for x in xs:
+                if jnp.max(x) > 1.0:  # <-
+                    h = h * 0.5
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("`if`", "`x`", "loop variable")),
+    Invalid("L2S109", "if-on-index", """
+        def rnn(xs, h):
+            for t in range(xs.shape[0]):
+                if t % 2 == 0:  # <-
+                    h = jnp.tanh(h + xs[t])
+            return h
+        """, says=("`t`", "loop variable")),
+    Invalid("L2S109", "while-on-carry", """
+        def normalise(xs, h):
+            for x in xs:
+                h = h + x
+                while jnp.linalg.norm(h) > 10.0:  # <-
+                    h = h * 0.5
+            return h
+        """, says=("`while`", "`h`")),
+    Invalid("L2S109", "ternary", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x) if x.sum() > 0 else h  # <-
+            return h
+        """, says=("conditional expression", "`x`")),
+    Invalid("L2S109", "and-or", """
+        def rnn(xs, h, scale):
+            for x in xs:
+                h = jnp.tanh(h + (jnp.any(x > 0) and scale or x))  # <-
+            return h
+        """, says=("truth value", "`x`")),
+    Invalid("L2S109", "chained-comparison", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                ok = 0.0 < h.mean() < 1.0  # <-
+                h = h * ok
+            return h
+        """, says=("chained comparison", "`h`")),
+    Invalid("L2S109", "assert", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                assert jnp.isfinite(h).all()  # <-
+            return h
+        """, says=("`assert`", "`h`")),
+    Invalid("L2S109", "comprehension-filter", """
+        def rnn(xs, h, ws):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                g = sum(w for w in ws if jnp.vdot(w, h) > 0)  # <-
+                h = h + g
+            return h
+        """, says=("comprehension filter", "`h`")),
+    Invalid("L2S109", "comprehension-filter-on-per-step-items", """
+        def rnn(xs, h):
+            for x in xs:
+                candidates = (h, x)
+                keep = [v for v in candidates if v.sum() > 0]  # <-
+                h = jnp.tanh(h + sum(keep))
+            return h
+        """, says=("comprehension filter",)),
+    Invalid("L2S109", "not", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                flag = not h.any()  # <-
+                h = h + flag
+            return h
+        """, says=("`not`", "`h`")),
+    Invalid("L2S110", "with-open", """
+        def rnn(xs, h, path):
+            for x in xs:
+                with open(path, "a") as f:  # <-
+                    h = jnp.tanh(h + x)
+            return h
+        """, says=("with open(path",)),
+    Invalid("L2S110", "with-profiler-trace", """
+        def rnn(xs, h):
+            for x in xs:
+                with jax.profiler.TraceAnnotation("step"):  # <-
+                    h = jnp.tanh(h + x)
+            return h
+        """, says=("jax.profiler.TraceAnnotation",)),
+    Invalid("L2S111", "class-def", """
+        def rnn(xs, h):
+            for x in xs:
+                class Step:  # <-
+                    scale = 2.0
+                h = jnp.tanh(h + x * Step.scale)
+            return h
+        """, says=("class `Step`",)),
+    Invalid("L2S111", "match", """
+        def rnn(xs, h, mode):
+            for x in xs:
+                match mode:  # <-
+                    case "tanh":
+                        h = jnp.tanh(h + x)
+                    case _:
+                        h = jax.nn.relu(h + x)
+            return h
+        """, says=("`match`",)),
+    Invalid("L2S112", "raise", """
+        def rnn(xs, h, strict):
+            for x in xs:
+                if strict and x.ndim != 1:
+                    raise ValueError("expected vectors")  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("`raise`",)),
+)
+
+VALID = (
+    Valid("L2S109", "if-on-invariant-flag", """
+        def rnn(xs, h, b, use_bias):
+            for x in xs:
+                h = h * 0.5 + x
+                if use_bias:
+                    h = h + b
+                h = jnp.tanh(h)
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4], f32[4], True', 'f32[2,3,4], f32[3,4], f32[4], False'),
+          static_argnums=(3,)),
+    Valid("L2S109", "static-shape-condition", """
+        def rnn(xs, h):
+            for x in xs:
+                if h.shape[0] > 2:
+                    h = jnp.tanh(h + x)
+                else:
+                    h = h + x
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]', 'f32[2,1,4], f32[1,4]')),
+    Valid("L2S109", "static-chained-comparison-and-len", """
+        def rnn(xs, h):
+            for x in xs:
+                scale = 2.0 if 0 < len(x) < 10 and x.ndim == 2 else 1.0
+                h = jnp.tanh(h + scale * x)
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]', 'f32[2,11,4], f32[11,4]')),
+    Valid("L2S109", "comprehension-over-a-tuple-of-per-step-values", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(sum(0.5 * v for v in (h, x)))
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+    Valid("L2S110", "pure-named-scope", """
+        def rnn(xs, h):
+            for x in xs:
+                with jax.named_scope("rnn_step"):
+                    h = jnp.tanh(h + x)
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+)
+
+NOT_THIS = (
+    NotThis("L2S101", "break-in-inner-loop", """
+        def rnn(xs, h, n_inner):
+            for x in xs:
+                for k in range(n_inner):
+                    if k >= 2:
+                        break
+                    h = jnp.tanh(h + x)
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4], 3', 'f32[2,3,4], f32[3,4], 1'),
+        static_argnums=(2,)),
+    NotThis("L2S102", "continue-in-inner-loop", """
+        def rnn(xs, h):
+            for x in xs:
+                for k in range(3):
+                    if k == 1:
+                        continue
+                    h = jnp.tanh(h + x * (k + 1))
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+    NotThis("L2S103", "return-in-nested-function", """
+        def rnn(xs, h):
+            for x in xs:
+                def cell(a, b):
+                    return jnp.tanh(a + b)
+                h = cell(h, x)
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+)

@@ -6,6 +6,7 @@ import ast
 
 from ..activity import walk_body
 from ..decline import Code, Decline
+from ..examples import Invalid
 from ..imports import is_under
 
 CODES = (
@@ -69,3 +70,43 @@ def _is_module_class(la, cls: ast.ClassDef) -> bool:
         if is_under(q, "flax", "torch", "haiku", "equinox"):
             return True
     return False
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S601", "torch-call-in-jax-file", """
+        import jax.numpy as jnp
+        import torch
+
+        def mixed(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + torch.as_tensor(x).numpy())  # <-
+            return h
+        """, says=("torch.as_tensor",), framework="auto", header=False),
+    Invalid("L2S601", "flax-linen-module-built-in-loop", """
+        import flax.linen as nn
+
+        def tower(x):
+            for _ in range(3):
+                x = jnp.tanh(nn.Dense(4)(x))  # <-
+            return x
+        """, says=("nn.Dense", "Flax")),
+    Invalid("L2S602", "plain-torch-file", """
+        import torch
+
+        def rnn(xs, h):
+            for x in xs:
+                h = torch.tanh(h + x)
+            return h
+        """, says=("torch_xla",), framework="auto", header=False),
+    Invalid("L2S602", "torch-xla-file", """
+        import torch
+        import torch_xla
+
+        def rnn(xs, h):
+            for x in xs:
+                h = torch.tanh(h + x)
+            return h
+        """, says=("torch_xla",), framework="auto", header=False),
+)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 
 from ..activity import int_literal, target_names, walk_all, walk_body
-from ..arrays import ARRAY_METHODS
 from ..decline import Code, Decline, position
+from ..examples import Invalid, Valid
 from ..iteration import (
     ElementSource,
     EnumerateIndex,
@@ -14,6 +14,7 @@ from ..iteration import (
     parse_iteration,
     static_int,
 )
+from ..kinds import ARRAY_METHODS
 from ..outputs import index_offset
 
 CODES = (
@@ -256,3 +257,143 @@ def check_trip_count(la) -> None:
             bad = static_int(leaf.start, fctx, set())
             if bad is not None:
                 raise Decline("L2S301", f"the `enumerate` start `{ast.unparse(bad)}` is not static", bad)
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S301", "range-of-array-value", """
+        def rnn(xs, h, mask):
+            for t in range(int(mask.sum())):  # <-
+                h = jnp.tanh(h + xs[t])
+            return h
+        """, says=("mask.sum()", "trace time")),
+    Invalid("L2S301", "range-of-argmax", """
+        def rnn(xs, h):
+            n = jnp.argmax(xs.sum(axis=1))
+            for t in range(n):  # <-
+                h = jnp.tanh(h + xs[t])
+            return h
+        """, says=("`n`",)),
+    Invalid("L2S301", "range-step-not-literal", """
+        def rnn(xs, h, stride):
+            for t in range(0, xs.shape[0], stride):  # <-
+                h = jnp.tanh(h + xs[t])
+            return h
+        """, says=("step", "literal")),
+    Invalid("L2S302", "dict-items", """
+        def rnn(inputs, h):
+            for name, x in inputs.items():  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=(".items()", "dict")),
+    Invalid("L2S302", "literal-list", """
+        def rnn(a, b, c, h):
+            for x in [a, b, c]:  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("literal", "jnp.stack")),
+    Invalid("L2S302", "generator", """
+        def rnn(xs, h):
+            for x in (2.0 * v for v in xs):  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("generator",)),
+    Invalid("L2S302", "sorted", """
+        def rnn(xs, h):
+            for x in sorted(xs, key=lambda v: v.shape[0]):  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("sorted(...)",)),
+    Invalid("L2S302", "ix-results", """
+        def gather(x, rows, cols, total):
+            for idx in jnp.ix_(rows, cols):  # <-
+                total = total + jnp.sum(x[idx])
+            return total
+        """, says=("jnp.ix_", "different shapes")),
+    Invalid("L2S302", "tree-leaves", """
+        def weight_norm(params):
+            total = jnp.zeros(())
+            for leaf in jax.tree_util.tree_leaves(params):  # <-
+                total = total + jnp.sum(leaf ** 2)
+            return total
+        """, says=("tree_leaves", "different shapes")),
+    Invalid("L2S302", "sequence-int-annotation", """
+        from typing import Sequence
+
+        def shift_all(h, shifts: Sequence[int]):
+            for s in shifts:  # <-
+                h = jnp.roll(h, s) * 0.5 + h
+            return h
+        """, says=("shifts", "Sequence[int]")),
+    Invalid("L2S302", "name-bound-to-literal-ints", """
+        def multi_scale(h):
+            scales = [1, 2, 4]
+            for s in scales:  # <-
+                h = h + jnp.roll(h, s)
+            return h
+        """, says=("scales", "line 5")),
+    Invalid("L2S302", "python-list-of-masks", """
+        def combine(masks):
+            first, *others = masks
+            m = first
+            for other in others:  # <-
+                m = jnp.logical_and(m, other)
+            return m
+        """, says=("`others`", "Python list")),
+    Invalid("L2S302", "dict-annotated-weights", """
+        def layers(w: dict[int, jax.Array], x, n: int):
+            for l in range(n):
+                x = jnp.tanh(x @ w[l])  # <-
+            return x
+        """, says=("`w`", "dict")),
+    Invalid("L2S305", "target-reassigned", """
+        def rnn(xs, h):
+            for x in xs:
+                x = x / jnp.linalg.norm(x)  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("`x`", "reassigned")),
+    Invalid("L2S306", "target-used-after", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+            return h, x  # <-
+        """, says=("`x`", "after the loop")),
+    Invalid("L2S302", "index-into-python-list", """
+        def every_other_layer(x, h):
+            weights = [jnp.eye(3), 2.0 * jnp.eye(3), 3.0 * jnp.eye(3)]
+            for t in range(len(weights) - 1, -1, -2):
+                h = jnp.tanh(h @ weights[t] + x)  # <-
+            return h
+        """, says=("`weights`", "Python list", "jnp.stack")),
+)
+
+VALID = (
+    Valid("L2S301", "static-trip-count-from-shape", """
+        def rnn(xs, h):
+            n = xs.shape[0]
+            for t in range(n - 1):
+                h = jnp.tanh(h + xs[t + 1] - xs[t])
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]', 'f32[2,3,4], f32[3,4]')),
+    Valid("L2S302", "zip-of-arrays", """
+        def rnn(xs, gates, h):
+            for x, g in zip(xs, gates):
+                h = g * jnp.tanh(h + x) + (1.0 - g) * h
+            return h
+        """, "rnn", ('f32[5,3,4], f32[5,3,4], f32[3,4]',)),
+    Valid("L2S302", "array-annotated-parameter", """
+        def rnn(xs: jax.Array, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+    Valid("L2S305", "new-name-for-modified-element", """
+        def rnn(xs, h):
+            for x in xs:
+                y = x / (1.0 + jnp.abs(x))
+                h = jnp.tanh(h + y)
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+)

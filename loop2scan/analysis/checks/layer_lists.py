@@ -9,6 +9,7 @@ from typing import Optional
 from ...plan import LayoutChange, LayoutEdit, LoopResult
 from ..activity import int_literal, target_names, walk_all
 from ..decline import Code, Decline
+from ..examples import Invalid, Valid
 from ..iteration import ElementSource
 from ..outputs import index_offset
 
@@ -147,3 +148,78 @@ def layouts_change_together(mctx, results: list[LoopResult]) -> None:
                                         f"every loop over the parameter list built by `{st.builder.name}` must "
                                         f"become a scan together; the loop at line {first.line} cannot "
                                         f"({first.code}: {first.message})")
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S303", "layer-loop", """
+        def mlp(layers, x):
+            for layer in layers:
+                x = jax.nn.relu(layer(x))  # <-
+            return x
+        """, says=("layer",)),
+    Invalid("L2S303", "layer-list-by-index", """
+        def mlp(layers, x):
+            for i in range(len(layers)):
+                x = jax.nn.relu(layers[i](x))  # <-
+            return x
+        """, says=("layers[i]",)),
+    Invalid("L2S304", "list-of-weight-tuples", """
+        def mlp(params, x):
+            for w, b in params:  # <-
+                x = jnp.tanh(x @ w + b)
+            return x
+        """, says=("w, b", "stack")),
+    Invalid("L2S304", "list-of-param-dicts", """
+        def mlp(params, x):
+            for p in params:  # <-
+                x = jnp.tanh(x @ p["w"] + p["b"])
+            return x
+        """, says=("`params`", "per-layer", "--layout keep")),
+    Invalid("L2S308", "layers-of-different-widths", """
+        def init(key, sizes):
+            keys = jax.random.split(key, len(sizes) - 1)
+            return [(jax.random.normal(k, (m, n)), jnp.zeros(n))
+                    for k, (m, n) in zip(keys, zip(sizes[:-1], sizes[1:]))]  # <-
+
+        def mlp(params, x):
+            for w, b in params:
+                x = jnp.tanh(x @ w + b)
+            return x
+
+        def run(key, x):
+            return mlp(init(key, [3, 4, 4]), x)
+        """, says=("`init`", "differ")),
+    Invalid("L2S309", "layout-changing-use", """
+        def init(key, n, d):
+            return [(jax.random.normal(k, (d, d)), jnp.zeros(d)) for k in jax.random.split(key, n)]
+
+        def mlp(params, x):
+            for w, b in params:
+                x = jnp.tanh(x @ w + b)
+            return x
+
+        def count(params):
+            return sum(w.size + b.size for w, b in params)  # <-
+
+        def run(key, x):
+            params = init(key, 3, 4)
+            return mlp(params, x), count(params)
+        """, says=("`params`", "`init`", "line")),
+)
+
+VALID = (
+    Valid("L2S303", "method-on-element-is-not-a-layer", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x.sum(axis=0))
+            return h
+        """, "rnn", ('f32[5,3,4], f32[4]',)),
+    Valid("L2S303", "array-method-on-element", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x.clip(-1.0, 1.0))
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .. import inputs
 from ..decline import Code
+from ..examples import Invalid, Valid
 from ..outputs import OutputAnalysis
 
 CODES = (
@@ -18,3 +19,107 @@ CODES = (
 def find_accumulators(la) -> None:
     """The accumulators of the loop (``la.accs``), each with its uses after the loop."""
     la.accs = OutputAnalysis(la).find(inputs.counter_name(la, la.iteration))
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S501", "returned-as-list", """
+        def rnn(xs, h):
+            hs = []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                hs.append(h)
+            return hs  # <-
+        """, says=("`hs`", "after the loop")),
+    Invalid("L2S501", "appended-twice", """
+        def rnn(xs, h):
+            hs = []
+            for x in xs:
+                hs.append(h)
+                h = jnp.tanh(h + x)
+                hs.append(h)  # <-
+            return jnp.stack(hs)
+        """, says=("hs.append", "2 times")),
+    Invalid("L2S501", "appended-conditionally", """
+        def rnn(xs, h, keep_all):
+            hs = []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                if keep_all:
+                    hs.append(h)  # <-
+            return h, jnp.stack(hs)
+        """, says=("hs.append", "conditionally")),
+    Invalid("L2S501", "read-inside-loop", """
+        def rnn(xs, h):
+            hs = []
+            for x in xs:
+                h = jnp.tanh(h + x + len(hs))  # <-
+                hs.append(h)
+            return jnp.stack(hs)
+        """, says=("`hs`", "inside the loop")),
+    Invalid("L2S501", "numpy-stack", """
+        import numpy as np
+
+        def rnn(xs, h):
+            hs = []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                hs.append(h)
+            return np.stack(hs)  # <-
+        """, says=("np.stack(hs)",)),
+    Invalid("L2S501", "tuple-grown-twice", """
+        def rnn(xs, h):
+            hs = ()
+            for x in xs:
+                hs += (h,)  # <-
+                h = jnp.tanh(h + x)
+                hs += (h,)  # <-
+            return jnp.stack(hs)
+        """, says=("`hs`", "2 times")),
+    Invalid("L2S502", "list-not-empty", """
+        def rnn(xs, h):
+            hs = [h]  # <-
+            for x in xs:
+                h = jnp.tanh(h + x)
+                hs.append(h)
+            return jnp.stack(hs)
+        """, says=("hs = []",)),
+    Invalid("L2S502", "tuple-init-shared", """
+        def rnn(xs, h0):
+            h, hs = h0, []  # <-
+            for x in xs:
+                h = jnp.tanh(h + x)
+                hs.append(h)
+            return jnp.stack(hs)
+        """, says=("`h`", "own")),
+    Invalid("L2S502", "init-not-right-before", """
+        def rnn(xs, h):
+            hs = []
+            hs_len = len(hs)  # <-
+            for x in xs:
+                h = jnp.tanh(h + x)
+                hs.append(h)
+            return jnp.stack(hs), hs_len
+        """, says=("`hs`", "between")),
+)
+
+VALID = (
+    Valid("L2S501", "append-then-stack", """
+        def rnn(xs, h):
+            outs = []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                outs.append(h)
+            return h, jnp.stack(outs)
+        """, "rnn", ('f32[5,3,4], f32[3,4]', 'f32[1,3,4], f32[3,4]')),
+    Valid("L2S502", "two-empty-accumulators-on-one-line", """
+        def rnn(xs, h):
+            hs, gs = [], []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                hs.append(h)
+                gs.append(1.0 - h ** 2)
+            return jnp.stack(hs), jnp.stack(gs, axis=1)
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+)

@@ -6,6 +6,7 @@ import ast
 
 from ..activity import target_side_effects, walk_all, walk_scope
 from ..decline import Code, Decline, short
+from ..examples import Invalid, Valid
 from ..imports import is_under
 
 CODES = (
@@ -223,3 +224,234 @@ def check_conversions(la) -> None:
                 if q and (is_under(q, "numpy", "math", "scipy")) and arg_reads & tainted:
                     raise Decline("L2S202", f"`{ast.unparse(f)}(...)` is a host NumPy/math call on a per-step "
                                   "value; use the `jnp` equivalent", node)
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S201", "print", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                print("h =", h)  # <-
+            return h
+        """, says=("print", "jax.debug.print")),
+    Invalid("L2S201", "logging", """
+        import logging
+
+        logger = logging.getLogger(__name__)
+
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                logger.info("step done")  # <-
+            return h
+        """, says=("logger.info",)),
+    Invalid("L2S201", "logging-module", """
+        import logging
+
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                logging.debug("h norm %s", jnp.linalg.norm(h))  # <-
+            return h
+        """, says=("logging.debug",)),
+    Invalid("L2S201", "time", """
+        import time
+
+        def rnn(xs, h):
+            times = jnp.zeros(())
+            for x in xs:
+                h = jnp.tanh(h + x)
+                times = times + time.perf_counter()  # <-
+            return h, times
+        """, says=("time.perf_counter",)),
+    Invalid("L2S201", "python-random", """
+        import random
+
+        def noisy(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x * random.random())  # <-
+            return h
+        """, says=("random.random",)),
+    Invalid("L2S201", "numpy-generator", """
+        import numpy as np
+
+        def noisy(xs, h, seed):
+            rng = np.random.default_rng(seed)
+            for x in xs:
+                h = jnp.tanh(h + x + rng.normal(size=h.shape))  # <-
+            return h
+        """, says=("rng.normal",)),
+    Invalid("L2S201", "tqdm-iterable", """
+        from tqdm import tqdm
+
+        def rnn(xs, h):
+            for x in tqdm(xs):  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("progress bar",)),
+    Invalid("L2S201", "tqdm-bound-to-a-name", """
+        from tqdm import tqdm
+
+        def rnn(xs, h):
+            pbar = tqdm(xs)
+            for x in pbar:  # <-
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("progress bar",)),
+    Invalid("L2S201", "tqdm-inside-enumerate", """
+        from tqdm import tqdm
+
+        def rnn(xs, h):
+            for t, x in enumerate(tqdm(xs)):  # <-
+                h = jnp.tanh(h + x * t)
+            return h
+        """, says=("progress bar",)),
+    Invalid("L2S201", "tqdm-postfix", """
+        def rnn(xs, h, pbar):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                pbar.set_postfix(loss=h.mean())  # <-
+            return h
+        """, says=("pbar.set_postfix",)),
+    Invalid("L2S201", "discarded-call", """
+        def rnn(xs, h, on_step):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                on_step(h)  # <-
+            return h
+        """, says=("on_step(h)", "discarded")),
+    Invalid("L2S202", "item", """
+        def rnn(xs, h):
+            total = jnp.zeros(())
+            for x in xs:
+                h = jnp.tanh(h + x)
+                total = total + h.sum().item()  # <-
+            return h, total
+        """, says=("h.sum().item()", "per-step"), hint="jnp"),
+    Invalid("L2S202", "float", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x) * float(x.mean())  # <-
+            return h
+        """, says=("float(x.mean())",)),
+    Invalid("L2S202", "numpy-call", """
+        import numpy as np
+
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + np.clip(x, -1.0, 1.0))  # <-
+            return h
+        """, says=("np.clip", "jnp")),
+    Invalid("L2S203", "attribute-write", """
+        class Recorder:
+            last = None
+
+        def rnn(xs, h, rec):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                rec.last = h  # <-
+            return h
+        """, says=("rec.last",), hint="after the loop"),
+    Invalid("L2S203", "setattr", """
+        def rnn(xs, h, rec):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                setattr(rec, "last", h)  # <-
+            return h
+        """, says=("setattr",)),
+    Invalid("L2S204", "item-write", """
+        def rnn(xs, h, out):
+            for t in range(xs.shape[0]):
+                h = jnp.tanh(h + xs[t])
+                out[t] = h  # <-
+            return h, out
+        """, says=("out[t]", ".at[")),
+    Invalid("L2S204", "dict-item-write", """
+        def rnn(xs, h):
+            cache = {}
+            for x in xs:
+                h = jnp.tanh(h + x)
+                cache["h"] = h  # <-
+            return h, cache
+        """, says=("cache['h']",)),
+    Invalid("L2S205", "pop", """
+        def rnn(xs, h, queue):
+            for x in xs:
+                bias = queue.pop()  # <-
+                h = jnp.tanh(h + x + bias)
+            return h
+        """, says=("queue.pop",)),
+    Invalid("L2S205", "dict-update", """
+        def rnn(xs, h, cache):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                cache.update(h=h)  # <-
+            return h
+        """, says=("cache.update",)),
+    Invalid("L2S205", "inplace-underscore-method", """
+        def rnn(xs, h):
+            for x in xs:
+                y = jnp.tanh(x)
+                h.add_(y)  # <-
+            return h
+        """, says=("h.add_",)),
+    Invalid("L2S205", "inplace-method-result-used", """
+        def rnn(xs, h):
+            for x in xs:
+                h = h.mul_(jnp.tanh(x))  # <-
+            return h
+        """, says=("h.mul_",)),
+    Invalid("L2S205", "extend", """
+        def rnn(xs, h):
+            hs = []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                n = hs.extend([h])  # <-
+            return jnp.stack(hs)
+        """, says=("hs.extend",)),
+    Invalid("L2S206", "closure-capture", """
+        def rnn(xs, h):
+            readout = lambda v: v @ h.T  # <-
+            ys = []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                ys.append(readout(x))
+            return jnp.stack(ys)
+        """, says=("`h`", "line 5", "outside the loop")),
+    Invalid("L2S206", "nested-def-capture", """
+        def rnn(xs, h):
+            def energy():  # <-
+                return jnp.sum(h ** 2)
+            for x in xs:
+                h = jnp.tanh(h + x) / energy()
+            return h
+        """, says=("`h`",)),
+)
+
+VALID = (
+    Valid("L2S201", "jax-debug-print", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+                jax.debug.print("norm {n}", n=jnp.linalg.norm(h))
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+    Valid("L2S202", "conversion-of-static-shape", """
+        import numpy as np
+
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x / float(np.sqrt(x.shape[-1])))
+            return h
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+    Valid("L2S204", "functional-at-set", """
+        def rnn(xs, h):
+            out = jnp.zeros((xs.shape[0],) + h.shape)
+            for t in range(xs.shape[0]):
+                h = jnp.tanh(h + xs[t])
+                out = out.at[t].set(h)
+            return out
+        """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+)

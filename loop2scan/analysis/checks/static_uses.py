@@ -8,6 +8,7 @@ from typing import Optional
 
 from ..activity import walk_all, walk_body
 from ..decline import Code, Decline, short
+from ..examples import Invalid, Valid
 from ..imports import is_under
 
 CODES = (
@@ -107,3 +108,69 @@ def _shape_argument(la, call: ast.Call, arg: ast.AST) -> bool:
             and pos is not None:
         return True
     return False
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S307", "index-passed-to-helper-used-as-list-index", """
+        COEFFS = [0.5, 0.25, 0.125]
+
+        def f(x):
+            def coefficient(i):
+                return jnp.float32(COEFFS[i]) if i < 3 else jnp.float32(0.0)
+
+            p = jnp.zeros_like(x)
+            for i in range(3):
+                p = coefficient(i) + p * x  # <-
+            return p
+        """, says=("`i`", "`coefficient`")),
+    Invalid("L2S307", "index-as-axis-keyword", """
+        def rnn(xs, h):
+            for t in range(xs.ndim):
+                h = h + jnp.sum(xs, axis=t)  # <-
+            return h
+        """, says=("`t`", "axis=")),
+    Invalid("L2S307", "index-bounds-slice", """
+        def prefix_means(xs, h):
+            for t in range(1, xs.shape[0]):
+                h = h + jnp.mean(xs[:t], axis=0)  # <-
+            return h
+        """, says=("`t`", "dynamic_slice")),
+    Invalid("L2S307", "index-as-range", """
+        def rnn(xs, h):
+            for t in range(xs.shape[0]):
+                for s in range(t):  # <-
+                    h = jnp.tanh(h + xs[s])
+            return h
+        """, says=("range(t)",)),
+    Invalid("L2S307", "index-formats-a-dict-key", """
+        def mlp(params, x):
+            for i in range(3):
+                w = params[f"layer_{i}"]  # <-
+                x = jnp.tanh(x @ w)
+            return x
+        """, says=("`i`",)),
+    Invalid("L2S307", "index-sizes-an-array", """
+        def causal_sums(xs, h):
+            for t in range(xs.shape[0]):
+                h = h + jnp.sum(jnp.ones(t + 1)) * xs[t]  # <-
+            return h
+        """, says=("`t`",)),
+)
+
+VALID = (
+    Valid("L2S307", "index-only-indexes-arrays", """
+        def rnn(xs, ws, h):
+            for t in range(xs.shape[0]):
+                h = jnp.tanh(h @ ws[t] + xs[t])
+            return h
+        """, "rnn", ('f32[5,3,4], f32[5,4,4], f32[3,4]',)),
+    Valid("L2S307", "index-into-stacked-arrays", """
+        def rnn(x, h):
+            weights = jnp.stack([jnp.eye(4), 0.5 * jnp.eye(4), -jnp.eye(4)])
+            for t in range(len(weights)):
+                h = jnp.tanh(h @ weights[t] + x)
+            return h
+        """, "rnn", ('f32[3,4], f32[3,4]',)),
+)

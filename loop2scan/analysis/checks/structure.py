@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 from ..decline import Code, Decline
+from ..examples import Invalid
 
 CODES = (
     Code("L2S010", "async-for", "`async for` loop", "An asynchronous loop cannot become a scan."),
@@ -32,3 +33,65 @@ def check_loop_form(la) -> None:
     node = la.fctx.uses_dynamic_scope
     if node is not None:
         raise Decline("L2S014", f"the function calls `{ast.unparse(node.func)}()`, which inspects its frame", node)
+
+
+# ----------------------------------------------------------------------------- examples
+
+INVALID = (
+    Invalid("L2S010", "async-for", """
+        async def consume(stream, h):
+            async for x in stream:
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("async for",)),
+    Invalid("L2S011", "module-level-loop", """
+        xs = jnp.ones((5, 3))
+        h = jnp.zeros(3)
+        for x in xs:
+            h = jnp.tanh(h + x)
+        """, says=("not inside a function", "move it into one")),
+    Invalid("L2S012", "for-else", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+            else:
+                h = h * 2.0  # <-
+            return h
+        """, says=("else", "after the loop")),
+    Invalid("L2S013", "attribute-target", """
+        class State:
+            pass
+
+        def rnn(xs, h):
+            s = State()
+            for s.x in xs:  # <-
+                h = jnp.tanh(h + s.x)
+            return h
+        """, says=("s.x", "not to a name")),
+    Invalid("L2S013", "starred-target", """
+        def rnn(rows, h):
+            for first, *rest in rows:  # <-
+                h = jnp.tanh(h + first)
+            return h
+        """, says=("starred",)),
+    Invalid("L2S013", "range-unpacked", """
+        def rnn(xs, h):
+            for t, s in range(xs.shape[0]):  # <-
+                h = jnp.tanh(h + xs[t])
+            return h
+        """, says=("range()", "unpacked")),
+    Invalid("L2S014", "locals", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+            debug = locals()  # <-
+            return h
+        """, says=("locals()",)),
+    Invalid("L2S014", "eval", """
+        def rnn(xs, h, activation):
+            for x in xs:
+                h = eval(activation)(h + x)  # <-
+                h = jnp.tanh(h)
+            return h
+        """, says=("eval()",)),
+)
