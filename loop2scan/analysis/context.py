@@ -190,6 +190,56 @@ class ModuleContext:
                 out[stmt.name] = stmt
         return out
 
+    @cached_property
+    def module_classes(self) -> dict[str, ast.ClassDef]:
+        return {stmt.name: stmt for stmt in self.tree.body if isinstance(stmt, ast.ClassDef)}
+
+    @cached_property
+    def _registered_pytrees(self) -> set[str]:
+        """Classes registered at module level: ``jax.tree_util.register_pytree_node(C, ...)``."""
+        out: set[str] = set()
+        for stmt in self.tree.body:
+            call = stmt.value if isinstance(stmt, ast.Expr) else None
+            if isinstance(call, ast.Call) and call.args and isinstance(call.args[0], ast.Name):
+                q = self.imports.qualname(call.func) or ""
+                if q.rsplit(".", 1)[-1] in ("register_pytree_node", "register_pytree_with_keys",
+                                            "register_dataclass", "register_static"):
+                    out.add(call.args[0].id)
+        return out
+
+    def class_is_pytree(self, cls: ast.ClassDef, _depth: int = 0) -> Optional[bool]:
+        """Whether instances of a class of this module are pytrees a scan can
+        carry: ``True`` (NamedTuple, ``flax.struct``/``chex`` dataclasses, equinox
+        modules, registered classes), ``False`` (a plain class or dataclass, or a
+        stateful module), ``None`` (a base class this module does not show)."""
+        from .kinds import PYTREE_BASES, STATEFUL_BASES
+
+        if cls.name in self._registered_pytrees:
+            return True
+        for dec in cls.decorator_list:
+            target = dec.func if isinstance(dec, ast.Call) else dec
+            q = self.imports.qualname(target) or ""
+            if q in PYTREE_BASES or q.rsplit(".", 1)[-1] in ("register_pytree_node_class", "register_dataclass"):
+                return True
+        verdict: Optional[bool] = False
+        for base in cls.bases:
+            q = self.imports.qualname(base) or ""
+            if q in PYTREE_BASES or q in ("typing.NamedTuple", "collections.namedtuple") or q.endswith("NamedTuple"):
+                return True
+            if any(q == b or q.startswith(b + ".") for b in STATEFUL_BASES):
+                return False
+            if isinstance(base, ast.Name) and base.id in self.module_classes and _depth < 8:
+                inner = self.class_is_pytree(self.module_classes[base.id], _depth + 1)
+                if inner:
+                    return True
+                if inner is None:
+                    verdict = None
+                continue
+            if isinstance(base, ast.Name) and base.id == "object":
+                continue
+            verdict = None  # a base this module does not show
+        return verdict
+
     def is_array_function(self, name: str, _seen: Optional[set] = None) -> bool:
         """A module-level function that computes with arrays (it calls array
         operations, directly or through other such functions of the module)."""

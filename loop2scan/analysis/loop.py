@@ -30,7 +30,7 @@ from .activity import (
     walk_all,
     walk_scope,
 )
-from .arrays import ArrayFacts
+from .kinds import ValueFacts
 from .checks import (
     candidate,
     carries,
@@ -83,8 +83,8 @@ class LoopAnalysis:
         return self.mctx.function(self.func) if self.func is not None else None
 
     @cached_property
-    def facts(self) -> Optional[ArrayFacts]:
-        return ArrayFacts(self.fctx) if self.fctx is not None else None
+    def facts(self) -> Optional[ValueFacts]:
+        return ValueFacts(self.fctx) if self.fctx is not None else None
 
     # ------------------------------------------------------------------ api
     def run(self) -> LoopResult:
