@@ -70,10 +70,16 @@ class SpanIndex:
             elif isinstance(node, cst.BaseExpression):
                 chosen = node
                 break
+        text = self.text(span)
+        if chosen is None and span.kind == "Tuple" and text.startswith("(") and text.endswith(")"):
+            # Python's tuple positions include its parentheses, libcst's exclude them
+            inner = (key[0], key[1] + 1, key[2], key[3] - 1)
+            chosen = next((n for n in self._by_range.get(inner, []) if isinstance(n, cst.Tuple) and n.lpar), None)
+            text = text[1:-1]
         if chosen is None:
             raise MappingError(f"no {span.kind} node at {span.line}:{span.col + 1}")
         if span.kind not in ("For", "AsyncFor"):
-            expected = _norm(self.text(span))
+            expected = _norm(text)
             actual = _norm(self._code(chosen))
             if expected != actual:
                 raise MappingError(f"source text mismatch at {span.line}:{span.col + 1}")

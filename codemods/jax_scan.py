@@ -170,7 +170,7 @@ def _needs_jnp(plan: ScanPlan) -> bool:
     for y in plan.ys:
         if y.wrap_asarray or (y.kind == "at_set" and (y.at_arange is not None or y.at_index_before)):
             return True
-        if any(c.kind == "stack" and c.axis != 0 for c in y.consumers):
+        if any(c.kind in ("stack", "tree-stack") and c.axis != 0 for c in y.consumers):
             return True
     return False
 
@@ -216,7 +216,8 @@ class _PlanEmitter:
         if not isinstance(loop, cst.For) or loop.asynchronous is not None:
             raise MappingError("the loop is not a plain `for` statement")
         step = self._fresh("_layer_step" if plan.layout is not None else "_step")
-        if plan.layout is not None:
+        if plan.layout is not None or any(c.kind == "tree-stack" and (c.axis != 0 or c.flipped != plan.reverse)
+                                          for y in plan.ys for c in y.consumers):
             self.refs.jax  # decide the spelling (and the import) before checking for shadowing
         if _needs_jnp(plan):
             self.refs.jnp  # decide the spelling (and the import) before checking for shadowing
@@ -275,6 +276,12 @@ class _PlanEmitter:
             self.post.append(f"{y.name} = {target}[{0 if plan.reverse else -1}]")
             return
         stmt = index.find(y.statement)
+        if y.kind == "discard":
+            # collected but never read: the append and the empty list go
+            tr.drop.add(id(stmt))
+            if y.init is not None:
+                tr.drop.add(id(index.find(y.init)))
+            return
         value = index.find(y.value)
         tr.capture.add(id(value))
         if y.bind_value:
@@ -331,6 +338,11 @@ class _PlanEmitter:
             return node.with_changes(args=[first, *node.args[1:]])
         elif c.kind == "len":
             return node
+        elif c.kind == "tree-stack":
+            leaf = "leaf[::-1]" if flip else "leaf"
+            if c.axis != 0:
+                leaf = f"{jnp}.moveaxis({leaf}, 0, {c.axis})"
+            text = name if leaf == "leaf" else f"{self.refs.jax}.tree.map(lambda leaf: {leaf}, {name})"
         else:  # index
             i = c.axis
             text = f"{name}[{-1 - i}]" if self.plan.reverse else f"{name}[{i}]"
@@ -390,16 +402,28 @@ class _PlanEmitter:
             body = [s for s in body if not _is_pass_line(s)]
         prologue: list[cst.BaseStatement] = []
         # carries
-        carries = plan.carries
+        carries = list(plan.carries)
+        outs, inits, lhs = list(carries), list(carries), list(carries)
+        counter = plan.counter
+        if counter is not None:
+            # the index, carried from its Python start value (it stays weakly typed)
+            carries.append(counter.name)
+            step_text = f"+ {counter.step}" if counter.step >= 0 else f"- {-counter.step}"
+            outs.append(f"{counter.name} {step_text}")
+            inits.append(counter.init)
+            lhs.append("_" if "_" not in plan.function_names else self._fresh("_index"))
         if len(carries) == 1:
             carry_param = carries[0]
-            carry_out = carry_init = carry_lhs = carries[0]
+            carry_out, carry_init, carry_lhs = outs[0], inits[0], lhs[0]
+            if counter is not None:
+                carry_lhs = None
         else:
             carry_param = self._fresh("carry")
             if carries:
                 names = ", ".join(carries)
                 prologue.append(parse_stmt(f"{names} = {carry_param}\n", module))
-                carry_out = carry_init = carry_lhs = f"({names})"
+                carry_out, carry_init = f"({', '.join(outs)})", f"({', '.join(inits)})"
+                carry_lhs = f"({', '.join(lhs)})"
             else:
                 carry_out, carry_init, carry_lhs = carry_param, "None", None
         # inputs
@@ -413,7 +437,9 @@ class _PlanEmitter:
             pattern = plan.elements_pattern
             prologue.append(parse_stmt(f"{pattern} = {xs_param}\n", module))
         # outputs
-        values = [get() for get in self.ys_values]
+        # a tuple value keeps its parentheses inside the returned pair
+        values = [v.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+                  if isinstance(v, cst.Tuple) and not v.lpar else v for v in (get() for get in self.ys_values)]
         if not values:
             ys_expr: cst.BaseExpression = cst.Name("None")
         elif len(values) == 1:

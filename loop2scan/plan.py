@@ -163,10 +163,11 @@ class Consumer:
     kind: ``"stack"`` (``jnp.stack(outs, axis=k)``), ``"array"`` (``jnp.array`` /
     ``jnp.asarray``), ``"sequence"`` (another ``jnp`` function taking a sequence
     of arrays, kept as a call on the stacked array), ``"len"``, ``"index"``
-    (``outs[i]``).  ``flipped`` means the consumer read ``outs[::-1]``."""
+    (``outs[i]``), ``"tree-stack"`` (``jax.tree.map(lambda *xs: jnp.stack(xs, axis=k), *outs)``:
+    per-step pytrees stacked leaf by leaf).  ``flipped`` means the consumer read ``outs[::-1]``."""
 
     span: Span  # the whole consumer expression
-    kind: Literal["stack", "array", "sequence", "len", "index"]
+    kind: Literal["stack", "array", "sequence", "len", "index", "tree-stack"]
     axis: int = 0
     flipped: bool = False
     arg: Optional[Span] = None  # the argument expression (``outs`` or ``outs[::-1]``)
@@ -179,10 +180,11 @@ class YsItem:
     kind:
       ``"append"``  ``outs.append(v)`` / ``acc += (v,)`` collected and stacked;
       ``"at_set"``  ``out = out.at[..., t, ...].set(v)`` written back after the scan;
-      ``"last"``    a name assigned in every step and read after the loop: its last value.
+      ``"last"``    a name assigned in every step and read after the loop: its last value;
+      ``"discard"`` a list or tuple collected in the loop but never read after it: not collected.
     """
 
-    kind: Literal["append", "at_set", "last"]
+    kind: Literal["append", "at_set", "last", "discard"]
     name: str  # the accumulator / array / name it ends up in after the loop
     value: Optional[Span] = None  # the per-step value expression
     value_is_name: Optional[str] = None  # the value is this plain name, read at step end
@@ -198,6 +200,19 @@ class YsItem:
     at_target: Optional[Span] = None  # the `out.at[...]` expression
     at_slice: Optional[str] = None  # the index written after the scan, as a slice (`1:T`)
     at_arange: Optional[list[str]] = None  # ... or as index values: range(...) arguments
+
+
+@dataclass
+class Counter:
+    """The loop index carried as a Python-started counter: ``name`` starts at
+    ``init`` (source text) and advances by ``step`` each step.  Carried rather
+    than scanned, it stays weakly typed like the ``int`` the loop gave, so index
+    arithmetic promotes as it did (``b ** (t + 1)`` stays float32 under x64 and
+    passes strict promotion)."""
+
+    name: str
+    init: str
+    step: int = 1
 
 
 @dataclass
@@ -222,6 +237,7 @@ class ScanPlan:
     xs_tree: object = None  # how the step's inputs nest: an index into ``xs``, a list of such, or None
     layout: Optional[LayoutChange] = None  # set for loops over per-layer parameter lists
     local_names: set[str] = field(default_factory=set)  # names bound in the enclosing function
+    counter: Optional[Counter] = None  # the loop index, carried (see Counter)
 
 
 Status = Literal["rewritten", "declined", "skipped", "not-candidate"]

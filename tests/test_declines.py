@@ -141,7 +141,7 @@ def test_valid(case: Valid):
     assert [(l.status, l.code) for l in result.loops] == [("rewritten", REWRITTEN)] * len(result.loops), \
         [(l.line, l.code, l.message) for l in result.loops]
     check_equivalent(text, case.fn, build_args(case.args), rewritten=len(result.loops),
-                     static_argnums=case.static_argnums, grad=case.grad)
+                     static_argnums=case.static_argnums, grad=case.grad, modes=case.modes)
 
 
 @pytest.mark.parametrize("case", NOT_THIS, ids=lambda c: c.id)

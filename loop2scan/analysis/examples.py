@@ -69,6 +69,7 @@ class Valid:
     args: tuple[str, ...]
     static_argnums: tuple[int, ...] = ()
     grad: bool = True
+    modes: tuple[str, ...] = ()  # also compare under "strict" dtype promotion and with "x64" enabled
 
     @property
     def id(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..naming import fresh_name
-from ..plan import Bound, LoopResult, XsItem
+from ..plan import Bound, Counter, LoopResult, XsItem
 from .activity import all_read_names, full_slice, int_literal, walk_all
 from .checks import iteration as iteration_checks
 from .context import ModuleContext
@@ -47,6 +47,7 @@ def plan_inputs(la) -> None:
     then the per-step values the step function sees are known to be arrays."""
     iteration, accs = la.iteration, la.accs
     la.length, la.length_reason, la.reverse = None, "", iteration.reverse
+    la.counter = None
     r = iteration.range_loop
     if r is not None:
         la.xs, la.length, la.reverse, la.length_reason, la.index_info = _range_inputs(la, r, accs, la.reverse)
@@ -56,10 +57,16 @@ def plan_inputs(la) -> None:
         source = iteration.source
         counter = enumerate_counter(iteration)
         la.elements_target = la.loop.target
-        if counter is not None and not any(u.kind != "at" for u in index_uses(la, counter.target.id, accs)):
-            # the counter only places `.at[i].set` outputs, which are written after the scan
-            source = source.parts[1]
-            la.elements_target = source.target
+        if counter is not None:
+            # the counter is carried (weakly typed, like the int it was) or, when it only
+            # places `.at[i].set` outputs, which are written after the scan, not needed at all
+            uses = [u for u in index_uses(la, counter.target.id, accs) if u.kind != "at"]
+            if any(not _inside_index(la, u.node) for u in uses):
+                start = la.mctx.source(counter.start) if counter.start is not None else "0"
+                la.counter = Counter(counter.target.id, start, 1)
+            if not uses or la.counter is not None:
+                source = source.parts[1]
+                la.elements_target = source.target
         la.xs = []
         la.xs_tree = _element_items(la, source, la.xs)
         la.index_info = _enumerate_info(la, iteration)
@@ -228,7 +235,7 @@ def _range_inputs(la, r: RangeSource, accs, reverse: bool):
         s, scan_reverse, ascending_args = step, reverse, original_args
     slices: dict[tuple, XsItem] = {}
     in_bounds: dict[tuple, bool] = {}
-    generic = False
+    generic = arithmetic = False
     for use in uses:
         if use.kind == "at":
             continue
@@ -263,6 +270,7 @@ def _range_inputs(la, r: RangeSource, accs, reverse: bool):
                           "may be a Python list, with the loop index; inside a scan the index is traced "
                           "(make it an array with `jnp.asarray` before the loop)", use.subscript)
         generic = True
+        arithmetic = arithmetic or not _inside_index(la, use.node)
     xs: list[XsItem] = []
     reserved = set(la.fctx.all_names) | la.mctx.module_names | all_read_names(la.loop.body)
     for (_, _, off), item in sorted(slices.items(), key=lambda kv: min(kv[1].replaces)):
@@ -279,18 +287,47 @@ def _range_inputs(la, r: RangeSource, accs, reverse: bool):
                 item.kind, item.layout, item.layer_slice = "layers", la.layer.mode, None
                 item.start = item.stop = None
     if generic:
-        xs.append(XsItem("arange", index, None, "", 0, range_args=list(ascending_args)))
+        # an index that only indexes arrays is scanned (`jnp.arange`); one that reaches
+        # arithmetic is carried, so that it stays weakly typed like the loop's int
+        la.counter = _counter(la, r, start, stop, step) if arithmetic else None
+        if la.counter is None:
+            xs.append(XsItem("arange", index, None, "", 0, range_args=list(ascending_args)))
     length = None
     reason = ""
     if not xs:
         length = _trip_text(la, r, start, stop, step)
         reason = "no per-step inputs"
-    elif slices and not generic and not any(in_bounds.values()):
+    elif slices and not (generic and la.counter is None) and not any(in_bounds.values()):
         length = _trip_text(la, r, start, stop, step)
         reason = ("the slices equal the loop's reads only when the arrays are long enough; `length=` makes "
                   "the scan raise instead of silently running a different number of steps")
     index_info = {"lo": lo, "hi": hi, "step": s, "sliceable": sliceable, "arange_args": ascending_args}
     return xs, length, scan_reverse, reason, index_info
+
+
+def _inside_index(la, node: ast.AST) -> bool:
+    """``node`` is part of the index of a subscript (``x[t]``, ``x[t + 1, :]``)."""
+    cur = node
+    for parent in la.mctx.ancestors(node):
+        if isinstance(parent, ast.Subscript) and parent.slice is cur:
+            return True
+        if isinstance(parent, (ast.stmt, ast.Call)):
+            return False
+        cur = parent
+    return False
+
+
+def _counter(la, r: RangeSource, start: Optional[Lin], stop: Optional[Lin], step: int) -> Optional[Counter]:
+    """The index as a carried counter, in the loop's own order: from the first
+    value the loop takes, by its step (``None`` when that first value cannot be
+    written simply: ``reversed(range(a, b, s))`` with ``s != 1``)."""
+    if not la.iteration.reverse:
+        init = la.mctx.source(r.start) if r.start is not None else "0"
+        return Counter(r.name, init, step)
+    if step != 1:
+        return None
+    last = stop.shift(-1).render() if stop is not None else f"({la.mctx.source(r.stop)}) - 1"
+    return Counter(r.name, last, -1)
 
 
 def _trip_text(la, r: RangeSource, start: Optional[Lin], stop: Optional[Lin], step: int) -> str:

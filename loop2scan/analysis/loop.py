@@ -196,6 +196,7 @@ class LoopAnalysis:
             xs_tree=self.xs_tree,
             local_names=set(fctx.locals),
             layout=layer_lists.layout_change(self),
+            counter=self.counter,
         )
 
     # ---------------------------------------------------------------- helpers
@@ -224,6 +225,10 @@ class LoopAnalysis:
             out.update(n.id for n in c.loads if id(n) not in skip)
             out |= c.closure_reads
         return out
+
+    def value_reads_in_body(self) -> set[str]:
+        """Every name the loop body reads (nested definitions included)."""
+        return all_read_names(self.loop.body)
 
     def inside_loop(self, node: ast.AST) -> bool:
         return any(a is self.loop for a in self.mctx.ancestors(node))

@@ -21,7 +21,8 @@ from typing import Optional
 
 from ..plan import Consumer, YsItem
 from .activity import all_written_names, full_slice, int_literal, reads, walk_body, walk_scope
-from .decline import Decline, position
+from .decline import Decline, position, short
+from .kinds import UNKNOWN
 
 STACK_FUNCS = {"jax.numpy.stack"}
 ARRAY_FUNCS = {"jax.numpy.array", "jax.numpy.asarray"}
@@ -34,7 +35,7 @@ SEQUENCE_FUNCS = {
 @dataclass
 class ConsumerUse:
     node: ast.AST  # the whole consumer expression (replaced by the emitter)
-    kind: str  # stack | array | sequence | len | index
+    kind: str  # stack | array | sequence | len | index | tree-stack
     axis: int = 0
     flipped: bool = False
     arg: Optional[ast.AST] = None  # `outs` or `outs[::-1]` inside the consumer
@@ -216,6 +217,10 @@ class OutputAnalysis:
             elif (isinstance(p.func, ast.Name) and p.func.id == "len" and len(p.args) == 1 and not kwargs
                   and "len" not in self.fctx.locals):
                 return ConsumerUse(p, "len", 0, flipped, arg)
+        tree_axis = self._tree_stack(p, arg)
+        if tree_axis is not None:
+            call = self.mctx.parent(p)
+            return ConsumerUse(call, "tree-stack", tree_axis, flipped, arg)
         if (not flipped and isinstance(p, ast.Subscript) and p.value is node and isinstance(p.ctx, ast.Load)
                 and int_literal(p.slice) is not None):
             return ConsumerUse(p, "index", 0, False, node, int_literal(p.slice))
@@ -232,6 +237,31 @@ class OutputAnalysis:
             text = text[:57] + "..."
         raise Decline("L2S501", f"`{name}` is used as a Python {'tuple' if False else 'sequence'} after the loop "
                       f"(`{text}`, line {stmt.lineno}); after the rewrite it would be one stacked array", node)
+
+    def _tree_stack(self, starred: ast.AST, arg: ast.AST) -> Optional[int]:
+        """``jax.tree.map(lambda *xs: jnp.stack(xs[, axis=k]), *outs)``: the stacking
+        of a list of pytrees, leaf by leaf; returns ``k``."""
+        if not (isinstance(starred, ast.Starred) and starred.value is arg):
+            return None
+        call = self.mctx.parent(starred)
+        if not (isinstance(call, ast.Call) and len(call.args) == 2 and call.args[1] is starred
+                and not call.keywords):
+            return None
+        if self.ctx.facts.qual(call.func) not in ("jax.tree.map", "jax.tree_util.tree_map", "jax.tree_map"):
+            return None
+        fn = call.args[0]
+        if not (isinstance(fn, ast.Lambda) and fn.args.vararg is not None and not fn.args.args
+                and not fn.args.posonlyargs and not fn.args.kwonlyargs):
+            return None
+        body, var = fn.body, fn.args.vararg.arg
+        if not (isinstance(body, ast.Call) and self.ctx.facts.qual(body.func) in STACK_FUNCS and body.args
+                and isinstance(body.args[0], ast.Name) and body.args[0].id == var):
+            return None
+        kwargs = {k.arg: k.value for k in body.keywords}
+        axis_node = kwargs.pop("axis", body.args[1] if len(body.args) == 2 else None)
+        if kwargs or len(body.args) > 2:
+            return None
+        return 0 if axis_node is None else int_literal(axis_node)
 
     # -- the three forms ---------------------------------------------------
     def find(self, range_index: Optional[str]) -> dict[str, Accumulator]:
@@ -378,10 +408,24 @@ def plan_outputs(la) -> None:
                 return (d - {x for x in d if x.kind == "entry"}) | la.fctx.defs_before(la.loop, n) or None
             return d
 
-        known = la.facts.is_array(acc.value, defs_of)
+        init = mctx.span(acc.init) if acc.init is not None else None
+        if acc.kind in ("list", "tuple") and not acc.consumers:
+            # collected but never read after the loop: not collected at all
+            ys.append(YsItem("discard", acc.name, mctx.span(acc.value), statement=mctx.span(acc.stmt), init=init))
+            continue
+        kind = la.facts.kind(acc.value, defs_of)
+        array_consumers = any(c.kind in ("stack", "array", "sequence") for c in acc.consumers)
+        if not kind.is_array and kind.tag != UNKNOWN and not array_consumers and any(
+                c.kind in ("len", "index") for c in acc.consumers):
+            c = next(c for c in acc.consumers if c.kind in ("len", "index"))
+            raise Decline("L2S501", f"`{acc.name}` collects {kind.describe()} per step and is used as "
+                          f"`{short(mctx.source(c.node))}` after the loop; the scan returns the per-step values "
+                          "as one pytree of stacked leaves, where that would mean something else", c.node)
+        # `jnp.stack(outs)` turns each item into an array: the step does that for items that may be
+        # Python values or containers; pytrees collected for a leaf-wise stack pass through unchanged
         item = YsItem("append" if acc.kind in ("list", "tuple") else "at_set", acc.name, mctx.span(acc.value),
-                      is_name, bind_value, wrap_asarray=not known, statement=mctx.span(acc.stmt),
-                      init=mctx.span(acc.init) if acc.init is not None else None)
+                      is_name, bind_value, wrap_asarray=array_consumers and not kind.is_array,
+                      statement=mctx.span(acc.stmt), init=init)
         for c in acc.consumers:
             item.consumers.append(Consumer(mctx.span(c.node), c.kind, c.axis if c.kind != "index" else c.index,
                                            c.flipped, mctx.span(c.arg)))

@@ -17,13 +17,13 @@ def sinusoid(t, dim):
 
 def clocked_rnn(w, xs, h):
     """xs: [T, B, D], h: [B, D]; the cell sees sin/cos features of t."""
-    def _step(h, inputs):
-        xs_t, t = inputs
+    def _step(carry, xs_t):
+        h, t = carry
         # position features, broadcast over the batch
         pos = sinusoid(t, xs.shape[-1])
         h = jnp.tanh((xs_t + pos) @ w + h)
-        return h, None
-    h, _ = jax.lax.scan(_step, h, (xs, jnp.arange(xs.shape[0])))
+        return (h, t + 1), None
+    (h, _), _ = jax.lax.scan(_step, (h, 0), xs)
     return h
 
 
@@ -35,12 +35,13 @@ class AnnealedDescent:
 
     def minimise(self, x0, n_steps):
         x = x0
-        def _step(x, step):
+        def _step(carry, _):
+            x, step = carry
             lr = 0.5 / (step + 1)
             grad = self.a @ x
             x = x - lr * grad
-            return x, jnp.sum(x * (self.a @ x))
-        x, trace = jax.lax.scan(_step, x, jnp.arange(n_steps))
+            return (x, step + 1), jnp.sum(x * (self.a @ x))
+        (x, _), trace = jax.lax.scan(_step, (x, 0), length=n_steps)
         return x, trace
 
 

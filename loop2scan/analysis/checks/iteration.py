@@ -225,7 +225,9 @@ def _python_values_annotation(ann: ast.AST) -> bool:
 def check_loop_variables(la) -> None:
     """A loop variable rebound in the body, or read after the loop."""
     loop = la.loop
-    reassigned = sorted(la.targets & la.written)
+    # a throwaway `_` (never read in the body) may be rebound: `for _ in range(n): x, _ = f(x)`
+    throwaway = {"_"} - la.value_reads_in_body()
+    reassigned = sorted(la.targets & la.written - throwaway)
     if reassigned:
         node = la.first_write(reassigned[0])
         raise Decline("L2S305", f"the loop variable `{reassigned[0]}` is reassigned in the body", node)
@@ -396,4 +398,16 @@ VALID = (
                 h = jnp.tanh(h + y)
             return h
         """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+    Valid("L2S305", "throwaway-name-rebound", """
+        def refine(h, w, n):
+            for _ in range(n):
+                h, _ = jnp.tanh(h @ w), jnp.sum(h)
+            return h
+        """, "refine", ("f32[3,4], f32[4,4], 3", "f32[3,4], f32[4,4], 0"), static_argnums=(2,)),
+    Valid("L2S305", "throwaway-element-rebound", """
+        def smooth(xs, h):
+            for _, x in enumerate(xs):
+                h, _ = jnp.tanh(h + x), x * 2.0
+            return h
+        """, "smooth", ("f32[5,3,4], f32[3,4]", "f32[1,3,4], f32[3,4]")),
 )

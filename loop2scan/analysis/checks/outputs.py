@@ -102,6 +102,21 @@ INVALID = (
                 hs.append(h)
             return jnp.stack(hs), hs_len
         """, says=("`hs`", "between")),
+    Invalid("L2S501", "pytree-outputs-indexed-after-the-loop", """
+        from typing import NamedTuple
+
+        class State(NamedTuple):
+            pos: jax.Array
+            vel: jax.Array
+
+        def simulate(xs, pos, vel):
+            states = []
+            for x in xs:
+                vel = vel * 0.9 + jnp.tanh(x)
+                pos = pos + vel
+                states.append(State(pos, vel))
+            return states[-1]  # <-
+        """, says=("states[-1]", "pytree")),
 )
 
 VALID = (
@@ -122,4 +137,35 @@ VALID = (
                 gs.append(1.0 - h ** 2)
             return jnp.stack(hs), jnp.stack(gs, axis=1)
         """, "rnn", ('f32[5,3,4], f32[3,4]',)),
+    Valid("L2S501", "pytree-outputs-stacked-leaf-by-leaf", """
+        from typing import NamedTuple
+
+        class State(NamedTuple):
+            pos: jax.Array
+            vel: jax.Array
+
+        def simulate(xs, pos, vel):
+            states = []
+            for x in xs:
+                vel = vel * 0.9 + jnp.tanh(x)
+                pos = pos + vel
+                states.append(State(pos, vel))
+            return jax.tree.map(lambda *s: jnp.stack(s), *states)
+        """, "simulate", ("f32[5,3], f32[3], f32[3]", "f32[1,3], f32[3], f32[3]")),
+    Valid("L2S501", "tuple-outputs-stacked-on-axis-1", """
+        def run(xs, h):
+            outs = []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                outs.append((h, 2.0 * h))
+            return jax.tree.map(lambda *s: jnp.stack(s, axis=1), *outs)
+        """, "run", ("f32[5,3,4], f32[3,4]", "f32[1,3,4], f32[3,4]")),
+    Valid("L2S501", "list-never-read-after-the-loop", """
+        def run(xs, h):
+            trace = []
+            for x in xs:
+                h = jnp.tanh(h + x)
+                trace.append(h)
+            return h
+        """, "run", ("f32[5,3,4], f32[3,4]", "f32[1,3,4], f32[3,4]")),
 )

@@ -173,4 +173,38 @@ VALID = (
                 h = jnp.tanh(h @ weights[t] + x)
             return h
         """, "rnn", ('f32[3,4], f32[3,4]',)),
+    Valid("L2S307", "index-arithmetic-stays-weakly-typed", """
+        def bias_corrected(p, m, g, n, b1):
+            for i in range(n):
+                m = m * b1 + (1 - b1) * g
+                p = p - 0.1 * m / (1 - b1 ** (i + 1)) / (jnp.sqrt(jnp.abs(m)) + 1e-3)
+            return p
+        """, "bias_corrected", ("f32[3], f32[3], f32[3], 4, 0.9", "f32[3], f32[3], f32[3], 1, 0.5"),
+          static_argnums=(3,),
+          modes=("strict", "x64")),
+    Valid("L2S307", "index-arithmetic-and-slices", """
+        def decayed(xs, h):
+            for t in range(1, xs.shape[0]):
+                h = h * 0.5 ** t + xs[t] / (t + 1.0)
+            return h
+        """, "decayed", ("f32[5,3], f32[3]", "f32[1,3], f32[3]"), modes=("strict", "x64")),
+    Valid("L2S307", "descending-index-arithmetic", """
+        def backward(xs, h):
+            T = xs.shape[0]
+            for t in range(T - 1, -1, -1):
+                h = jnp.tanh(h + xs[t] * (t + 1))
+            return h
+        """, "backward", ("f32[5,3], f32[3]", "f32[1,3], f32[3]"), modes=("strict", "x64")),
+    Valid("L2S307", "reversed-range-index-arithmetic", """
+        def backward(xs, h):
+            for t in reversed(range(1, xs.shape[0])):
+                h = jnp.tanh(h + xs[t] * t)
+            return h
+        """, "backward", ("f32[5,3], f32[3]", "f32[2,3], f32[3]"), modes=("strict", "x64")),
+    Valid("L2S307", "enumerate-counter-arithmetic", """
+        def weighted(xs, h):
+            for i, x in enumerate(xs, start=1):
+                h = jnp.tanh(h + x / i)
+            return h
+        """, "weighted", ("f32[5,3], f32[3]", "f32[1,3], f32[3]"), modes=("strict", "x64")),
 )
