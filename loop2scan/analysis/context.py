@@ -38,12 +38,15 @@ STATEMENT_BLOCKS = ("body", "orelse", "finalbody")
 
 
 class ModuleContext:
-    def __init__(self, tree: ast.Module, text: str, framework: Optional[str], layout: str = "stacked") -> None:
+    def __init__(self, tree: ast.Module, text: str, framework: Optional[str], layout: str = "stacked",
+                 project=None, name: Optional[str] = None) -> None:
         self.tree = tree
         self.text = text
         self.layout = layout  # "stacked" (change where parameter lists are built) or "keep" (stack per call)
         self.lines = _LINE_SPLIT.split(text)
         self.framework = framework
+        self.project = project  # the project index (other modules), when there is one
+        self.name = name  # this module's dotted name in the project
         # Statement-level structure only (cheap): loops, imports and the parent
         # of every statement.  Expression parents are filled in lazily, per
         # function, for the loops that get analysed in depth.
@@ -189,6 +192,14 @@ class ModuleContext:
             if isinstance(stmt, FUNCTION_TYPES):
                 out[stmt.name] = stmt
         return out
+
+    def imported_function(self, func: ast.AST, imports: ImportTable, shadowed=frozenset()):
+        """The definition of an imported function of another module of the
+        project (``(FunctionDef, ModuleContext)``), or ``None``."""
+        if self.project is None:
+            return None
+        qual = imports.qualname(func, shadowed)
+        return self.project.function(qual) if qual else None
 
     @cached_property
     def module_classes(self) -> dict[str, ast.ClassDef]:

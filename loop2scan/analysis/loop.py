@@ -28,6 +28,7 @@ from .activity import (
     reads,
     target_names,
     walk_all,
+    walk_body,
     walk_scope,
 )
 from .kinds import ValueFacts
@@ -47,6 +48,7 @@ from .checks.candidate import NOT_CANDIDATE, REWRITTEN, SKIPPED
 from .context import FunctionContext, ModuleContext
 from .decline import Decline, position
 from .flow import Def, ReachingDefinitions
+from .iteration import ElementSource, EnumerateIndex, RangeSource
 from .symbolic import Lin, to_lin
 
 STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes"}
@@ -77,6 +79,8 @@ class LoopAnalysis:
         self.last_values: list[str] = []
         self.live_out: set[str] = set()
         self.tainted: set[str] = set()
+        self.index_tainted: set[str] = set()
+        self.element_tainted: set[str] = set()
 
     @cached_property
     def fctx(self) -> Optional[FunctionContext]:
@@ -133,11 +137,26 @@ class LoopAnalysis:
 
     def find_tainted(self) -> None:
         """Names whose value changes from step to step: the loop variables, the
-        carries, and everything computed from them in the body."""
-        tainted = set(self.targets) | set(self.carries)
+        carries, and everything computed from them in the body.  Also, apart,
+        the names computed from the loop index (a Python ``int`` in the loop) and
+        from the elements of iterated sequences."""
+        index, elements = set(), set()
+        for leaf in self.iteration.leaves:
+            if isinstance(leaf, (RangeSource, EnumerateIndex)):
+                index |= set(target_names(leaf.target)) if not isinstance(leaf, RangeSource) else {leaf.name}
+            elif isinstance(leaf, ElementSource):
+                elements |= set(target_names(leaf.target))
+        self.tainted = self._derived(set(self.targets) | set(self.carries))
+        self.index_tainted = self._derived(index & self.targets, _integer_arithmetic) - {"_"}
+        self.element_tainted = self._derived(elements & self.targets) - {"_"}
+
+    def _derived(self, seed: set[str], through=None) -> set[str]:
+        """``seed`` and every name the body computes from them (only through
+        expressions ``through`` accepts, when given)."""
+        tainted = set(seed)
         stmts = self.body_statements()
         comprehensions = [n for n in walk_all(self.loop.body) if isinstance(n, ast.comprehension)]
-        changed = True
+        changed = bool(tainted)
         while changed:
             changed = False
             for comp in comprehensions:
@@ -158,6 +177,8 @@ class LoopAnalysis:
                 if not eff.writes:
                     continue
                 if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                    if through is not None and not through(stmt.value):
+                        continue
                     src = self.value_reads(stmt.value)
                     if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
                         src.add(stmt.target.id)
@@ -168,7 +189,7 @@ class LoopAnalysis:
                     if new:
                         tainted |= new
                         changed = True
-        self.tainted = tainted
+        return tainted
 
     def plan(self) -> ScanPlan:
         loop, mctx, fctx = self.loop, self.mctx, self.fctx
@@ -225,6 +246,21 @@ class LoopAnalysis:
             out.update(n.id for n in c.loads if id(n) not in skip)
             out |= c.closure_reads
         return out
+
+    def visible_function(self, func: ast.AST) -> Optional[tuple[ast.AST, ModuleContext]]:
+        """The definition a call of ``func`` reaches, where its source is visible:
+        a function defined in the enclosing function, one of this module, or one
+        imported from another module of the project."""
+        if isinstance(func, ast.Name):
+            if func.id in self.fctx.locals:
+                local = next((n for n in walk_body(self.func) if isinstance(n, (ast.FunctionDef,
+                                                                                 ast.AsyncFunctionDef))
+                              and n.name == func.id), None)
+                return (local, self.mctx) if local is not None else None
+            fn = self.mctx.module_functions.get(func.id)
+            if fn is not None:
+                return fn, self.mctx
+        return self.mctx.imported_function(func, self.fctx.imports, self.fctx.shadowing)
 
     def value_reads_in_body(self) -> set[str]:
         """Every name the loop body reads (nested definitions included)."""
@@ -354,6 +390,22 @@ class LoopAnalysis:
         return self.facts.is_array(expr, lambda n: self.fctx.defs_before(self.loop, n) or None)
 
 
+def _integer_arithmetic(expr: Optional[ast.AST]) -> bool:
+    """Python arithmetic that keeps an ``int`` a Python number (``2 * t + 1``,
+    ``min(t, n)``), as opposed to array operations on it (``xs[t]``, ``jnp.sin(t)``)."""
+    if expr is None:
+        return False
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            if not (isinstance(node.func, ast.Name) and node.func.id in ("min", "max", "abs", "int", "round",
+                                                                          "divmod", "len", "pow")):
+                return False
+        elif isinstance(node, (ast.Subscript, ast.Attribute, ast.Lambda, ast.ListComp, ast.GeneratorExp,
+                               ast.DictComp, ast.SetComp, ast.JoinedStr, ast.Dict, ast.List, ast.Set)):
+            return False
+    return True
+
+
 def _body(la: LoopAnalysis) -> None:
     """Control flow and side effects in the body: the first construct in source
     order decides, whichever group it belongs to."""
@@ -384,8 +436,9 @@ PIPELINE: tuple[Step, ...] = (
     carries.check_initial_values,       # L2S401-L2S403: carries bound, not None, arrays
     LoopAnalysis.find_tainted,          # names that change every step
     control_flow.check_branches,        # L2S109 (L2S307): Python control flow on per-step values
-    static_uses.check_static_uses,      # L2S307: per-step values where Python values are needed
+    static_uses.check_static_uses,      # L2S307, L2S311: per-step values where Python values are needed
     side_effects.check_conversions,     # L2S202: per-step values turned into Python/NumPy values
+    iteration.check_elements,           # L2S310: the iterated sequences hold arrays
     carries.check_shapes,               # L2S404: carries keep their shape
     iteration.check_trip_count,         # L2S301: the number of steps is static
     inputs.plan_inputs,                 # per-step inputs, trip count, direction (L2S301, L2S307, L2S309)

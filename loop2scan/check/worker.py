@@ -19,7 +19,7 @@ import re
 import sys
 import traceback
 import types
-from typing import Any, Optional
+from typing import Any
 
 
 def _package_name(path: str) -> tuple[str, str]:

@@ -247,13 +247,15 @@ def _gen(c) -> Program:
     body: list[list[str]] = []  # statements of the outer body, in order
     module_extra = ""
 
-    # --- the per-step input, projected to (B, H)
+    # --- the per-step input, projected to (B, H); a zipped second input always takes part
+    # (an element that is never read shows nothing about what the sequence holds)
+    projected = f"{px} @ wx" if pu is None else f"{px} @ wx + 0.5 * {pu} @ wx"
     if c.flag(0.6):
-        body.append([f"xp = {px} @ wx"])
+        body.append([f"xp = {projected}"])
         xp = "xp"
         feats.append("xp-local")
     else:
-        xp = f"({px} @ wx)"
+        xp = f"({projected})"
     up = None
     if pu is not None:
         up = f"({pu} @ wx)"

@@ -442,7 +442,7 @@ VALID = (
     Valid("L2S109", "comprehension-over-a-tuple-of-per-step-values", """
         def rnn(xs, h):
             for x in xs:
-                h = jnp.tanh(sum(0.5 * v for v in (h, x)))
+                h = jnp.tanh(sum(0.5 * v for v in (h, jnp.tanh(x))))
             return h
         """, "rnn", ('f32[5,3,4], f32[3,4]',)),
     Valid("L2S110", "pure-named-scope", """

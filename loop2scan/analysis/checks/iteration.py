@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ast
+from typing import Optional
 
 from ..activity import int_literal, target_names, walk_all, walk_body
-from ..decline import Code, Decline, position
+from ..decline import Code, Decline, position, short
 from ..examples import Invalid, Valid
 from ..iteration import (
     ElementSource,
@@ -14,7 +15,18 @@ from ..iteration import (
     parse_iteration,
     static_int,
 )
-from ..kinds import ARRAY_METHODS
+from ..kinds import (
+    ARRAY_METHODS,
+    ARRAY_ONLY_ATTRIBUTES,
+    CONTAINER,
+    NONE,
+    NUMBER,
+    OBJECT,
+    STRING,
+    UNKNOWN,
+    Kind,
+)
+from ..imports import is_array_call
 from ..outputs import index_offset
 
 CODES = (
@@ -26,12 +38,12 @@ CODES = (
         "Use a new name for the modified value."),
     Code("L2S306", "target-used-after", "the loop variable is used after the loop",
         "Compute the last index or element explicitly after the loop."),
+    Code("L2S310", "non-array-elements", "the elements of the iterated sequence are not shown to be arrays",
+         "A scan stacks the sequence into one array: iterate over an array (annotate it, or build it with "
+         "`jnp.stack`), or keep the loop for sequences of strings, objects, dicts, `None` or mixed numbers."),
 )
 
 STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes"}
-STATIC_KEYWORDS = {"axis", "axes", "dim", "dimension", "dimensions", "shape", "size", "num", "k", "ord",
-                   "repeats", "length", "num_segments", "total_repeat_length", "new_sizes", "window_dimensions",
-                   "window_strides", "precision", "dtype", "unroll", "split_rngs", "in_axes", "out_axes"}
 # Calls returning several arrays of different shapes: iterating them cannot be stacked.
 HETEROGENEOUS_CALLS = {"ix_", "array_split", "svd", "eig", "eigh", "qr", "lu", "lu_factor", "unique_all",
                        "unique_counts", "unique_inverse", "histogram", "histogram2d", "histogramdd", "polyfit",
@@ -62,11 +74,6 @@ def check_iterables(la) -> None:
     for leaf in iteration.leaves:
         if isinstance(leaf, ElementSource) and la.layer is None:
             _check_element_iterable(la, leaf.expr)
-    for node in walk_all(loop.body):
-        if isinstance(node, ast.keyword) and node.arg in STATIC_KEYWORDS and isinstance(node.value, ast.Name) \
-                and node.value.id in la.targets:
-            raise Decline("L2S307", f"the loop variable `{node.value.id}` is passed as `{node.arg}=`, which "
-                          "must be a Python value; inside a scan it would be a traced array", node)
     index = iteration.range_loop.name if iteration.range_loop else None
     problems = []
     for node in walk_all(loop.body):
@@ -222,6 +229,211 @@ def _python_values_annotation(ann: ast.AST) -> bool:
     return False
 
 
+def check_elements(la) -> None:
+    """The elements of every iterated sequence are arrays (or numbers of one
+    dtype): shown by the sequence's kind, or, for a sequence of unknown kind,
+    by an array use of each element and no use that an array would not allow.
+    A scan stacks the sequence with ``jnp.asarray``, which Python values, objects,
+    ``None`` and numbers of mixed dtypes would not survive."""
+    if la.layer is not None:
+        return
+    at_loop = lambda n: la.fctx.defs_before(la.loop, n) or None  # noqa: E731
+    for leaf in la.iteration.leaves:
+        if not isinstance(leaf, ElementSource):
+            continue
+        seq = leaf.expr
+        text = short(la.mctx.source(seq))
+        kind = la.facts.kind(seq, at_loop)
+        if kind.is_array:
+            continue
+        if kind.tag in (STRING, NONE, NUMBER, OBJECT) or (kind.tag == UNKNOWN and kind.why.startswith("may be None")):
+            what = kind.why if kind.tag == UNKNOWN else kind.describe()
+            raise Decline("L2S310", f"the loop iterates over `{text}`, {what}: its elements are not arrays a scan "
+                          "can stack", seq)
+        elem = _element_kind(kind)
+        if elem is not None:
+            if elem.is_array:
+                continue
+            if elem.tag == NUMBER and elem.dtype.category is not None or (
+                    elem.tag == CONTAINER and elem.elem is not None and elem.elem.tag == NUMBER):
+                continue
+            raise Decline("L2S310", f"the elements of `{text}` are {elem.why or _describe_items(kind)}, not arrays "
+                          "of one dtype: stacking them with `jnp.asarray` would fail or change them", seq)
+        names = set(target_names(leaf.target)) - {"_"}
+        if not names or isinstance(leaf.target, (ast.Tuple, ast.List)):
+            continue  # unpacked elements are per-layer structures (checked with the layer lists)
+        name = next(iter(names))
+        evidence, problem = _element_uses(la, name, kind.tag == CONTAINER)
+        if problem is not None:
+            node, why = problem
+            raise Decline("L2S310", f"each element `{name}` of `{text}` is used as {why} (`{short(la.mctx.source(node))}`), "
+                          "which an array element would not allow: the sequence is not shown to hold arrays", node)
+        if not evidence:
+            used = name in la.value_reads_in_body()
+            how = f"only passes `{name}` on" if used else f"never reads `{name}`"
+            raise Decline("L2S310", f"nothing shows that the elements of `{text}` are arrays: the loop {how}, and a "
+                          f"scan would stack `{text}` with `jnp.asarray` (a list of per-layer dicts or objects "
+                          f"would not survive it); annotate `{text}` as an array"
+                          + (f", or use `{name}` in an array operation" if used else ", or drop it from the loop"),
+                          seq)
+
+
+def _element_kind(kind: Kind) -> Optional[Kind]:
+    if kind.tag != CONTAINER:
+        return None
+    if kind.elem is not None and kind.elem.tag != UNKNOWN:
+        return kind.elem
+    items = [k for k in kind.items or () if k.tag != UNKNOWN]
+    if not items or len(items) != len(kind.items or ()):
+        return None
+    if all(k.is_array for k in items):
+        return items[0]
+    numbers = _number_leaves(items)
+    if numbers is not None:
+        categories = {k.dtype.category for k in numbers}
+        if len(categories) > 1:
+            return Kind(UNKNOWN, why=f"numbers of mixed types ({' and '.join(sorted(categories))})")
+        return numbers[0] if all(k.tag == NUMBER for k in items) else Kind(CONTAINER, container="tuple",
+                                                                             elem=numbers[0])
+    return Kind(OBJECT, why=_describe_items(kind))
+
+
+def _number_leaves(items) -> Optional[list[Kind]]:
+    """The Python numbers of nested literal tuples/lists, or ``None`` if anything else is there."""
+    out: list[Kind] = []
+    for k in items:
+        if k.tag == NUMBER:
+            out.append(k)
+        elif k.tag == CONTAINER and k.items is not None:
+            inner = _number_leaves(k.items)
+            if inner is None:
+                return None
+            out += inner
+        else:
+            return None
+    return out
+
+
+def _describe_items(kind: Kind) -> str:
+    items = list(kind.items or ()) + ([kind.elem] if kind.elem is not None else [])
+    tags = sorted({k.describe() if k.tag != UNKNOWN else (k.why or "values of unknown kind") for k in items})
+    return " and ".join(tags) if tags else "values of unknown kind"
+
+
+def _element_uses(la, name: str, in_container: bool):
+    """Whether the loop uses the element ``name`` as an array (evidence), and the
+    first use an array would not allow (``(node, why)``) if any."""
+    evidence = False
+    at_loop = lambda n: la.fctx.defs_before(la.loop, n) or None  # noqa: E731
+    for node in walk_all(la.loop.body):
+        if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
+            continue
+        parent = la.mctx.parent(node)
+        if isinstance(parent, ast.Attribute) and parent.value is node and not (
+                parent.attr in ARRAY_ONLY_ATTRIBUTES or parent.attr in ARRAY_METHODS):
+            return evidence, (parent, f"an object (`.{parent.attr}`)")
+        if isinstance(parent, ast.Subscript) and parent.slice is node:
+            return evidence, (parent, "an index")
+        if isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.slice, ast.Constant) \
+                and isinstance(parent.slice.value, str):
+            return evidence, (parent, "a dict")
+        if isinstance(parent, ast.Call) and parent.func is node:
+            return evidence, (parent, "a function")
+        if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name) and parent.func.id == "isinstance":
+            return evidence, (parent, "a value whose type is tested")
+        if _array_context(node, la.mctx.parent, la.fctx.imports, la.fctx.shadowing,
+                          lambda e: la.facts.kind(e, at_loop).is_array or bool(
+                              la.value_reads(e) & set(la.carries))):
+            evidence = True
+            continue
+        call = _enclosing_call(node, la.mctx.parent)
+        if call is not None and not evidence:
+            found = la.visible_function(call[0].func)
+            if found is not None and _array_parameter(la, call[0], call[1], found):
+                evidence = True
+    return evidence, None
+
+
+def _enclosing_call(node: ast.AST, parent_of) -> Optional[tuple[ast.Call, ast.AST]]:
+    """The call ``node`` is an argument of (directly, or as a keyword), and the argument."""
+    parent = parent_of(node)
+    if isinstance(parent, ast.keyword):
+        call = parent_of(parent)
+        return (call, node) if isinstance(call, ast.Call) else None
+    if isinstance(parent, ast.Call) and node is not parent.func:
+        return parent, node
+    return None
+
+
+def _array_context(node: ast.AST, parent_of, imports, shadowing, is_array) -> bool:
+    """``node`` takes part in an array operation: an operand of ``@``, of
+    arithmetic with an array, an argument of a framework array function (not a
+    conversion), the receiver of an array method or attribute, or an array
+    indexed with slices, ``None`` or ``...``."""
+    cur = node
+    parent = parent_of(cur)
+    while parent is not None:
+        if isinstance(parent, ast.Attribute) and parent.value is cur:
+            return parent.attr in ARRAY_ONLY_ATTRIBUTES or parent.attr in ARRAY_METHODS
+        if isinstance(parent, ast.Subscript) and parent.value is cur:
+            sl = parent.slice
+            parts = sl.elts if isinstance(sl, ast.Tuple) else [sl]
+            if any(isinstance(p, ast.Slice) or (isinstance(p, ast.Constant) and p.value in (None, Ellipsis))
+                   for p in parts) or len(parts) > 1:
+                return True
+            return False
+        if isinstance(parent, ast.BinOp):
+            if isinstance(parent.op, ast.MatMult):
+                return True
+            other = parent.right if parent.left is cur else parent.left
+            if is_array(other):
+                return True
+            cur, parent = parent, parent_of(parent)
+            continue
+        if isinstance(parent, (ast.UnaryOp, ast.List, ast.Tuple, ast.Starred, ast.Compare)):
+            cur, parent = parent, parent_of(parent)
+            continue
+        if isinstance(parent, ast.keyword):
+            cur, parent = parent, parent_of(parent)
+            continue
+        if isinstance(parent, ast.Call) and cur is not parent.func:
+            q = imports.qualname(parent.func, shadowing) or ""
+            last = q.rsplit(".", 1)[-1]
+            return is_array_call(q) and last not in ("asarray", "array") and not last[:1].isupper()
+        return False
+    return False
+
+
+def _array_parameter(la, call: ast.Call, arg: ast.AST, found) -> bool:
+    """The visible function ``found`` uses the parameter ``arg`` binds in an array
+    operation (and never as a dict)."""
+    callee, mctx = found
+    params = [a.arg for a in callee.args.posonlyargs + callee.args.args]
+    pos = next((i for i, a in enumerate(call.args) if a is arg), None)
+    kw = next((k.arg for k in call.keywords if k.value is arg), None)
+    param = params[pos] if pos is not None and pos < len(params) and not any(
+        isinstance(a, ast.Starred) for a in call.args[:pos]) else kw
+    if param is None:
+        return False
+    fctx = mctx.function(callee)
+    parents = {}
+    for n in ast.walk(callee):
+        for child in ast.iter_child_nodes(n):
+            parents[id(child)] = n
+    parent_of = lambda n: parents.get(id(n))  # noqa: E731
+    found_array = False
+    for node in ast.walk(callee):
+        if not (isinstance(node, ast.Name) and node.id == param and isinstance(node.ctx, ast.Load)):
+            continue
+        p = parent_of(node)
+        if isinstance(p, ast.Subscript) and p.value is node and isinstance(p.slice, ast.Constant) \
+                and isinstance(p.slice.value, str):
+            return False
+        if _array_context(node, parent_of, fctx.imports, fctx.shadowing, lambda e: False):
+            found_array = True
+    return found_array
+
+
 def check_loop_variables(la) -> None:
     """A loop variable rebound in the body, or read after the loop."""
     loop = la.loop
@@ -343,12 +555,6 @@ INVALID = (
                 m = jnp.logical_and(m, other)
             return m
         """, says=("`others`", "Python list")),
-    Invalid("L2S302", "dict-annotated-weights", """
-        def layers(w: dict[int, jax.Array], x, n: int):
-            for l in range(n):
-                x = jnp.tanh(x @ w[l])  # <-
-            return x
-        """, says=("`w`", "dict")),
     Invalid("L2S305", "target-reassigned", """
         def rnn(xs, h):
             for x in xs:
@@ -369,6 +575,47 @@ INVALID = (
                 h = jnp.tanh(h @ weights[t] + x)  # <-
             return h
         """, says=("`weights`", "Python list", "jnp.stack")),
+    Invalid("L2S310", "objects-read-through-attributes", """
+        def total_force(bodies, f):
+            for b in bodies:
+                f = f + jnp.asarray(b.mass) * 9.81  # <-
+            return f
+        """, says=("`b`", ".mass")),
+    Invalid("L2S310", "indexers-with-slices", """
+        def gather(x, indexers, acc):
+            for idx in indexers:
+                acc = acc + jnp.sum(x[idx])  # <-
+            return acc
+        """, says=("`idx`", "an index")),
+    Invalid("L2S310", "per-layer-dicts-to-a-helper-out-of-sight", """
+        from mylib.layers import dense
+
+        def mlp(params, x):
+            for p in params:
+                x = jnp.tanh(dense(p, x))
+            return x
+        """, says=("`params`", "nothing shows")),
+    Invalid("L2S310", "optional-masks", """
+        def masked(xs, h, masks=None):
+            for x, m in zip(xs, masks):
+                h = jnp.tanh(h + x * m)
+            return h
+        """, says=("`masks`", "None")),
+    Invalid("L2S310", "optional-annotated-sequence", """
+        from typing import Optional
+
+        def masked(xs: jax.Array, h, masks: Optional[jax.Array]):
+            for x, m in zip(xs, masks):
+                h = jnp.tanh(h + x * m)
+            return h
+        """, says=("`masks`", "None")),
+    Invalid("L2S310", "mixed-number-coordinates", """
+        def shift(x, offsets):
+            offsets = ((0, 1.5), (2, 3))
+            for o in offsets:
+                x = jnp.roll(x, 1) + jnp.asarray(o)[0]
+            return x
+        """, says=("`offsets`", "mixed")),
 )
 
 VALID = (
@@ -410,4 +657,19 @@ VALID = (
                 h, _ = jnp.tanh(h + x), x * 2.0
             return h
         """, "smooth", ("f32[5,3,4], f32[3,4]", "f32[1,3,4], f32[3,4]")),
+    Valid("L2S310", "elements-used-by-a-visible-helper", """
+        def cell(h, x, w):
+            return jnp.tanh(h @ w + x)
+
+        def rnn(xs, h, w):
+            for x in xs:
+                h = cell(h, x, w)
+            return h
+        """, "rnn", ("f32[5,3,4], f32[3,4], f32[4,4]", "f32[1,3,4], f32[3,4], f32[4,4]")),
+    Valid("L2S310", "elements-of-a-list-of-arrays", """
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x[None, :])
+            return h
+        """, "rnn", ("f32[5,4], f32[3,4]", "f32[1,4], f32[3,4]")),
 )
