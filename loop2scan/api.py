@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from .config import Config
 from .engine import SourceResult, rewrite_source
+from .analysis.project import build_project, project_root
 from .files import SourceError, SourceFile, discover, read_source, write_source
 from .plan import LoopResult
 
@@ -141,7 +142,7 @@ def _process_file(path: str, options: Options) -> FileReport:
         source: SourceFile = read_source(path)
     except SourceError as e:
         return FileReport(path, error=e.message)
-    result: SourceResult = rewrite_source(source.text, options.framework, options.layout)
+    result: SourceResult = rewrite_source(source.text, options.framework, options.layout, _PROJECT, path)
     report = FileReport(path, result.loops, result.error, result.framework, source.text, result.new_text)
     if options.check and result.new_text is not None:
         from .check import CheckOptions, check_loops
@@ -164,18 +165,28 @@ def _process_file(path: str, options: Options) -> FileReport:
     return report
 
 
+#: The project of the run in progress (set in the main process, and in each worker by its initializer).
+_PROJECT = None
+
+
 def run(paths: Sequence[str], options: Options) -> RunReport:
     """Process every Python file under ``paths``.  The order of the reports
     (and so every output) is the same whatever the number of jobs."""
+    global _PROJECT
     files, errors = discover(list(paths), exclude=options.exclude, extend_exclude=options.extend_exclude,
                              root=options.root)
     reports = [FileReport(e.path, error=e.message) for e in errors]
     files = [os.path.normpath(p) for p in files]
+    project = build_project(list(paths), files, project_root(list(paths)), options.exclude, options.extend_exclude)
     jobs = options.jobs or os.cpu_count() or 1
-    if jobs <= 1 or len(files) < 2 * MIN_FILES_PER_JOB:
-        reports.extend(process_file(path, options) for path in files)
-    else:
-        reports.extend(_parallel(files, options, jobs))
+    previous, _PROJECT = _PROJECT, project
+    try:
+        if jobs <= 1 or len(files) < 2 * MIN_FILES_PER_JOB:
+            reports.extend(process_file(path, options) for path in files)
+        else:
+            reports.extend(_parallel(files, options, jobs, project))
+    finally:
+        _PROJECT = previous
     return RunReport(reports, write=options.write, check=options.check)
 
 
@@ -194,7 +205,7 @@ def _start_method() -> str:
     return "fork"
 
 
-def _parallel(files: list[str], options: Options, jobs: int) -> list[FileReport]:
+def _parallel(files: list[str], options: Options, jobs: int, project) -> list[FileReport]:
     import concurrent.futures as cf
     import multiprocessing
 
@@ -203,7 +214,7 @@ def _parallel(files: list[str], options: Options, jobs: int) -> list[FileReport]
     order = sorted(range(len(files)), key=lambda i: -_size(files[i]))
     results: list[Optional[FileReport]] = [None] * len(files)
     ctx = multiprocessing.get_context(_start_method()) if hasattr(os, "fork") else None
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_interrupts)
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker, initargs=(project,))
     try:
         # at most `jobs` files in hand at a time, so that Ctrl-C stops the run promptly
         todo = iter(order)
@@ -231,11 +242,14 @@ def _parallel(files: list[str], options: Options, jobs: int) -> list[FileReport]
     return [r for r in results if r is not None]
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the main process, which stops handing out files."""
+def _start_worker(project) -> None:
+    """Workers leave Ctrl-C to the main process, which stops handing out files,
+    and look up other modules in the run's project."""
     import signal
 
+    global _PROJECT
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _PROJECT = project
 
 
 def _size(path: str) -> int:

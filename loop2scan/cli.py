@@ -179,7 +179,11 @@ def _explain_reports(split, options) -> list[FileReport]:
             r = run([path], options)
             reports.extend(r.files)
             continue
-        fr = process_file(path, options)
+        if os.path.isfile(path):
+            r = run([path], options)
+            fr = r.files[0] if r.files else FileReport(path, error="no such file")
+        else:
+            fr = process_file(path, options)  # reports why the path is not a readable file
         if fr.error is None:
             chosen = [lp for lp in fr.loops if lp.line == line]
             if not chosen:

@@ -65,21 +65,36 @@ def _import_statements(tree: ast.Module):
 LAYOUTS = ("stacked", "keep")
 
 
-def analyze_source(text: str, framework: str = "auto", layout: str = "stacked") -> tuple[list[LoopResult], Optional[str]]:
+def analyze_source(text: str, framework: str = "auto", layout: str = "stacked", project=None,
+                   path: Optional[str] = None) -> tuple[list[LoopResult], Optional[str]]:
     """Analyse without rewriting: ``(loops, framework)``; raises SyntaxProblem."""
     tree, _ = parse_for_analysis(text)
     fw = detect_framework(tree, framework)
-    mctx = ModuleContext(tree, text, fw, layout)
+    mctx = _module_context(tree, text, fw, layout, project, path)
     return analyze_module(mctx), fw
 
 
-def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked") -> SourceResult:
+def _module_context(tree: ast.Module, text: str, fw: Optional[str], layout: str, project, path: Optional[str]):
+    name = project.name_of(path) if project is not None and path is not None else None
+    mctx = ModuleContext(tree, text, fw, layout, project=project if name is not None else None, name=name)
+    if name is not None:
+        project.register(name, mctx)
+    return mctx
+
+
+def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", project=None,
+                   path: Optional[str] = None) -> SourceResult:
     """Analyse ``text`` and rewrite every loop that is proven safe.
 
     ``layout`` decides loops over per-layer parameter lists: ``"stacked"``
     changes the function that builds the list to return it stacked once (and
     every use of it), ``"keep"`` stacks the list inside each function on every
     call.
+
+    ``project`` (a :class:`loop2scan.analysis.project.ProjectIndex`) and ``path``
+    place the source among the other modules of its project, for the rules that
+    look at them (helpers defined elsewhere, importers of a parameter-list
+    builder).
 
     Never raises for bad input: a syntax error is reported in ``error``.  The
     returned ``new_text`` is guaranteed to parse."""
@@ -90,7 +105,7 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked") 
     except SyntaxProblem as e:
         return SourceResult([], error=str(e))
     fw = detect_framework(tree, framework)
-    mctx = ModuleContext(tree, text, fw, layout)
+    mctx = _module_context(tree, text, fw, layout, project, path)
     try:
         loops = analyze_module(mctx)
     except RecursionError:

@@ -42,11 +42,11 @@ class ModuleContext:
                  project=None, name: Optional[str] = None) -> None:
         self.tree = tree
         self.text = text
+        self.project = project  # the project index (other modules), when there is one
+        self.name = name  # this module's dotted name in the project
         self.layout = layout  # "stacked" (change where parameter lists are built) or "keep" (stack per call)
         self.lines = _LINE_SPLIT.split(text)
         self.framework = framework
-        self.project = project  # the project index (other modules), when there is one
-        self.name = name  # this module's dotted name in the project
         # Statement-level structure only (cheap): loops, imports and the parent
         # of every statement.  Expression parents are filled in lazily, per
         # function, for the loops that get analysed in depth.
@@ -56,7 +56,7 @@ class ModuleContext:
         self.module_import_nodes: list[ast.AST] = []
         self._index_statements(tree, top=True)
         self.loops.sort(key=lambda n: (n.lineno, n.col_offset))
-        self.imports = ImportTable.from_nodes(self.module_import_nodes)
+        self.imports = ImportTable.from_nodes(self.module_import_nodes, self._relative_resolver())
         self._functions: dict[int, FunctionContext] = {}
         self._expr_parents_done: set[int] = set()
 
@@ -193,6 +193,39 @@ class ModuleContext:
                 out[stmt.name] = stmt
         return out
 
+    def _relative_resolver(self):
+        """Resolves relative imports when the module's place in its project is known."""
+        if self.project is None or self.name is None:
+            return None
+        from .project import relative_base
+
+        is_package = self.project.is_package(self.name)
+
+        def resolve(level: int, module: Optional[str]) -> Optional[str]:
+            base = relative_base(self.name, is_package, level)
+            if base is None:
+                return None
+            return f"{base}.{module}" if module else base
+        return resolve
+
+    @cached_property
+    def star_imports(self) -> list[str]:
+        from .project import star_imports
+
+        is_package = self.project.is_package(self.name) if self.project is not None and self.name else False
+        return star_imports(self.tree, self.name, is_package)
+
+    @cached_property
+    def dunder_all(self) -> Optional[list[str]]:
+        """The names of ``__all__`` when the module lists them literally."""
+        for stmt in self.tree.body:
+            if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
+                                                    for t in stmt.targets):
+                if isinstance(stmt.value, (ast.List, ast.Tuple)):
+                    return [e.value for e in stmt.value.elts if isinstance(e, ast.Constant)
+                            and isinstance(e.value, str)]
+        return None
+
     def imported_function(self, func: ast.AST, imports: ImportTable, shadowed=frozenset()):
         """The definition of an imported function of another module of the
         project (``(FunctionDef, ModuleContext)``), or ``None``."""
@@ -217,6 +250,21 @@ class ModuleContext:
                                             "register_dataclass", "register_static"):
                     out.add(call.args[0].id)
         return out
+
+    def class_holds_state(self, cls: ast.ClassDef, _depth: int = 0) -> bool:
+        """A class of this module derived from a module class with state (NNX,
+        Haiku, linen or PyTorch modules)."""
+        from .kinds import STATEFUL_BASES, STATEFUL_NAMESPACES
+
+        for base in cls.bases:
+            q = self.imports.qualname(base) or ""
+            if any(q == b or q.startswith(b + ".") for b in STATEFUL_BASES) or (
+                    any(q.startswith(n + ".") for n in STATEFUL_NAMESPACES) and q.rsplit(".", 1)[-1] == "Module"):
+                return True
+            if isinstance(base, ast.Name) and base.id in self.module_classes and _depth < 8 \
+                    and self.class_holds_state(self.module_classes[base.id], _depth + 1):
+                return True
+        return False
 
     def class_is_pytree(self, cls: ast.ClassDef, _depth: int = 0) -> Optional[bool]:
         """Whether instances of a class of this module are pytrees a scan can

@@ -50,16 +50,18 @@ class ImportTable:
     """Local name -> fully qualified name, for the imports of one scope (and
     its parents)."""
 
-    def __init__(self, aliases: dict[str, str], parent: Optional["ImportTable"] = None) -> None:
+    def __init__(self, aliases: dict[str, str], parent: Optional["ImportTable"] = None, relative=None) -> None:
         self.aliases = aliases
         self.parent = parent
+        # ``relative(level, module)``: the absolute module of a relative import (``None``: unknown)
+        self.relative = relative if relative is not None else (parent.relative if parent is not None else None)
 
     @classmethod
-    def from_nodes(cls, nodes) -> "ImportTable":
+    def from_nodes(cls, nodes, relative=None) -> "ImportTable":
         aliases: dict[str, str] = {}
         for node in nodes:
-            _add(aliases, node)
-        return cls(aliases)
+            _add(aliases, node, relative)
+        return cls(aliases, relative=relative)
 
     @classmethod
     def for_module(cls, module: ast.Module) -> "ImportTable":
@@ -74,7 +76,7 @@ class ImportTable:
         aliases: dict[str, str] = {}
         for stmt in statements(getattr(func, "body", [])):
             if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-                _add(aliases, stmt)
+                _add(aliases, stmt, self.relative)
         if not aliases:
             return self
         return ImportTable(aliases, self)
@@ -146,7 +148,7 @@ class ImportTable:
         return out
 
 
-def _add(aliases: dict[str, str], node: ast.AST) -> None:
+def _add(aliases: dict[str, str], node: ast.AST, relative=None) -> None:
     if isinstance(node, ast.Import):
         for a in node.names:
             if a.asname:
@@ -155,9 +157,12 @@ def _add(aliases: dict[str, str], node: ast.AST) -> None:
                 root = a.name.split(".")[0]
                 aliases.setdefault(root, root)
     elif isinstance(node, ast.ImportFrom):
-        if node.level:  # relative import: we cannot know the package
-            return
-        mod = node.module or ""
+        if node.level:  # relative import: known only within a project
+            mod = relative(node.level, node.module) if relative is not None else None
+            if mod is None:
+                return
+        else:
+            mod = node.module or ""
         for a in node.names:
             if a.name == "*":
                 continue

@@ -279,14 +279,24 @@ STATEFUL_BASES = ("flax.nnx.Module", "flax.nnx.Object", "flax.nnx.Variable", "fl
                   "flax.nnx.BatchStat", "flax.nnx.Rngs", "flax.nnx.Optimizer", "haiku.Module", "torch.nn.Module",
                   "flax.linen.Module")
 
+#: Namespaces whose classes are modules or objects with state that calls change.
+STATEFUL_NAMESPACES = ("flax.nnx", "haiku", "torch.nn", "flax.linen")
+#: Calls that create mutable references.
+MUTABLE_REFS = {"jax.new_ref", "jax.ref.new_ref", "jax.experimental.mutable_array", "jax.experimental.new_ref"}
+
 DTYPE_FACTORIES = {"zeros", "ones", "empty", "full", "eye", "identity", "arange", "linspace", "zeros_like",
                    "ones_like", "full_like", "empty_like", "asarray", "array", "normal", "uniform", "bernoulli",
                    "randint", "truncated_normal", "tri"}
 
 
-def dtype_expression(expr: ast.AST, qual: Callable[[ast.AST], Optional[str]]) -> DType:
+def dtype_expression(expr: ast.AST, qual: Callable[[ast.AST], Optional[str]],
+                     dtype_of: Optional[Callable[[ast.AST], DType]] = None) -> DType:
     """The dtype an expression names (``jnp.float32``, ``"bfloat16"``,
-    ``x.dtype``, ``self.param_dtype``)."""
+    ``x.dtype``, ``self.param_dtype``); ``dtype_of`` resolves ``x.dtype``."""
+    if isinstance(expr, ast.Attribute) and expr.attr == "dtype" and dtype_of is not None:
+        inner = dtype_of(expr.value)
+        if inner.known or inner.sources:
+            return inner
     if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
         return concrete(expr.value) if expr.value in _NAMES else symbolic(repr(expr.value))
     if isinstance(expr, ast.Constant) and expr.value is None:
@@ -306,22 +316,23 @@ def dtype_expression(expr: ast.AST, qual: Callable[[ast.AST], Optional[str]]) ->
     return symbolic(text)
 
 
-def cast_dtype(call: ast.Call, qual: Callable[[ast.AST], Optional[str]]) -> Optional[DType]:
+def cast_dtype(call: ast.Call, qual: Callable[[ast.AST], Optional[str]],
+               dtype_of: Optional[Callable[[ast.AST], DType]] = None) -> Optional[DType]:
     """The dtype a cast pins its result to (``x.astype(d)``, ``jnp.asarray(x, d)``,
     ``lax.convert_element_type(x, d)``, ``jnp.float32(x)``), or ``None``."""
     f = call.func
     kw = {k.arg: k.value for k in call.keywords}
     if isinstance(f, ast.Attribute) and f.attr == "astype":
         arg = call.args[0] if call.args else kw.get("dtype")
-        return dtype_expression(arg, qual) if arg is not None else None
+        return dtype_expression(arg, qual, dtype_of) if arg is not None else None
     q = qual(f) or ""
     last = q.rsplit(".", 1)[-1]
     if is_under(q, "jax.numpy", "jax._src.numpy") and last in ("asarray", "array"):
         arg = call.args[1] if len(call.args) > 1 else kw.get("dtype")
-        return dtype_expression(arg, qual) if arg is not None else None
+        return dtype_expression(arg, qual, dtype_of) if arg is not None else None
     if is_under(q, "jax.lax") and last == "convert_element_type":
         arg = call.args[1] if len(call.args) > 1 else kw.get("new_dtype")
-        return dtype_expression(arg, qual) if arg is not None else None
+        return dtype_expression(arg, qual, dtype_of) if arg is not None else None
     if is_under(q, "jax.numpy") and last in _NAMES:
         return concrete(last)
     return None
@@ -499,6 +510,10 @@ class ValueFacts:
                                                                "gcd", "isqrt", "perm") else WEAK_INT)
             if q in ("dataclasses.replace", "copy.copy", "copy.deepcopy") and call.args:
                 return self.kind(call.args[0], defs_of, depth + 1)
+            if q in MUTABLE_REFS or is_under(q, "jax.experimental.state", "jax._src.state"):
+                return Kind(OBJECT, pytree=False, why=f"a mutable reference (`{q}`)")
+            if is_under(q, *STATEFUL_NAMESPACES) and last[:1].isupper():
+                return Kind(OBJECT, pytree=False, why=f"`{q}`, a module that holds state")
             if is_under(q, *STATEFUL_BASES):
                 return Kind(OBJECT, pytree=False, why=f"`{q}` (holds state)")
             if last[:1].isupper():
@@ -534,6 +549,8 @@ class ValueFacts:
                 return UNKNOWN_KIND
             cls = self.module.module_classes.get(name)
             if cls is not None:
+                if self.module.class_holds_state(cls):
+                    return Kind(OBJECT, pytree=False, why=f"an instance of `{name}`, a module that holds state")
                 return Kind(OBJECT, pytree=self.module.class_is_pytree(cls),
                             why=f"an instance of `{name}`")
             return UNKNOWN_KIND
@@ -544,7 +561,8 @@ class ValueFacts:
                     return Kind(NUMBER) if f.attr == "item" else Kind(CONTAINER, container="list")
                 dtype = recv.dtype
                 if f.attr == "astype":
-                    dtype = cast_dtype(call, self.qual) or UNKNOWN_DTYPE
+                    dtype = cast_dtype(call, self.qual, lambda e: self.dtype(e, defs_of, depth + 1)) \
+                        or UNKNOWN_DTYPE
                 elif f.attr in ("argmax", "argmin", "argsort", "nonzero"):
                     dtype = concrete("int32")
                 elif f.attr in ("any", "all"):
@@ -561,13 +579,14 @@ class ValueFacts:
 
     def call_dtype(self, call: ast.Call, q: str, last: str, defs_of, depth: int) -> DType:
         """The dtype of an array-making call, where the code shows it."""
-        cast = cast_dtype(call, self.qual)
+        resolve = lambda e: self.dtype(e, defs_of, depth + 1)  # noqa: E731
+        cast = cast_dtype(call, self.qual, resolve)
         if cast is not None:
             return cast
         if last in DTYPE_FACTORIES:
             arg = _dtype_argument(call, last)
             if arg is not None:
-                return dtype_expression(arg, self.qual)
+                return dtype_expression(arg, self.qual, resolve)
             if last.endswith("_like") and call.args:
                 return self.dtype(call.args[0], defs_of, depth + 1)
             if last in ("zeros", "ones", "empty", "eye", "identity", "linspace", "normal", "uniform",
@@ -603,7 +622,8 @@ class ValueFacts:
             if last == "one_hot":
                 arg = _dtype_argument(call, "one_hot") or next((k.value for k in call.keywords
                                                                  if k.arg == "dtype"), None)
-                return dtype_expression(arg, self.qual) if arg is not None else DType("float32", "float")
+                return dtype_expression(arg, self.qual, lambda e: self.dtype(e, defs_of, depth + 1)) \
+                    if arg is not None else DType("float32", "float")
             args = call.args[1:] if last in ("where", "select") else call.args
             if last == "einsum":
                 args = call.args[1:]
@@ -724,8 +744,8 @@ class ValueFacts:
                 return Kind(UNKNOWN, why="may be None (its default)")
         if kind is not None:
             return kind
-        if default is not None:
-            dk = self.kind(default)
+        if default is not None and isinstance(default, (ast.Constant, ast.Tuple, ast.List, ast.UnaryOp)):
+            dk = self.kind(default, None, 6)
             if dk.tag in (NUMBER, STRING) or (dk.tag == CONTAINER and dk.container in ("tuple", "list")):
                 return Kind(dk.tag, dk.dtype, container=dk.container, why="from its default")
         if name in ("self", "cls") and fctx.func.args.args and fctx.func.args.args[0].arg == name:

@@ -44,7 +44,7 @@ from .checks import (
     structure,
 )
 from .checks import outputs as output_checks
-from .checks.candidate import NOT_CANDIDATE, REWRITTEN, SKIPPED
+from .checks.candidate import NOT_CANDIDATE, NUMPY_LOOP, REWRITTEN, SKIPPED
 from .context import FunctionContext, ModuleContext
 from .decline import Decline, position
 from .flow import Def, ReachingDefinitions
@@ -98,7 +98,11 @@ class LoopAnalysis:
             if candidate.has_skip_comment(self):
                 return LoopResult(span.line, span.col, span.end_line, "skipped", SKIPPED,
                                   "skipped by `# loop2scan: skip`")
-            if candidate.evidence(self) is None:
+            has_evidence = candidate.evidence(self) is not None
+            host = candidate.numpy_loop(self) if self.mctx.framework is not None else None
+            if host is not None:
+                return LoopResult(span.line, span.col, span.end_line, "not-candidate", NUMPY_LOOP, host)
+            if not has_evidence:
                 return LoopResult(span.line, span.col, span.end_line, "not-candidate", NOT_CANDIDATE,
                                   candidate.not_candidate_reason(self))
             self.mctx.ensure_parents(self.func if self.func is not None else loop)
@@ -430,6 +434,7 @@ PIPELINE: tuple[Step, ...] = (
     control_flow.check_globals,         # L2S106: global/nonlocal names used in the loop
     iteration.check_loop_variables,     # L2S305, L2S306: loop variables rebound or read after the loop
     side_effects.check_closures,        # L2S206: functions defined outside read names the loop changes
+    side_effects.check_stateful_objects,  # L2S207: modules, optimizers, RNG streams, references
     output_checks.find_accumulators,    # list/tuple/.at[].set outputs (L2S501, L2S502)
     side_effects.check_mutations,       # L2S205: other in-place list changes
     LoopAnalysis.find_carries,          # carries and last values
@@ -439,7 +444,8 @@ PIPELINE: tuple[Step, ...] = (
     static_uses.check_static_uses,      # L2S307, L2S311: per-step values where Python values are needed
     side_effects.check_conversions,     # L2S202: per-step values turned into Python/NumPy values
     iteration.check_elements,           # L2S310: the iterated sequences hold arrays
-    carries.check_shapes,               # L2S404: carries keep their shape
+    carries.check_shapes,               # L2S404: carries keep their shape and structure
+    carries.check_dtypes,               # L2S405: carries keep their dtype
     iteration.check_trip_count,         # L2S301: the number of steps is static
     inputs.plan_inputs,                 # per-step inputs, trip count, direction (L2S301, L2S307, L2S309)
     outputs.plan_outputs,               # per-step outputs

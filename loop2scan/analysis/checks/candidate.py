@@ -10,11 +10,14 @@ from typing import Optional
 from ..activity import all_read_names, all_written_names, target_names, walk_all
 from ..decline import Code
 from ..examples import Invalid
-from ..imports import is_array_call
+from ..decline import short
+from ..imports import is_array_call, is_under
+from ..kinds import JAX, NUMPY
 
 REWRITTEN = "L2S000"
 NOT_CANDIDATE = "L2S001"
 SKIPPED = "L2S002"
+NUMPY_LOOP = "L2S003"
 
 CODES = (
     Code("L2S000", "scan-rewrite", "loop rewritten as a scan", "Review the diff; `--write` applies it."),
@@ -22,6 +25,9 @@ CODES = (
         "Nothing to do: the loop computes Python values (shapes, names, config), which must stay a loop."),
     Code("L2S002", "skipped", "skipped by a `# loop2scan: skip` comment",
         "Remove the comment to let loop2scan rewrite the loop."),
+    Code("L2S003", "numpy-loop", "NumPy host code",
+         "Nothing to do: the loop's array operations are NumPy's; it stays NumPy (a scan would move it to the "
+         "accelerator and make float64 float32)."),
 )
 
 
@@ -89,6 +95,9 @@ def evidence(la) -> Optional[ast.AST]:
     if la.fctx is None:
         return None
     fctx = la.fctx
+    layers = _module_layers(la)
+    if layers is not None:
+        return layers
     # carried names that start from arrays
     body_written = all_written_names(loop.body)
     body_read = all_read_names(loop.body)
@@ -125,6 +134,88 @@ def evidence(la) -> Optional[ast.AST]:
                     and op.id in fctx.locals and la.facts.name_is_array(op.id):
                 return op
     return None
+
+
+MODULE_LISTS = {"flax.nnx.List", "flax.nnx.Sequential", "torch.nn.ModuleList", "torch.nn.Sequential",
+                "haiku.Sequential", "equinox.nn.Sequential"}
+
+
+def _module_layers(la) -> Optional[ast.AST]:
+    """A loop that calls each of its elements, which are modules: attributes of
+    a Flax/Haiku/Equinox/PyTorch module (``for layer in self.layers``) or an
+    ``nnx.List``/``ModuleList``.  Not a Python-value loop: an array loop over
+    layers (the layer-loop rule explains what happens to it)."""
+    it = la.loop.iter
+    if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id in ("enumerate", "reversed") \
+            and it.args:
+        it = it.args[0]
+    while isinstance(it, ast.Subscript) and isinstance(it.slice, ast.Slice):
+        it = it.value
+    names = set(target_names(la.loop.target))
+    calls = [n for n in walk_all(la.loop.body) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+             and n.func.id in names]
+    if not calls:
+        return None
+    if isinstance(it, ast.Attribute) and isinstance(it.value, ast.Name) and it.value.id == "self":
+        from .framework import _is_module_class
+
+        cls = la.mctx.enclosing_class(la.func)
+        if cls is not None and _is_module_class(la, cls):
+            return calls[0]
+    if isinstance(it, ast.Name) and it.id in la.fctx.locals:
+        for value in la.fctx.assigned_values(it.id):
+            if isinstance(value, ast.Call) and la.fctx.imports.qualname(value.func) in MODULE_LISTS:
+                return calls[0]
+    return None
+
+
+def numpy_loop(la) -> Optional[str]:
+    """Why the loop is NumPy host code (its array operations are NumPy's and no
+    value it uses is a JAX array), or ``None``.  A scan would move it to the
+    accelerator and turn float64 into float32: it stays NumPy."""
+    if la.fctx is None:
+        return None
+    fctx, loop = la.fctx, la.loop
+    if not any(q == "numpy" or q.startswith("numpy.") for q in fctx.imports.all_aliases().values()):
+        return None  # nothing here can be a NumPy array
+    numpy_calls = []
+    for node in ast.walk(loop):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "at":
+            return None  # x.at[i]: JAX
+        if not isinstance(node, ast.Call):
+            continue
+        q = fctx.imports.qualname(node.func, fctx.shadowing)
+        if is_under(q, "numpy"):
+            numpy_calls.append(node)
+        elif is_array_call(q) or (isinstance(node.func, ast.Call)
+                                  and fctx.imports.qualname(node.func.func) in DIFFERENTIATE):
+            return None
+        elif isinstance(node.func, ast.Name) and la.mctx.is_array_function(node.func.id):
+            return None
+    numpy_values = []
+    for name in sorted(all_read_names(loop.body) | set(_iterated_names(loop))):
+        if name not in fctx.locals:
+            continue
+        kind = la.facts.name_kind(name, fctx.defs_before(loop, name) or None)
+        if kind.tag == JAX:
+            return None
+        if kind.tag == NUMPY:
+            numpy_values.append(name)
+    if numpy_values:
+        return (f"NumPy host code: `{numpy_values[0]}` is a NumPy array and the loop does no JAX operation; it "
+                "stays NumPy (a scan would move it to the accelerator and make float64 float32)")
+    if numpy_calls:
+        call = numpy_calls[0]
+        return (f"NumPy host code: the loop computes with `{short(ast.unparse(call.func))}` and does no JAX "
+                "operation; it stays NumPy (a scan would move it to the accelerator and make float64 float32)")
+    return None
+
+
+def _iterated_names(loop: ast.AST) -> list[str]:
+    it = loop.iter
+    seqs = it.args if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and \
+        it.func.id in ("reversed", "zip", "enumerate") else [it]
+    return [s.id for s in seqs if isinstance(s, ast.Name)]
 
 
 def _shadowed(la, expr: ast.AST) -> bool:
@@ -175,4 +266,29 @@ INVALID = (
                 h = jnp.tanh(h + x)
             return h
         """, says=("skip-file",), status="skipped", header=False),
+    Invalid("L2S003", "numpy-host-buffer", """
+        import numpy as np
+
+        def smooth(x):
+            y = np.zeros_like(x)
+            for i in range(x.shape[0]):
+                y = y * 0.5 + x[i]
+            return y
+        """, says=("NumPy", "`y`", "float64"), status="not-candidate"),
+    Invalid("L2S003", "numpy-annotated-arguments", """
+        import numpy as np
+
+        def host_norms(rows: np.ndarray, acc):
+            for r in rows:
+                acc = acc + r @ r
+            return acc
+        """, says=("NumPy", "`rows`"), status="not-candidate"),
+    Invalid("L2S003", "numpy-calls-only", """
+        import numpy as np
+
+        def host_sum(rows, acc):
+            for r in rows:
+                acc = acc + np.tanh(r)
+            return acc
+        """, says=("np.tanh",), status="not-candidate"),
 )

@@ -8,6 +8,7 @@ from ..activity import header_effects, int_literal, walk_body
 from ..decline import Code, Decline, short
 from ..examples import Invalid, Valid
 from ..imports import is_under
+from ..kinds import changes, promote
 
 CODES = (
     Code("L2S401", "carry-unbound", "a value carried from step to step is not assigned before the loop",
@@ -21,6 +22,9 @@ CODES = (
     Code("L2S404", "carry-shape", "a carried value may change shape from step to step",
         "A scan carry keeps one shape and dtype: initialise it with the shape it has inside the loop "
         "(e.g. `jnp.zeros_like(...)`), and do not grow it (collect per-step values in a list instead)."),
+    Code("L2S405", "carry-dtype", "a carried value may change dtype from step to step",
+         "A scan carry keeps one dtype: start it in the dtype it has inside the loop, or cast the update "
+         "(`.astype(h.dtype)`)."),
 )
 
 
@@ -152,12 +156,19 @@ def _carry_updates(la, name: str) -> list[tuple[ast.stmt, ast.AST]]:
 
 
 def check_shapes(la) -> None:
+    """A scan carry keeps its shape and structure.  Decline a carry grown by a
+    shape-changing operation on itself or by adding items to a Python list or
+    tuple, and one that starts as a scalar but is updated with values not known
+    to be scalars (``h = 0`` then ``h = h + x``)."""
     carries = la.carries
-    """A scan carry keeps its shape.  Decline a carry grown by a shape-changing
-    operation on itself, and one that starts as a scalar but is updated with
-    values not known to be scalars (``h = 0`` then ``h = h + x``)."""
     for name in carries:
         updates = _carry_updates(la, name)
+        for stmt, value in updates:
+            grown = _grows_container(la, stmt, value, name)
+            if grown is not None:
+                raise Decline("L2S404", f"`{name}` grows by {grown} every step (`{short(ast.unparse(stmt))}`): a "
+                              "growing container is never a scan carry (collect per-step values with `.append` "
+                              "and stack them after the loop instead)", stmt)
         for stmt, value in updates:
             for node in ast.walk(value):
                 if not isinstance(node, ast.Call):
@@ -182,6 +193,60 @@ def check_shapes(la) -> None:
                               "the shape it has inside the loop", stmt)
 
 
+def _grows_container(la, stmt: ast.stmt, value: ast.AST, name: str):
+    """How ``stmt`` grows the Python list or tuple ``name`` (``acc + [g]``,
+    ``acc += (g,)``, ``[*acc, g]``), or ``None``."""
+    def is_literal(e):
+        return isinstance(e, (ast.List, ast.Tuple, ast.ListComp))
+
+    if isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and is_literal(value):
+        return f"`+= {short(ast.unparse(value), 30)}`"
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add):
+        sides = (value.left, value.right)
+        if any(isinstance(e, ast.Name) and e.id == name for e in sides) and any(is_literal(e) for e in sides):
+            return "concatenating a Python sequence"
+    if isinstance(value, (ast.List, ast.Tuple)) and any(
+            isinstance(e, ast.Starred) and isinstance(e.value, ast.Name) and e.value.id == name for e in value.elts):
+        return "unpacking itself into a longer sequence"
+    return None
+
+
+def check_dtypes(la) -> None:
+    """A scan carry keeps its dtype.  Decline a carry whose update visibly
+    changes its dtype (an int32 accumulator updated with floats, a bfloat16
+    state updated with float32 values) or mixes two dtype sources the code
+    names (``param_dtype`` and the layer's ``dtype``), unless a cast pins it."""
+    for name in la.carries:
+        defs = la.fctx.defs_before(la.loop, name)
+        before = la.facts.name_kind(name, defs).dtype
+        for stmt, value in _carry_updates(la, name):
+            defs_of = _defs_in_body(la, stmt)
+            after = la.facts.dtype(value, defs_of)
+            if isinstance(stmt, ast.AugAssign):
+                after = promote(before, after)
+            why = changes(before, after)
+            if why is not None:
+                raise Decline("L2S405", f"`{name}` may change dtype from step to step ({why}): "
+                              f"`{short(ast.unparse(stmt))}`; a scan carry keeps one dtype, so cast the update "
+                              f"(`.astype({name}.dtype)`) or start `{name}` in the dtype it has inside the loop",
+                              stmt)
+
+
+def _defs_in_body(la, stmt: ast.stmt):
+    """Reaching definitions at ``stmt`` in the body, where a value carried in
+    from the previous step (or the loop's start) has the carry's initial kind."""
+    state = la.body_rd.before.get(id(stmt), {})
+
+    def defs_of(n):
+        d = state.get(n)
+        if d is None:
+            return la.fctx.defs_before(la.loop, n) or None
+        if any(x.kind == "entry" for x in d):
+            return (d - {x for x in d if x.kind == "entry"}) | la.fctx.defs_before(la.loop, n) or None
+        return d
+    return defs_of
+
+
 def _scalar_literal(la, value: ast.AST) -> bool:
     if int_literal(value) is not None or (isinstance(value, ast.Constant) and type(value.value) in (float, bool)):
         return True
@@ -190,10 +255,10 @@ def _scalar_literal(la, value: ast.AST) -> bool:
     if isinstance(value, ast.Call):
         q = la.qual(value.func) or ""
         last = q.rsplit(".", 1)[-1]
-        if is_under(q, "jax.numpy") and last in ("zeros", "ones", "full") and value.args and \
-                isinstance(value.args[0], ast.Tuple) and not value.args[0].elts:
+        if is_under(q, "jax.numpy", "numpy") and last in ("zeros", "ones", "full", "empty") and value.args \
+                and isinstance(value.args[0], ast.Tuple) and not value.args[0].elts:
             return True
-        if is_under(q, "jax.numpy") and last in SCALAR_CONSTRUCTORS and len(value.args) == 1:
+        if is_under(q, "jax.numpy", "numpy") and last in SCALAR_CONSTRUCTORS and 1 <= len(value.args) <= 2:
             return _scalar_literal(la, value.args[0])
     return False
 
@@ -359,6 +424,57 @@ INVALID = (
                 n = n + 1  # <-
             return h, n
         """, says=("`n`", "Python number")),
+    Invalid("L2S404", "list-carry-grown-by-concatenation", """
+        def collect(xs, acc):
+            acc = list(acc)
+            for x in xs:
+                acc = acc + [jnp.tanh(x)]  # <-
+            return jnp.stack(acc)
+        """, says=("`acc`", "grows")),
+    Invalid("L2S404", "list-carry-grown-in-place", """
+        def history(xs, h):
+            hs = [h]
+            for x in xs:
+                h = jnp.tanh(h + x)
+                hs += [h]  # <-
+            return jnp.stack(hs)
+        """, says=("`hs`", "grows")),
+    Invalid("L2S404", "numpy-scalar-start-broadcast", """
+        import numpy as np
+
+        def total(xs):
+            acc = np.array(0, xs.dtype)
+            for x in xs:
+                acc = acc + jnp.tanh(x)  # <-
+            return acc
+        """, says=("`acc`", "scalar")),
+    Invalid("L2S405", "int-accumulator-updated-with-floats", """
+        def count(xs, n):
+            acc = jnp.zeros(n, dtype=jnp.int32)
+            for x in xs:
+                acc = acc + jnp.tanh(x) * 0.5  # <-
+            return acc
+        """, says=("`acc`", "int32")),
+    Invalid("L2S405", "bfloat16-state-updated-with-float32", """
+        def run(xs, d):
+            h = jnp.zeros(d, jnp.bfloat16)
+            for x in xs:
+                h = h * 0.5 + jnp.tanh(x.astype(jnp.float32))  # <-
+            return h
+        """, says=("`h`", "bfloat16", "float32")),
+    Invalid("L2S405", "two-dtype-sources-meet", """
+        class Norm:
+            def __init__(self, param_dtype, dtype):
+                self.param_dtype = param_dtype
+                self.dtype = dtype
+
+            def power_iteration(self, w, n):
+                u = jnp.ones((w.shape[0],), self.param_dtype)
+                w = jnp.asarray(w, self.dtype)
+                for _ in range(n):
+                    u = jnp.tanh(w @ u)  # <-
+                return u
+        """, says=("`u`", "self.param_dtype", "self.dtype")),
 )
 
 VALID = (
@@ -376,4 +492,18 @@ VALID = (
                 e = e + jnp.sum(x ** 2)
             return e
         """, "total_energy", ('f32[5,3,4]',)),
+    Valid("L2S405", "cast-pins-the-carry-dtype", """
+        def run(xs, d):
+            h = jnp.zeros(d, jnp.bfloat16)
+            for x in xs:
+                h = (h * 0.5 + jnp.tanh(x)).astype(h.dtype)
+            return h
+        """, "run", ("f32[5,3], 3", "f32[1,3], 3"), static_argnums=(1,), grad=False),
+    Valid("L2S405", "weak-scalar-start-promoted", """
+        def energy(xs):
+            total = 0.0
+            for x in xs:
+                total = total + jnp.sum(jnp.tanh(x) ** 2)
+            return total
+        """, "energy", ("f32[5,3]", "f32[1,3]"), modes=("x64",)),
 )

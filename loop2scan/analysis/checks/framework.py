@@ -11,9 +11,10 @@ from ..imports import is_under
 
 CODES = (
     Code("L2S601", "framework-mismatch", "the loop uses a framework the chosen target does not handle",
-        "Choose the matching `--framework`, or leave the loop as it is."),
+        "Nothing to change: this version rewrites loops over JAX arrays, and the loop is left as it is."),
     Code("L2S602", "framework-unavailable", "no scan target is available for this file's framework",
-        "Plain PyTorch has no scan that runs eagerly on CUDA; add `torch_xla` or pass `--framework` explicitly."),
+        "Nothing to change: plain PyTorch has no scan that runs eagerly on CUDA, and this version rewrites "
+        "loops over JAX arrays; the loop is left as it is."),
 )
 
 
@@ -24,7 +25,7 @@ def check_framework(la) -> None:
     if fw in ("torch", "torch_xla"):
         if fw == "torch":
             raise Decline("L2S602", "plain PyTorch file (no `torch_xla` import): there is no scan that keeps "
-                          "eager CUDA code working; add `torch_xla` or pass `--framework torch_xla`", la.loop)
+                          "eager CUDA code working, so the loop is left unchanged", la.loop)
         raise Decline("L2S602", "the `torch_xla` target is not available in this version; "
                       "the loop is left unchanged", la.loop)
     if la.func is not None and _pallas_kernel(la):
@@ -38,8 +39,9 @@ def check_framework(la) -> None:
                 raise Decline("L2S601", f"the loop calls PyTorch (`{ast.unparse(node.func)}`); "
                               "the JAX target cannot rewrite it", node)
             if is_under(q, "flax.linen", "flax.nnx", "flax", "haiku", "equinox"):
-                raise Decline("L2S601", f"the loop builds or calls Flax/Haiku modules (`{ast.unparse(node.func)}`); "
-                              "module loops need a Flax target, which is not available in this version", node)
+                raise Decline("L2S601", f"the loop builds or calls Flax/Haiku/Equinox modules "
+                              f"(`{ast.unparse(node.func)}`): module state and parameter names would change under a "
+                              "scan, and this version's JAX target rewrites only loops over arrays", node)
     cls = la.mctx.enclosing_class(la.func) if la.func is not None else None
     if cls is not None and _is_module_class(la, cls):
         for node in ast.walk(la.loop):
@@ -49,7 +51,8 @@ def check_framework(la) -> None:
                     f = f.value
                 if isinstance(f, ast.Name) and f.id == "self" and isinstance(node.func, (ast.Attribute, ast.Subscript)):
                     raise Decline("L2S601", f"the loop calls a submodule (`{ast.unparse(node.func)}`) of a "
-                                  "Flax/PyTorch module; module loops need a Flax or torch_xla target", node)
+                                  "Flax/Haiku/PyTorch module; this version's JAX target rewrites only loops over "
+                                  "arrays", node)
 
 
 def _pallas_kernel(la) -> bool:

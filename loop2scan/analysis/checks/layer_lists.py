@@ -15,7 +15,8 @@ from ..outputs import index_offset
 
 CODES = (
     Code("L2S303", "layer-loop", "the loop calls each element: a loop over layers or callables",
-        "Layer loops need a framework target that stacks parameters (`--framework flax`, `flax-linen` or `torch_xla`)."),
+         "Nothing to change: this version scans arrays and per-layer parameter lists, not module objects or "
+         "callables; the loop is left as it is"),
     Code("L2S304", "parameter-list", "the loop iterates over a list of per-layer parameters built out of sight",
         "Build the list in a function of this module whose result is passed here (loop2scan then stacks it once, "
         "where it is built), or run with `--layout keep` to stack it inside the function on every call."),
@@ -207,6 +208,18 @@ INVALID = (
             params = init(key, 3, 4)
             return mlp(params, x), count(params)
         """, says=("`params`", "`init`", "line")),
+    Invalid("L2S303", "nnx-module-layers", """
+        from flax import nnx
+
+        class Decoder(nnx.Module):
+            def __init__(self, n, rngs):
+                self.layers = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(n)])
+
+            def __call__(self, x):
+                for layer in self.layers:
+                    x = layer(x)  # <-
+                return x
+        """, says=("`layer`",)),
 )
 
 VALID = (

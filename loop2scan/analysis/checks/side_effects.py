@@ -5,9 +5,10 @@ from __future__ import annotations
 import ast
 
 from ..activity import target_side_effects, walk_all, walk_scope
-from ..decline import Code, Decline, short
+from ..decline import Code, Decline, position, short
 from ..examples import Invalid, Valid
 from ..imports import is_under
+from ..kinds import OBJECT
 
 CODES = (
     Code("L2S201", "host-side-effect", "host side effect in the loop body (printing, logging, I/O, Python randomness, progress bars)",
@@ -22,6 +23,9 @@ CODES = (
         "Only `outs.append(y)` into a list that is stacked after the loop is understood; keep other state in local names."),
     Code("L2S206", "closure-capture", "a name changed by the loop is read by a function defined outside the loop",
         "That function would keep seeing the value from before the loop; pass the value as an argument instead."),
+    Code("L2S207", "stateful-object", "the loop creates or calls an object whose state calls change",
+         "A scan step must be a pure function of arrays: keep loops over NNX, Haiku, linen or PyTorch modules, "
+         "optimizers, RNG streams and mutable references as they are, or pass their arrays explicitly."),
 )
 
 
@@ -98,6 +102,34 @@ def body_problems(la) -> list[Decline]:
                             add("L2S204", f"`{ast.unparse(leaf)}` is assigned inside the loop; use "
                                 "`x = x.at[i].set(v)` or collect values and stack them after the loop", leaf)
     return problems
+
+
+def check_stateful_objects(la) -> None:
+    """A step of a scan is a pure function of arrays: the loop may not create
+    modules that hold state, call objects whose state a call changes (NNX,
+    Haiku, linen or PyTorch modules, optimizers, RNG streams), or use mutable
+    references."""
+    at_loop = lambda n: la.fctx.defs_before(la.loop, n) or None  # noqa: E731
+    problems = []
+    seen: dict[str, object] = {}
+    for node in walk_all(la.loop.body):
+        if isinstance(node, ast.Call):
+            kind = la.facts.call_kind(node, at_loop)
+            if kind.tag == OBJECT and "state" in kind.why:
+                problems.append(Decline("L2S207", f"the loop creates {kind.why} (`{short(ast.unparse(node))}`): "
+                                        "a scan step must be a pure function of arrays", node))
+                continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in la.fctx.locals:
+            if node.id not in seen:
+                seen[node.id] = la.facts.name_kind(node.id, at_loop(node.id))
+            kind = seen[node.id]
+            if kind.tag == OBJECT and ("state" in kind.why or "reference" in kind.why):
+                parent = la.mctx.parent(node)
+                use = "calls" if isinstance(parent, ast.Call) and parent.func is node else "uses"
+                problems.append(Decline("L2S207", f"the loop {use} `{node.id}`, {kind.why}: under a scan its "
+                                        "changes would happen once, when the step is traced, or be lost", node))
+    if problems:
+        raise min(problems, key=lambda d: position(d.node))
 
 
 def check_closures(la) -> None:
@@ -428,6 +460,45 @@ INVALID = (
                 h = jnp.tanh(h + x) / energy()
             return h
         """, says=("`h`",)),
+    Invalid("L2S207", "nnx-module-called", """
+        from flax import nnx
+
+        def refine(model: nnx.Module, xs, h):
+            for x in xs:
+                h = jnp.tanh(model(h) + x)  # <-
+            return h
+        """, says=("`model`", "state")),
+    Invalid("L2S207", "module-built-before-the-loop", """
+        from flax import nnx
+
+        def run(xs, h):
+            dense = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
+            for x in xs:
+                h = jnp.tanh(dense(h) + x)  # <-
+            return h
+        """, says=("`dense`", "nnx.Linear")),
+    Invalid("L2S207", "project-module-created-in-the-loop", """
+        from flax import nnx
+
+        class Block(nnx.Module):
+            def __init__(self, rngs):
+                self.w = nnx.Param(jnp.ones((4, 4)))
+
+            def __call__(self, x):
+                return x @ self.w[...]
+
+        def run(xs, h):
+            for x in xs:
+                h = jnp.tanh(Block(None)(h) + x)  # <-
+            return h
+        """, says=("Block", "state")),
+    Invalid("L2S207", "mutable-reference", """
+        def accumulate(xs, h):
+            total = jax.new_ref(jnp.zeros(4))
+            for x in xs:
+                h = jnp.tanh(h + x + total[...])  # <-
+            return h
+        """, says=("`total`", "reference")),
 )
 
 VALID = (

@@ -1,0 +1,284 @@
+"""The project a file belongs to: its other modules, looked up on demand.
+
+A change that other modules can see (a parameter-list builder that returns
+the stacked layout, a helper whose use of a value decides a rule) must be
+judged with those modules in view.  :class:`ProjectIndex` is built once per
+run from a list of files, cheaply (names and paths only), and answers
+lookups lazily, parsing a module the first time a question needs it and
+keeping it (one parse per module and process):
+
+* :meth:`function`: the definition behind a qualified name
+  (``pkg.layers.dense``), following re-exports;
+* :meth:`importers`: the modules that import a name of a module, found by a
+  word search over the files' text before any parse;
+* :meth:`module_context`: the :class:`ModuleContext` of a module.
+
+A module's dotted name comes from its package (directories with an
+``__init__.py`` above it); a file outside any package is importable by its
+stem, as scripts next to each other are.  The project is the tree being
+processed plus the package of the nearest ``pyproject.toml``; files outside
+the run are read-only: a rewrite that would have to edit one is declined.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from typing import Iterable, Optional, Sequence
+
+from ..files import SourceError, discover, read_source
+
+
+class ProjectIndex:
+    """The modules of a project (see the module docstring)."""
+
+    def __init__(self, files: Iterable[str], writable: Iterable[str] = (), root: Optional[str] = None,
+                 published: bool = False) -> None:
+        self.root = root
+        self.published = published  # an installable library: its public names are seen by unknown importers
+        self.paths: dict[str, str] = {}  # module name -> path
+        self.names: dict[str, str] = {}  # real path -> module name
+        self.packages: set[str] = set()
+        for path in files:
+            name, is_package = module_name(path)
+            if name is None or name in self.paths:
+                continue
+            self.paths[name] = path
+            self.names[_key(path)] = name
+            if is_package:
+                self.packages.add(name)
+        self.writable = {_key(p) for p in writable}
+        self._texts: dict[str, Optional[str]] = {}
+        self._contexts: dict[str, object] = {}
+
+    # -------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_texts"] = {}
+        state["_contexts"] = {}
+        return state
+
+    # ---------------------------------------------------------------- modules
+    def name_of(self, path: str) -> Optional[str]:
+        return self.names.get(_key(path))
+
+    def is_writable(self, name: str) -> bool:
+        path = self.paths.get(name)
+        return path is not None and _key(path) in self.writable
+
+    def text(self, name: str) -> Optional[str]:
+        if name not in self._texts:
+            path = self.paths.get(name)
+            try:
+                self._texts[name] = read_source(path).text if path is not None else None
+            except SourceError:
+                self._texts[name] = None
+        return self._texts[name]
+
+    def register(self, name: str, mctx) -> None:
+        """Use ``mctx`` (the module being processed) for lookups of ``name``."""
+        self._contexts[name] = mctx
+        self._texts.setdefault(name, mctx.text)
+
+    def module_context(self, name: str):
+        """The analysis context of a module of the project (``None`` when it is
+        not in the project or cannot be read or parsed)."""
+        if name in self._contexts:
+            return self._contexts[name]
+        from ..frontend import SyntaxProblem, parse_for_analysis
+        from .context import ModuleContext
+
+        mctx = None
+        text = self.text(name)
+        if text is not None:
+            try:
+                tree, _ = parse_for_analysis(text)
+            except (SyntaxProblem, RecursionError, ValueError):
+                tree = None
+            if tree is not None:
+                from ..engine import detect_framework
+
+                mctx = ModuleContext(tree, text, detect_framework(tree), project=self, name=name)
+        self._contexts[name] = mctx
+        return mctx
+
+    def is_package(self, name: str) -> bool:
+        return name in self.packages
+
+    # -------------------------------------------------------------- lookups
+    def split(self, qual: str) -> Optional[tuple[str, str]]:
+        """``pkg.mod.func`` -> ``("pkg.mod", "func")`` for a module of the project."""
+        parts = qual.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            module = ".".join(parts[:i])
+            if module in self.paths:
+                return module, ".".join(parts[i:])
+        return None
+
+    def function(self, qual: Optional[str], _depth: int = 0):
+        """``(FunctionDef, ModuleContext)`` for a module-level function of the
+        project named by its qualified name, following re-exports."""
+        if not qual or _depth > 5:
+            return None
+        found = self.split(qual)
+        if found is None:
+            return None
+        module, rest = found
+        if "." in rest:
+            return None
+        mctx = self.module_context(module)
+        if mctx is None:
+            return None
+        fn = mctx.module_functions.get(rest)
+        if fn is not None:
+            return fn, mctx
+        target = mctx.imports.lookup(rest)
+        if target is not None and target != qual:
+            return self.function(target, _depth + 1)
+        return None
+
+    def importers(self, module: str, name: str) -> list[tuple[str, str]]:
+        """Modules of the project that import ``module.name``: ``(importer, how)``
+        where ``how`` is the local name (``from m import name as how``) or
+        ``"<alias>.name"`` for ``import m as alias``."""
+        target = f"{module}.{name}"
+        word = re.compile(rf"\b{re.escape(name)}\b")
+        out = []
+        for other in sorted(self.paths):
+            if other == module:
+                continue
+            text = self.text(other)
+            if text is None or not word.search(text):
+                continue
+            mctx = self.module_context(other)
+            if mctx is None:
+                continue
+            for local, qual in mctx.imports.all_aliases().items():
+                if qual == target:
+                    out.append((other, local))
+                elif qual == module:
+                    out.append((other, f"{local}.{name}"))
+        return out
+
+    def star_importers(self, module: str) -> list[str]:
+        """Modules that ``from module import *``."""
+        out = []
+        for other in sorted(self.paths):
+            text = self.text(other)
+            if text is None or "import *" not in text:
+                continue
+            mctx = self.module_context(other)
+            if mctx is not None and module in mctx.star_imports:
+                out.append(other)
+        return out
+
+    def public(self, module: str, name: str) -> Optional[str]:
+        """Why ``module.name`` can be used where the project cannot see it
+        (``None`` when it cannot): listed in ``__all__``, star-imported, or a
+        public name of a published library."""
+        mctx = self.module_context(module)
+        if mctx is not None and name in (mctx.dunder_all or ()):
+            return f"`{name}` is listed in `__all__` of `{module}`"
+        if self.star_importers(module):
+            return f"`{module}` is imported with `import *` by `{self.star_importers(module)[0]}`"
+        if self.published and not name.startswith("_") and not any(
+                part.startswith("_") for part in module.split(".")):
+            return f"`{module}.{name}` is a public name of a published library"
+        return None
+
+
+def module_name(path: str) -> tuple[Optional[str], bool]:
+    """The dotted module name of a source file, and whether it is a package's
+    ``__init__``."""
+    path = os.path.abspath(path)
+    directory, filename = os.path.split(path)
+    stem, ext = os.path.splitext(filename)
+    if ext != ".py" or not stem.isidentifier():
+        return None, False
+    parts = [] if stem == "__init__" else [stem]
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        directory, package = os.path.split(directory)
+        if not package.isidentifier():
+            return None, False
+        parts.insert(0, package)
+    if not parts:
+        return None, False
+    return ".".join(parts), stem == "__init__"
+
+
+def build_project(paths: Sequence[str], files: Sequence[str], root: Optional[str],
+                  exclude: Sequence[str] = (), extend_exclude: Sequence[str] = ()) -> ProjectIndex:
+    """The project of a run: the files of the run, plus the files of the
+    project whose ``pyproject.toml`` is ``root``/pyproject.toml (or the tree of
+    the given paths when there is none)."""
+    project_files = list(files)
+    published = False
+    if root is not None and os.path.isdir(root):
+        more, _ = discover([root], exclude=exclude, extend_exclude=extend_exclude, root=root)
+        project_files += [os.path.normpath(p) for p in more]
+        published = _published(root)
+    return ProjectIndex(project_files, writable=files, root=root, published=published)
+
+
+def project_root(paths: Sequence[str]) -> Optional[str]:
+    """The directory of the nearest ``pyproject.toml`` (or ``setup.py``) above the
+    common directory of ``paths``, not looking past a repository's root."""
+    existing = [os.path.abspath(p) for p in paths if os.path.exists(p)]
+    if not existing:
+        return None
+    dirs = [p if os.path.isdir(p) else os.path.dirname(p) for p in existing]
+    try:
+        cur = os.path.commonpath(dirs)
+    except ValueError:
+        return None
+    while True:
+        if any(os.path.isfile(os.path.join(cur, f)) for f in ("pyproject.toml", "setup.py")):
+            return cur
+        if any(os.path.isdir(os.path.join(cur, d)) for d in (".git", ".hg")):
+            return None
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            return None
+        cur = parent
+
+
+def _published(root: str) -> bool:
+    """An installable package: ``[project]`` in ``pyproject.toml``, or a ``setup.py``/``setup.cfg``."""
+    if os.path.isfile(os.path.join(root, "setup.py")) or os.path.isfile(os.path.join(root, "setup.cfg")):
+        return True
+    path = os.path.join(root, "pyproject.toml")
+    try:
+        with open(path, "rb") as f:
+            import tomllib
+
+            return "project" in tomllib.load(f)
+    except (OSError, ValueError, ImportError):
+        return False
+
+
+def _key(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def relative_base(module: str, is_package: bool, level: int) -> Optional[str]:
+    """The package a relative import of ``level`` dots in ``module`` starts from."""
+    parts = module.split(".")
+    if not is_package:
+        parts = parts[:-1]
+    if level - 1 > len(parts):
+        return None
+    parts = parts[:len(parts) - (level - 1)]
+    return ".".join(parts) if parts else None
+
+
+def star_imports(tree: ast.Module, module: Optional[str], is_package: bool) -> list[str]:
+    out = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+            base = stmt.module or ""
+            if stmt.level and module is not None:
+                pkg = relative_base(module, is_package, stmt.level)
+                base = f"{pkg}.{base}" if pkg and base else (pkg or base)
+            out.append(base)
+    return out
