@@ -15,11 +15,11 @@ this package)::
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import libcst as cst
 
-from loop2scan.plan import ScanPlan, Span, XsItem, YsItem
+from loop2scan.plan import LayoutEdit, ScanPlan, Span, XsItem, YsItem
 
 from .common import (
     EditTransformer,
@@ -115,18 +115,29 @@ class JaxScanEmitter:
         self.line_offset = line_offset
         self.imports: list = []  # libcst ImportItems the rewritten code needs
 
-    def emit(self, plans: list[ScanPlan]) -> tuple[cst.Module, dict[Span, str]]:
-        """Returns the new module and, for plans that could not be applied, why.
-        The imports to add are left in ``self.imports``."""
+    def emit(self, plans: list[ScanPlan], edits: Sequence[LayoutEdit] = ()) -> tuple[cst.Module, dict[Span, str]]:
+        """Returns the new module and, for plans (keyed by their loop) and
+        stand-alone layout edits (keyed by their span) that could not be applied,
+        why.  The imports to add are left in ``self.imports``."""
         failures: dict[Span, str] = {}
-        if not plans:
+        if not plans and not edits:
             return self.module, failures
         try:
             refs = _Refs(self.aliases, self.module_names)
         except MappingError as e:
-            return self.module, {p.loop: str(e) for p in plans}
+            return self.module, {**{p.loop: str(e) for p in plans}, **{e_.span: str(e) for e_ in edits}}
         index = SpanIndex(self.module, self.lines, self.line_offset)
         tr = EditTransformer()
+        for edit in edits:
+            # a parameter list whose loops are in another module: its builder or uses here
+            try:
+                node = index.find(edit.span)
+            except MappingError as e:
+                failures[edit.span] = str(e)
+                continue
+            tr.replace[id(node)] = (lambda e: lambda u: layout_edit(self.module, refs, u, e))(edit)
+        if len(failures) == len(edits) and not plans:
+            return self.module, failures
         reserved_by_function: dict[str, set[str]] = {}
         for plan in plans:
             reserved = reserved_by_function.setdefault(plan.function, set(plan.function_names))
@@ -142,11 +153,31 @@ class JaxScanEmitter:
                 continue
             reserved |= trial.reserved  # type: ignore[attr-defined]
             _merge(tr, trial)
-        if len(failures) == len(plans):
+        if len(failures) == len(plans) + len(edits):
             return self.module, failures
         module = self.module.visit(tr)
         self.imports = list(refs.imports)
         return module, failures
+
+
+def layout_edit(module: cst.Module, refs: _Refs, node: cst.BaseExpression, edit: LayoutEdit) -> cst.BaseExpression:
+    """A use of a per-layer parameter list, rewritten for the stacked layout."""
+    jax = refs.jax
+    code = module.code_for_node(node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node)
+    if edit.kind == "builder-return":
+        if "\n" in code:
+            code = f"({code})"
+        text = f"{jax}.tree.map(lambda *layer: {refs.jnp}.stack(layer), *{code})"
+    elif edit.kind == "len":
+        arg = module.code_for_node(node.args[0].value)
+        text = f"len({jax}.tree.leaves({arg})[0])"
+    else:  # index / slice: every leaf indexed along the layer axis
+        arg = module.code_for_node(node.value)
+        text = f"{jax}.tree.map(lambda leaf: leaf[{edit.text}], {arg})"
+    expr = parse_expr(text, module)
+    if getattr(node, "lpar", None):
+        expr = expr.with_changes(lpar=node.lpar, rpar=node.rpar)
+    return expr
 
 
 def _drop_index(node: cst.Subscript, name: str, drop: Optional[int]) -> cst.BaseExpression:
@@ -247,22 +278,7 @@ class _PlanEmitter:
         tr.loops[id(loop)] = lambda o, u, step=step: self._build(u, step, o)
 
     def _layout_edit(self, node: cst.BaseExpression, edit) -> cst.BaseExpression:
-        jax = self.refs.jax
-        code = self.module.code_for_node(node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node)
-        if edit.kind == "builder-return":
-            if "\n" in code:
-                code = f"({code})"
-            text = f"{jax}.tree.map(lambda *layer: {self.refs.jnp}.stack(layer), *{code})"
-        elif edit.kind == "len":
-            arg = self.module.code_for_node(node.args[0].value)
-            text = f"len({jax}.tree.leaves({arg})[0])"
-        else:  # index / slice: every leaf indexed along the layer axis
-            arg = self.module.code_for_node(node.value)
-            text = f"{jax}.tree.map(lambda leaf: leaf[{edit.text}], {arg})"
-        expr = parse_expr(text, self.module)
-        if getattr(node, "lpar", None):
-            expr = expr.with_changes(lpar=node.lpar, rpar=node.rpar)
-        return expr
+        return layout_edit(self.module, self.refs, node, edit)
 
     # -------------------------------------------------------------- outputs
     def _register_output(self, y: YsItem) -> None:

@@ -18,7 +18,8 @@ from .analysis.imports import ImportTable
 from .analysis.decline import short
 from .analysis.loop import analyze_module
 from .frontend import SyntaxProblem, parse_for_analysis
-from .plan import LoopResult
+from .analysis.checks.layer_lists import standalone_edits
+from .plan import LayoutEdit, LoopResult, ScanPlan
 
 FRAMEWORKS = ("auto", "jax", "flax", "flax-linen", "torch_xla")
 AVAILABLE_FRAMEWORKS = ("auto", "jax")
@@ -76,6 +77,12 @@ def analyze_source(text: str, framework: str = "auto", layout: str = "stacked", 
 
 def _module_context(tree: ast.Module, text: str, fw: Optional[str], layout: str, project, path: Optional[str]):
     name = project.name_of(path) if project is not None and path is not None else None
+    if name is not None:
+        # the project may have read this module already (another module's analysis looked at it):
+        # one context per module, so that what was found there holds here
+        known = project.loaded(name)
+        if known is not None and known.text == text and known.framework == fw and known.layout == layout:
+            return known
     mctx = ModuleContext(tree, text, fw, layout, project=project if name is not None else None, name=name)
     if name is not None:
         project.register(name, mctx)
@@ -111,12 +118,14 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
     except RecursionError:
         return SourceResult([], error="expressions nest too deeply for the analysis (Python's recursion limit)")
     plans = [r.plan for r in loops if r.status == "rewritten" and r.plan is not None]
-    if not plans:
+    # parameter lists whose loops are in other modules of the project still change here
+    extra = standalone_edits(mctx, loops) if mctx.project is not None and fw is not None else []
+    if not plans and not extra:
         return SourceResult(loops, framework=fw)
-    return _emit(text, mctx, loops, fw)
+    return _emit(text, mctx, loops, fw, extra)
 
 
-def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> SourceResult:
+def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extra=()) -> SourceResult:
     """Parse with libcst only the top-level statements that hold a planned loop,
     rewrite them, splice them back, and add the imports the rewrites need."""
     import libcst as cst
@@ -134,6 +143,9 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
     for plan in plans:
         tops = [_top_level_statement(mctx, line) for line in _plan_lines(plan)]
         ranges.append([min(tops), max(tops), [plan]])
+    for edit in extra:
+        top = _top_level_statement(mctx, edit.span.line)
+        ranges.append([top, top, [edit]])
     ranges.sort(key=lambda r: r[0])
     merged: list = []
     for lo, hi, group in ranges:
@@ -161,12 +173,21 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str) -> S
             continue
         emitter = emitter_cls(module, mctx.lines, mctx.module_names, mctx.imports.all_aliases(), first - 1)
         target = emitter.target
+        group_plans = [p for p in group if isinstance(p, ScanPlan)]
+        group_edits = [e for e in group if isinstance(e, LayoutEdit)]
         try:
-            new_module, group_failures = emitter.emit(group)
+            new_module, group_failures = emitter.emit(group_plans, group_edits)
         except Exception as e:  # noqa: BLE001 - an emitter bug must never corrupt a file
             _reraise_interrupt(e)
-            group_failures = {p.loop: f"{type(e).__name__}: {e}" for p in group}
+            group_failures = {p.loop: f"{type(e).__name__}: {e}" for p in group_plans}
+            group_failures.update({e.span: f"{type(e).__name__}: {e}" for e in group_edits})
             new_module = module
+        edit_failures = [e for e in group_edits if e.span in group_failures]
+        if edit_failures:
+            # another module's loops rely on this edit: never leave the layouts out of step
+            e = edit_failures[0]
+            return SourceResult(loops, framework=fw, error=f"internal error: the stacked-layout edit at line "
+                                f"{e.span.line} could not be applied ({short(group_failures[e.span], 120)})")
         failures.update(group_failures)
         if new_module is not module:
             code = new_module.code

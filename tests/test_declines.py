@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -24,6 +26,7 @@ import pytest
 import loop2scan.analysis.checks as checks
 from helpers import check_equivalent, rewrite, statuses
 from loop2scan import rewrite_source
+from loop2scan.api import Options, run
 from loop2scan.analysis.examples import ArraySpec, Invalid, KeySpec, NotThis, Valid, marked_lines, parse_args
 from loop2scan.codes import CODES, REWRITTEN
 
@@ -107,15 +110,30 @@ def test_case_ids_are_unique():
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
 
 
+def _rewrite_in_project(case: Invalid, tmp: Path):
+    """Write the case's project, run over it, and return the report of ``case.path``."""
+    for rel, source in ((case.path, case.text), *case.project):
+        path = tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source).lstrip("\n") if rel != case.path else source, encoding="utf-8")
+    paths = [str(tmp / p) for p in case.run] or [str(tmp)]
+    report = run(paths, Options(framework=case.framework, jobs=1))
+    found = [f for f in report.files if Path(f.path).resolve() == (tmp / case.path).resolve()]
+    assert found, [f.path for f in report.files]
+    return found[0]
+
+
 @pytest.mark.parametrize("case", INVALID, ids=lambda c: c.id)
-def test_invalid(case: Invalid):
+def test_invalid(case: Invalid, tmp_path):
     text = case.text
-    result = rewrite_source(text, case.framework)
+    result = _rewrite_in_project(case, tmp_path) if case.project else rewrite_source(text, case.framework)
+    if case.project:
+        assert all(f.new_text is None for f in [result]), result.new_text
     loop = _first_loop(result)
     assert (loop.status, loop.code) == (case.status, case.code), \
         f"{statuses(result)}: {loop.message}"
     # nothing is rewritten when this was the only loop
-    if len(result.loops) == 1:
+    if len(result.loops) == 1 and not case.project:
         assert result.new_text is None, result.new_text
     for part in case.says:
         assert part in loop.message, f"message {loop.message!r} does not mention {part!r}"

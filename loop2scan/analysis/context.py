@@ -178,12 +178,39 @@ class ModuleContext:
             ctx = self._functions[id(func)] = FunctionContext(self, func)
         return ctx
 
+    def first_pass_results(self) -> dict:
+        """The result of every loop of this module before the module-wide passes
+        (by ``id`` of the loop), computed once: how another module sees whether a
+        loop over a shared parameter list can be rewritten."""
+        if "_first_pass" not in self.__dict__:
+            from .loop import LoopAnalysis
+
+            self.__dict__["_first_pass"] = {}
+            self.__dict__["_first_pass"] = {id(loop): LoopAnalysis(self, loop).run() for loop in self.loops}
+        return self.__dict__["_first_pass"]
+
+    def may_build_layers(self) -> bool:
+        """A cheap test: a module-level function returns a list (a builder candidate)."""
+        for stmt in self.tree.body:
+            if isinstance(stmt, ast.FunctionDef):
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Return) and isinstance(node.value, (ast.ListComp, ast.Name)):
+                        return True
+        return False
+
     @cached_property
     def layers(self):
-        """Per-layer parameter lists of this module (built on first use)."""
+        """Per-layer parameter lists reaching this module (built on first use;
+        shared by the modules of a project, which a list can flow across)."""
         from .layers import LayerAnalysis
 
-        return LayerAnalysis(self)
+        if self.project is None:
+            return LayerAnalysis(self)
+        if self.project.layers is None:
+            self.project._layers = LayerAnalysis(self)
+        else:
+            self.project._layers.ensure_module(self)
+        return self.project._layers
 
     @cached_property
     def module_functions(self) -> dict[str, ast.AST]:
@@ -192,6 +219,14 @@ class ModuleContext:
             if isinstance(stmt, FUNCTION_TYPES):
                 out[stmt.name] = stmt
         return out
+
+    def display_path(self) -> str:
+        """This module's file as the user knows it (relative to the project root), or its name."""
+        if self.project is None or self.name is None:
+            return self.name or "another module"
+        from .layers import _display
+
+        return _display(self.project.paths.get(self.name, self.name), self.project.root)
 
     def _relative_resolver(self):
         """Resolves relative imports when the module's place in its project is known."""

@@ -26,6 +26,7 @@ class Decline(Exception):
         self.code = code
         self.message = message
         self.node = node
+        self.module = None  # the module of ``node`` when it is not the loop's own (a ModuleContext)
 
 
 def short(text: str, limit: int = 60) -> str:

@@ -46,6 +46,11 @@ class Invalid:
     status: str = "declined"
     framework: str = "jax"
     header: bool = True  # prepend `import jax` / `import jax.numpy as jnp`
+    # a project around the loop: other files ((path, source) pairs), where ``src`` lives in it,
+    # and the paths the run names (the whole project when empty)
+    project: tuple[tuple[str, str], ...] = ()
+    path: str = "pkg/model.py"
+    run: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:

@@ -33,6 +33,27 @@ from .imports import is_under
 
 TRANSFORMS = {"jax.jit", "jax.grad", "jax.value_and_grad", "jax.checkpoint", "jax.remat", "functools.partial",
               "jax.named_call"}
+#: optax transformations that act on each leaf element-wise (or on a norm over all leaves,
+#: which stacking does not change), and combinators of such.
+OPTAX_ELEMENTWISE = {
+    "sgd", "adam", "adamw", "adamax", "adamaxw", "nadam", "nadamw", "radam", "rmsprop", "adagrad", "adadelta",
+    "adabelief", "yogi", "lion", "noisy_sgd", "amsgrad", "optimistic_gradient_descent", "scale",
+    "scale_by_adam", "scale_by_adamax", "scale_by_rms", "scale_by_stddev", "scale_by_learning_rate",
+    "scale_by_schedule", "scale_by_lion", "scale_by_amsgrad", "scale_by_belief", "scale_by_yogi",
+    "scale_by_radam", "scale_by_sign", "clip", "clip_by_global_norm", "add_decayed_weights", "trace", "ema",
+    "identity", "zero_nans", "keep_params_nonnegative", "add_noise", "chain", "named_chain",
+    "inject_hyperparams", "inject_stateful_hyperparams", "apply_if_finite", "MultiSteps", "apply_every",
+    "sign_sgd", "polyak_sgd", "scale_by_polyak", "stateless", "stateless_with_tree_map",
+}
+#: optax transformations with per-leaf statistics (norms, factored moments, blocks).
+OPTAX_PER_LEAF = {
+    "lamb", "lars", "adafactor", "scale_by_factored_rms", "clip_by_block_rms", "scale_by_trust_ratio", "fromage",
+    "novograd", "sm3", "scale_by_sm3", "scale_by_novograd", "centralize", "muon", "scale_by_muon", "adan",
+    "scale_by_shampoo", "lbfgs", "scale_by_lbfgs", "normalize_by_update_norm", "sophia", "adagrad_matrix",
+}
+OPTAX_MASKS = {"masked", "multi_transform", "partition", "freeze", "set_to_zero", "flatten"}
+OPTAX_SCHEDULES = {"join_schedules", "piecewise_constant_schedule", "piecewise_interpolate_schedule"}
+
 ELEMENTWISE = {
     "jax.numpy.sqrt", "jax.numpy.square", "jax.numpy.abs", "jax.numpy.exp", "jax.numpy.log", "jax.numpy.sign",
     "jax.numpy.clip", "jax.numpy.where", "jax.numpy.maximum", "jax.numpy.minimum", "jax.numpy.zeros_like",
@@ -47,6 +68,7 @@ class Builder:
     elem: ast.AST
     list_name: Optional[str] = None
     problem: Optional[Decline] = None
+    mctx: object = None  # the module it is defined in
 
     @property
     def name(self) -> str:
@@ -61,16 +83,20 @@ class LayoutUse:
     node: ast.AST  # the expression replaced
     arg: Optional[ast.AST] = None  # the structure expression inside it
     text: str = ""  # index or slice text
+    mctx: object = None  # the module it is in
 
 
 @dataclass
 class Structure:
     builder: Builder
     names: set[tuple[int, str]] = field(default_factory=set)  # (id(scope), name)
+    scopes: dict = field(default_factory=dict)  # (id(scope), name) -> the _Scope
     loops: list[ast.AST] = field(default_factory=list)
+    loop_modules: dict = field(default_factory=dict)  # id(loop) -> the ModuleContext it is in
     uses: list[LayoutUse] = field(default_factory=list)
     returned_from: list[str] = field(default_factory=list)
-    return_position: dict = field(default_factory=dict)  # function name -> None (whole result) or tuple index
+    return_position: dict = field(default_factory=dict)  # function name -> {None (whole result) or tuple index}
+    pending: list = field(default_factory=list)  # (scope, name) whose bindings are checked once the flow is known
     problem: Optional[Decline] = None
 
 
@@ -104,32 +130,93 @@ class _Scope:
 
 
 class LayerAnalysis:
-    """Builders and structures of one module (computed once, on demand)."""
+    """Builders and the structures they build, followed across the modules of
+    a project (or within one module when there is no project).  Modules are
+    added on demand; a structure is followed from its builder to every module
+    that calls a function it flows into or out of."""
 
-    def __init__(self, mctx) -> None:
-        self.mctx = mctx
-        self.scopes: dict[int, _Scope] = {id(mctx.tree): _Scope(mctx.tree, mctx)}
-        for stmt in mctx.tree.body:
-            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                self.scopes[id(stmt)] = _Scope(stmt, mctx)
-        self.builders: dict[str, Builder] = {}
-        for stmt in mctx.tree.body:
-            if isinstance(stmt, ast.FunctionDef):
-                b = self._builder(stmt)
-                if b is not None:
-                    self.builders[stmt.name] = b
+    def __init__(self, home) -> None:
+        self.project = home.project
+        self.modules: dict[int, object] = {}  # id(tree) -> ModuleContext
+        self.scopes: dict[int, _Scope] = {}
+        self.parents: dict[int, ast.AST] = {}
+        self._module_builders: dict[int, dict[str, Builder]] = {}
         self.structures: list[Structure] = []
         self._by_name: dict[tuple[int, str], Structure] = {}
-        for b in self.builders.values():
-            self._follow(b)
+        self._followed: dict[int, Structure] = {}  # id(builder function) -> its structure
+        self._neighbourhoods: set[int] = set()
+        self.ensure_module(home)
 
     # ------------------------------------------------------------------ lookup
     def structure_of(self, scope: ast.AST, name: str) -> Optional[Structure]:
         """The structure ``name`` holds in ``scope`` (a module-level function or the module)."""
         return self._by_name.get((id(scope), name))
 
+    def builder_of(self, fn: ast.AST) -> Optional[Builder]:
+        """The builder a module-level function is, if it is one."""
+        for builders in self._module_builders.values():
+            b = builders.get(getattr(fn, "name", ""))
+            if b is not None and b.func is fn:
+                return b
+        return None
+
+    def parent(self, node: ast.AST) -> Optional[ast.AST]:
+        return self.parents.get(id(node))
+
+    # ---------------------------------------------------------------- modules
+    def ensure_module(self, mctx) -> None:
+        """Add a module: its scopes, and the structures its builders build."""
+        if id(mctx.tree) in self.modules:
+            return
+        self._add_scopes(mctx)
+        builders: dict[str, Builder] = {}
+        for stmt in mctx.tree.body:
+            if isinstance(stmt, ast.FunctionDef):
+                b = self._builder(stmt, mctx)
+                if b is not None:
+                    builders[stmt.name] = b
+        self._module_builders[id(mctx.tree)] = builders
+        for b in builders.values():
+            self._follow(b)
+
+    def _add_scopes(self, mctx) -> None:
+        if id(mctx.tree) in self.modules:
+            return
+        self.modules[id(mctx.tree)] = mctx
+        mctx.ensure_parents(mctx.tree)
+        self.parents.update(mctx.parents)
+        self.scopes[id(mctx.tree)] = _Scope(mctx.tree, mctx)
+        for stmt in mctx.tree.body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self.scopes[id(stmt)] = _Scope(stmt, mctx)
+
+    def search_neighbourhood(self, mctx) -> None:
+        """Add the modules a structure built elsewhere could reach ``mctx`` from:
+        the modules it imports from, the modules that import it, and the modules
+        those import from."""
+        if self.project is None or mctx.name is None or id(mctx.tree) in self._neighbourhoods:
+            return
+        self._neighbourhoods.add(id(mctx.tree))
+        near: list[str] = []
+        for qual in mctx.imports.all_aliases().values():
+            found = self.project.split(qual) if qual not in self.project.paths else (qual, "")
+            if found is not None:
+                near.append(found[0])
+        importers = [m for m, _ in self.project.importers_of_module(mctx.name)]
+        near += importers
+        for other in importers:
+            octx = self.project.module_context(other)
+            for qual in (octx.imports.all_aliases().values() if octx is not None else ()):
+                found = self.project.split(qual) if qual not in self.project.paths else (qual, "")
+                if found is not None:
+                    near.append(found[0])
+        for name in sorted(set(near) - {mctx.name}):
+            octx = self.project.module_context(name)
+            if octx is not None:
+                self.ensure_module(octx)
+
     # --------------------------------------------------------------- builders
-    def _builder(self, fn: ast.FunctionDef) -> Optional[Builder]:
+    def _builder(self, fn: ast.FunctionDef, mctx) -> Optional[Builder]:
         returns = [n for n in walk_body(fn) if isinstance(n, ast.Return)]
         if not returns:
             return None
@@ -137,10 +224,10 @@ class LayerAnalysis:
         if any(v is None for v in values):
             return None
         if len(returns) == 1 and isinstance(values[0], ast.ListComp):
-            self.mctx.ensure_parents(fn)
+            mctx.ensure_parents(fn)
             comp = values[0]
-            b = Builder(fn, returns, comp.elt)
-            b.problem = self._homogeneous_comprehension(fn, comp)
+            b = Builder(fn, returns, comp.elt, mctx=mctx)
+            b.problem = self._homogeneous_comprehension(fn, comp, mctx)
             return b
         if not all(isinstance(v, ast.Name) for v in values) or len({v.id for v in values}) != 1:
             return None
@@ -149,8 +236,8 @@ class LayerAnalysis:
         if not any(isinstance(n, ast.Assign) and isinstance(n.value, (ast.List, ast.ListComp))
                    and any(isinstance(t, ast.Name) and t.id == name for t in n.targets) for n in walk_body(fn)):
             return None
-        self.mctx.ensure_parents(fn)
-        fctx = self.mctx.function(fn)
+        mctx.ensure_parents(fn)
+        fctx = mctx.function(fn)
         defs = set()
         for r in returns:
             defs |= set(fctx.defs_before(r, name))
@@ -162,8 +249,8 @@ class LayerAnalysis:
                 or not isinstance(node.targets[0], ast.Name):
             return None
         if isinstance(node.value, ast.ListComp):
-            b = Builder(fn, returns, node.value.elt, name)
-            b.problem = self._homogeneous_comprehension(fn, node.value)
+            b = Builder(fn, returns, node.value.elt, name, mctx=mctx)
+            b.problem = self._homogeneous_comprehension(fn, node.value, mctx)
             if self._other_uses(fn, name, allowed={id(node)} | {id(r) for r in returns}):
                 return None
             return b
@@ -174,14 +261,14 @@ class LayerAnalysis:
         if len(appends) != 1 or len(appends[0].args) != 1:
             return None
         call = appends[0]
-        stmt = self.mctx.parent(call)
-        loop = self.mctx.parent(stmt)
+        stmt = mctx.parent(call)
+        loop = mctx.parent(stmt)
         if not (isinstance(stmt, ast.Expr) and isinstance(loop, ast.For) and stmt in loop.body):
             return None
         if self._other_uses(fn, name, allowed={id(node), id(stmt)} | {id(r) for r in returns}):
             return None
-        b = Builder(fn, returns, call.args[0], name)
-        b.problem = self._homogeneous_loop(fn, loop)
+        b = Builder(fn, returns, call.args[0], name, mctx=mctx)
+        b.problem = self._homogeneous_loop(fn, loop, mctx)
         return b
 
     def _other_uses(self, fn: ast.FunctionDef, name: str, allowed: set[int]) -> bool:
@@ -215,8 +302,8 @@ class LayerAnalysis:
             # `k1, *keys = jax.random.split(...)`
         return None
 
-    def _homogeneous_comprehension(self, fn, comp: ast.ListComp) -> Optional[Decline]:
-        fctx = self.mctx.function(fn)
+    def _homogeneous_comprehension(self, fn, comp: ast.ListComp, mctx) -> Optional[Decline]:
+        fctx = mctx.function(fn)
         if len(comp.generators) != 1 or comp.generators[0].ifs:
             return Decline("L2S308", f"`{fn.name}` builds its list with a filtered or nested comprehension; the "
                            "number and shape of the layers cannot be read from the code", comp)
@@ -227,10 +314,10 @@ class LayerAnalysis:
             return Decline("L2S308", f"`{fn.name}` builds each layer from `{ast.unparse(gen.iter)}`: the layers may "
                            "differ in shape (only a loop over PRNG keys or over `range(n)` used to pick keys is "
                            "provably uniform)", gen.iter)
-        return self._key_uses([comp.elt], var, kind, fn, fctx)
+        return self._key_uses([comp.elt], var, kind, fn, fctx, mctx)
 
-    def _homogeneous_loop(self, fn, loop: ast.For) -> Optional[Decline]:
-        fctx = self.mctx.function(fn)
+    def _homogeneous_loop(self, fn, loop: ast.For, mctx) -> Optional[Decline]:
+        fctx = mctx.function(fn)
         kind = self._key_iterable(fctx, loop.iter)
         var = loop.target.id if isinstance(loop.target, ast.Name) else None
         if kind is None or var is None:
@@ -247,9 +334,9 @@ class LayerAnalysis:
                     if q in ("jax.random.split", "jax.random.fold_in") and reads & derived:
                         for t in node.targets:
                             derived |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
-        return self._key_uses(loop.body, var, kind, fn, fctx, derived)
+        return self._key_uses(loop.body, var, kind, fn, fctx, mctx, derived)
 
-    def _key_uses(self, roots, var: str, kind: str, fn, fctx, derived: Optional[set] = None) -> Optional[Decline]:
+    def _key_uses(self, roots, var: str, kind: str, fn, fctx, mctx, derived: Optional[set] = None) -> Optional[Decline]:
         """The loop variable (and keys derived from it) may only be passed as a
         PRNG key: the first argument of a call, or ``fold_in(key, i)`` /
         ``keys[i]`` for an index."""
@@ -258,7 +345,7 @@ class LayerAnalysis:
             for node in ast.walk(root):
                 if not (isinstance(node, ast.Name) and node.id in derived and isinstance(node.ctx, ast.Load)):
                     continue
-                parent = self.mctx.parent(node)
+                parent = mctx.parent(node)
                 ok = False
                 if kind == "keys" or node.id != var:
                     ok = (isinstance(parent, ast.Call) and parent.args and parent.args[0] is node) or (
@@ -283,17 +370,34 @@ class LayerAnalysis:
 
     # ------------------------------------------------------------------- flow
     def _follow(self, builder: Builder) -> None:
+        if id(builder.func) in self._followed:
+            return
+        while True:
+            st, missing = self._follow_once(builder)
+            if not missing:
+                break
+            for octx in missing:
+                self._add_scopes(octx)
+        self._followed[id(builder.func)] = st
+        if st is None or not st.names:
+            return
+        self.structures.append(st)
+        for key in st.names:
+            self._by_name[key] = st
+
+    def _follow_once(self, builder: Builder):
+        """The structure ``builder`` builds, followed through the modules added so
+        far, and the modules not added yet that use a function the structure flows
+        into or out of (an importer could pass or receive the list there)."""
         st = Structure(builder)
         for r in builder.returns:
-            st.uses.append(LayoutUse("builder-return", r.value))
+            st.uses.append(LayoutUse("builder-return", r.value, mctx=builder.mctx))
         work: list[tuple[_Scope, str]] = []
         problems: list[Decline] = []
-        for scope in self.scopes.values():
+        for scope in list(self.scopes.values()):
             calls = [node for node in scope.walk() if self._calls_builder(node, builder, scope)]
-            if calls:
-                self.mctx.ensure_parents(scope.node)
             for node in calls:
-                parent = self.mctx.parent(node)
+                parent = self.parent(node)
                 if isinstance(parent, ast.Assign) and len(parent.targets) == 1 \
                         and isinstance(parent.targets[0], ast.Name) and parent.value is node:
                     work.append((scope, parent.targets[0].id))
@@ -309,8 +413,8 @@ class LayerAnalysis:
                                             f"`{short(ast.unparse(parent))}` (line {node.lineno}), which the "
                                             "stacked layout would change", node))
         if not work:
-            return
-        self.structures.append(st)
+            # not called where we have looked: maybe by an importer of the builder
+            return None, self._unseen_importers(st)
         seen: set[tuple[int, str]] = set()
         while work:
             scope, name = work.pop()
@@ -319,18 +423,94 @@ class LayerAnalysis:
                 continue
             seen.add(key)
             st.names.add(key)
-            self._by_name[key] = st
+            st.scopes[key] = scope
             work.extend(self._uses(st, scope, name, problems))
+        for scope, name in st.pending:
+            self._check_bindings(st, scope, name, problems)
+        missing = self._unseen_importers(st)
+        if missing:
+            return st, missing
+        problems += self._exposure_problems(st)
         if problems:
             st.problem = min(problems, key=lambda d: (getattr(d.node, "lineno", 0), getattr(d.node, "col_offset", 0)))
+            st.problem.module = self.module_of(st.problem.node)
+        return st, []
+
+    def module_of(self, node: ast.AST):
+        """The module a node of the analysed modules belongs to."""
+        cur = node
+        while cur is not None:
+            mctx = self.modules.get(id(cur))
+            if mctx is not None:
+                return mctx
+            cur = self.parent(cur)
+        return None
+
+    def _exposed(self, st: Structure) -> list[tuple[ast.AST, object]]:
+        """The functions whose results or parameters hold the structure:
+        ``(function, module)``; their callers see the layout."""
+        out = [(st.builder.func, st.builder.mctx)]
+        for key, scope in st.scopes.items():
+            if not scope.is_module and key[1] in scope.params:
+                out.append((scope.node, scope.mctx))
+        for name in st.returned_from:
+            for scope in self.scopes.values():
+                if not scope.is_module and scope.node.name == name and scope.mctx is not None:
+                    out.append((scope.node, scope.mctx))
+        seen, unique = set(), []
+        for fn, mctx in out:
+            if id(fn) not in seen:
+                seen.add(id(fn))
+                unique.append((fn, mctx))
+        return unique
+
+    def _unseen_importers(self, st: Structure) -> list:
+        """Modules of the project that import an exposed function and are not
+        followed yet."""
+        if self.project is None:
+            return []
+        missing = {}
+        for fn, mctx in self._exposed(st):
+            if mctx.name is None or self.project.module_context(mctx.name) is not mctx:
+                continue
+            for other, _ in self.project.importers(mctx.name, fn.name):
+                octx = self.project.module_context(other)
+                if octx is not None and id(octx.tree) not in self.modules:
+                    missing[other] = octx
+        return [missing[k] for k in sorted(missing)]
+
+    def _exposure_problems(self, st: Structure) -> list[Decline]:
+        """Uses out of sight (public names of a library, ``__all__``, ``import *``)
+        and edits in files this run may not write."""
+        out: list[Decline] = []
+        if self.project is None:
+            return out
+        for fn, mctx in self._exposed(st):
+            if mctx.name is None:
+                continue
+            why = self.project.public(mctx.name, fn.name)
+            if why is not None:
+                out.append(Decline("L2S312", f"the stacked layout of the list built by `{st.builder.name}` would be "
+                                   f"seen by `{fn.name}`'s callers out of sight ({why}): run with `--layout keep` "
+                                   "to stack it inside the function on every call instead", fn))
+        touched = {id(m): m for m in [st.builder.mctx, *st.loop_modules.values(),
+                                       *(use.mctx for use in st.uses if use.mctx is not None)]}
+        for mctx in touched.values():
+            if mctx.name is not None and not self.project.is_writable(mctx.name):
+                path = self.project.paths.get(mctx.name, mctx.name)
+                out.append(Decline("L2S314", f"the stacked layout of the list built by `{st.builder.name}` needs an "
+                                   f"edit in `{_display(path, self.project.root)}`, which is not among the files of "
+                                   "this run: name it too (or run on the whole project), or use `--layout keep`",
+                                   st.builder.func))
+        return out
 
     def _return_position(self, node: ast.AST):
         """``None`` when ``node`` is returned whole, its index when it is an item
         of a returned tuple, ``False`` otherwise."""
-        parent = self.mctx.parent(node)
+        parent = self.parent(node)
         if isinstance(parent, ast.Return):
             return None
-        if isinstance(parent, ast.Tuple) and isinstance(self.mctx.parent(parent), ast.Return):
+        if isinstance(parent, ast.Tuple) and isinstance(self.parent(parent), ast.Return):
             return next(i for i, e in enumerate(parent.elts) if e is node)
         return False
 
@@ -338,20 +518,22 @@ class LayerAnalysis:
         """``fn`` returns the structure (whole, or as item ``position`` of a
         tuple): the names its callers bind to it hold the structure too."""
         more: list[tuple[_Scope, str]] = []
-        if fn.name in st.return_position:
-            if st.return_position[fn.name] != position:
-                problems.append(Decline("L2S309", f"`{fn.name}` returns the list built by `{st.builder.name}` in "
-                                        "different places of its result", node))
+        positions = st.return_position.setdefault(fn.name, set())
+        if position in positions:
             return more
-        st.return_position[fn.name] = position
-        st.returned_from.append(fn.name)
+        if (position is None) != (None in positions) and positions:
+            problems.append(Decline("L2S309", f"`{fn.name}` returns the list built by `{st.builder.name}` both as "
+                                    "its whole result and as an item of it", node))
+            return more
+        positions.add(position)
+        if fn.name not in st.returned_from:
+            st.returned_from.append(fn.name)
         for other in self.scopes.values():
             for n in other.walk():
                 if not (isinstance(n, ast.Call) and self._resolve_callee(n.func, other) is not None
                         and self._resolve_callee(n.func, other)[0] is fn):
                     continue
-                self.mctx.ensure_parents(other.node)
-                parent = self.mctx.parent(n)
+                parent = self.parent(n)
                 target = parent.targets[0] if isinstance(parent, ast.Assign) and len(parent.targets) == 1 else None
                 if position is None and isinstance(target, ast.Name):
                     more.append((other, target.id))
@@ -370,29 +552,43 @@ class LayerAnalysis:
         return more
 
     def _calls_builder(self, value: ast.AST, builder: Builder, scope: _Scope) -> bool:
-        """``value`` is a call of the builder (not shadowed in ``scope``)."""
-        return isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == builder.name \
-            and not self._locally_bound(scope, builder.name)
+        """``value`` is a call of the builder (by its name in its module, not shadowed
+        in ``scope``; or through an import of it elsewhere)."""
+        if not isinstance(value, ast.Call):
+            return False
+        f = value.func
+        if scope.mctx is builder.mctx:
+            return isinstance(f, ast.Name) and f.id == builder.name and not self._locally_bound(scope, builder.name)
+        if builder.mctx.name is None or (isinstance(f, ast.Name) and self._locally_bound(scope, f.id)):
+            return False
+        return scope.mctx.imports.qualname(f) == f"{builder.mctx.name}.{builder.name}"
 
     def _locally_bound(self, scope: _Scope, name: str) -> bool:
         return not scope.is_module and (name in scope.params or bool(scope.bindings(name)))
 
     def _resolve_callee(self, func: ast.AST, scope: _Scope) -> Optional[tuple[ast.FunctionDef, int]]:
-        """The module function a call reaches, and how many leading positional
+        """The module-level function (of this module, or imported from another
+        module of the project) a call reaches, and how many leading positional
         arguments a ``partial`` already bound."""
-        imports = self.mctx.imports
+        imports = scope.mctx.imports
         bound = 0
         for _ in range(4):
             if isinstance(func, ast.Name):
-                target = self.scopes_by_name().get(func.id)
+                target = scope.mctx.module_functions.get(func.id)
                 if target is not None and not self._locally_bound(scope, func.id):
                     return target, bound
+                imported = self._imported(func, scope)
+                if imported is not None:
+                    return imported, bound
                 # a name bound once to a transform of a module function: step = jax.jit(train_step)
                 values = self._single_value(scope, func.id)
                 if values is None:
                     return None
                 func = values
                 continue
+            if isinstance(func, ast.Attribute):
+                imported = self._imported(func, scope)
+                return (imported, bound) if imported is not None else None
             if isinstance(func, ast.Call):
                 q = imports.qualname(func.func)
                 if q in TRANSFORMS and func.args:
@@ -411,71 +607,83 @@ class LayerAnalysis:
                     return None
                 found = node.value
         if found is None and not scope.is_module:
-            return self._single_value(self.scopes[id(self.mctx.tree)], name)
+            return self._single_value(self.scopes[id(scope.mctx.tree)], name)
         return found
 
-    def scopes_by_name(self) -> dict[str, ast.FunctionDef]:
-        return {s.node.name: s.node for s in self.scopes.values() if not s.is_module}
+    def _imported(self, func: ast.AST, scope: _Scope) -> Optional[ast.FunctionDef]:
+        """A function of another module of the project, imported where ``func`` is
+        used (its module's scopes are added)."""
+        if self.project is None or (isinstance(func, ast.Name) and self._locally_bound(scope, func.id)):
+            return None
+        found = self.project.function(scope.mctx.imports.qualname(func))
+        if found is None:
+            return None
+        fn, mctx = found
+        self._add_scopes(mctx)
+        return fn
 
     def _uses(self, st: Structure, scope: _Scope, name: str, problems: list) -> list[tuple[_Scope, str]]:
         """Classify every use of ``name`` (holding the structure) in ``scope``;
         returns further (scope, name) pairs holding it."""
-        mctx = self.mctx
-        mctx.ensure_parents(scope.node)
-        more: list[tuple[_Scope, str]] = []
+        # every binding of the name must produce the structure (judged when the flow is complete:
+        # which results of which functions hold the structure is known only then)
+        st.pending.append((scope, name))
+        return self._uses_of_value(st, scope, name, problems)
+
+    def _check_bindings(self, st: Structure, scope: _Scope, name: str, problems: list) -> None:
+        mctx = self
         builder = st.builder
-        # every binding of the name must produce the structure
         for b in scope.bindings(name):
             stmt = _statement(mctx, b)
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and stmt.targets[0] is b:
                 if self._calls_builder(stmt.value, builder, scope) or self._tree_map(stmt.value, name, scope):
                     continue
                 callee = self._resolve_callee(stmt.value.func, scope) if isinstance(stmt.value, ast.Call) else None
-                if callee is not None and st.return_position.get(callee[0].name, False) is None:
+                if callee is not None and None in st.return_position.get(callee[0].name, ()):
                     continue
             if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call):
-                grad = self._grad_target(stmt, b, name, scope)
-                if grad:
+                grad = self._grad_target(st, stmt, b, scope)
+                if grad or self._optimizer_result(st, stmt, scope):
                     continue
                 callee = self._resolve_callee(stmt.value.func, scope)
                 t = stmt.targets[0] if len(stmt.targets) == 1 else None
                 if callee is not None and callee[0].name in st.return_position and isinstance(t, ast.Tuple):
-                    pos = st.return_position[callee[0].name]
-                    if pos is not None and pos < len(t.elts) and t.elts[pos] is b:
+                    if any(pos is not None and pos < len(t.elts) and t.elts[pos] is b
+                           for pos in st.return_position[callee[0].name]):
                         continue
             problems.append(Decline("L2S309", f"`{name}` holds the list built by `{builder.name}` but is also "
                                     f"assigned `{short(ast.unparse(stmt) if isinstance(stmt, ast.AST) else name)}`"
                                     f" (line {getattr(stmt, 'lineno', '?')})", b))
+
+    def _uses_of_value(self, st: Structure, scope: _Scope, name: str, problems: list) -> list[tuple[_Scope, str]]:
+        mctx = self
+        more: list[tuple[_Scope, str]] = []
+        builder = st.builder
         for node in scope.walk():
             if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
                 continue
             parent = mctx.parent(node)
             # loops over the structure: `for ... in v`, `for ... in v[a:b]`
-            loop = _loop_over(mctx, node)
+            loop = _loop_over(mctx, node) or _range_len_loop(mctx, node)  # `for i in range(len(v))` + `v[i]`
             if loop is not None:
                 if loop not in st.loops:
                     st.loops.append(loop)
-                continue
-            # `for i in range(len(v))` + `v[i]` in the body
-            rng = _range_len_loop(mctx, node)
-            if rng is not None:
-                if rng not in st.loops:
-                    st.loops.append(rng)
+                    st.loop_modules[id(loop)] = scope.mctx
                 continue
             if isinstance(parent, ast.Subscript) and parent.value is node and _index_of_range_loop(mctx, parent, st):
                 continue
             if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name) and parent.func.id == "len" \
                     and len(parent.args) == 1 and parent.args[0] is node:
-                st.uses.append(LayoutUse("len", parent, node))
+                st.uses.append(LayoutUse("len", parent, node, mctx=scope.mctx))
                 continue
             if isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.ctx, ast.Load):
                 sl = parent.slice
                 if int_literal(sl) is not None:
-                    st.uses.append(LayoutUse("index", parent, node, ast.unparse(sl)))
+                    st.uses.append(LayoutUse("index", parent, node, ast.unparse(sl), mctx=scope.mctx))
                     continue
                 if isinstance(sl, ast.Slice) and all(b is None or int_literal(b) is not None
                                                      for b in (sl.lower, sl.upper, sl.step)):
-                    st.uses.append(LayoutUse("slice", parent, node, ast.unparse(sl)))
+                    st.uses.append(LayoutUse("slice", parent, node, ast.unparse(sl), mctx=scope.mctx))
                     more.extend(self._flows_into(st, scope, parent))
                     continue
             returned = self._return_position(node)
@@ -491,6 +699,10 @@ class LayerAnalysis:
                 if target is not None:
                     more.append((scope, target))
                     continue
+            optimized = self._optimizer_use(st, scope, node, problems)
+            if optimized is not None:
+                more.extend(optimized)
+                continue
             flowed = self._flows_into(st, scope, node)
             if flowed is not None:
                 more.extend(flowed)
@@ -506,11 +718,11 @@ class LayerAnalysis:
     def _flows_into(self, st: Structure, scope: _Scope, expr: ast.AST) -> Optional[list[tuple[_Scope, str]]]:
         """``expr`` passed as an argument to a module function: the parameter
         it binds holds the structure.  ``None`` when it is not such an argument."""
-        call = self.mctx.parent(expr)
+        call = self.parent(expr)
         kw = None
         if isinstance(call, ast.keyword):
             kw = call.arg
-            call = self.mctx.parent(call)
+            call = self.parent(call)
         if not isinstance(call, ast.Call) or expr is call.func:
             return None
         callee = self._resolve_callee(call.func, scope)
@@ -531,15 +743,95 @@ class LayerAnalysis:
             return None
         return [(self.scopes[id(fn)], param)]
 
+    # ------------------------------------------------------------- optimizers
+    def _optimizer_call(self, call: ast.AST, scope: _Scope) -> Optional[tuple[str, Optional[ast.AST]]]:
+        """``("init" | "update", tx)`` for ``tx.init(...)``/``tx.update(...)``,
+        ``("apply", None)`` for ``optax.apply_updates(...)``; ``None`` otherwise."""
+        if not isinstance(call, ast.Call):
+            return None
+        f = call.func
+        q = scope.mctx.imports.qualname(f)
+        if q in ("optax.apply_updates",):
+            return "apply", None
+        if isinstance(f, ast.Attribute) and f.attr in ("init", "update") and q is None:
+            return f.attr, f.value
+        return None
+
+    def _optimizer_use(self, st: Structure, scope: _Scope, node: ast.AST, problems: list):
+        """``tx.init(v)``, ``tx.update(g, state, v)``, ``optax.apply_updates(v, u)``:
+        the optimizer state and the updates have the structure's layout too
+        (returns the names that hold them), when every transformation of ``tx``
+        works leaf by leaf, element-wise; ``None`` when ``node`` is not such a use."""
+        call = self.parent(node)
+        if isinstance(call, ast.keyword):
+            call = self.parent(call)
+        found = self._optimizer_call(call, scope)
+        if found is None or node is getattr(call.func, "value", None):
+            return None
+        kind, tx = found
+        if tx is not None:
+            why = self._optimizer_problem(tx, scope)
+            if why is not None:
+                problems.append(Decline("L2S313", f"`{short(ast.unparse(call))}` updates the list built by "
+                                        f"`{st.builder.name}` with an optimizer that {why}: stacking the layers "
+                                        "into one leaf would change what it computes; keep the list layout "
+                                        "with `--layout keep`", call))
+                return []
+        stmt = self.parent(call)
+        if not (isinstance(stmt, ast.Assign) and stmt.value is call and len(stmt.targets) == 1):
+            if isinstance(stmt, ast.Return):
+                return self._returned(st, scope.node, None, problems, call) if not scope.is_module else []
+            return [] if isinstance(stmt, ast.Expr) else None
+        names = [n.id for n in ast.walk(stmt.targets[0]) if isinstance(n, ast.Name)]
+        return [(scope, n) for n in names]
+
+    def _optimizer_result(self, st: Structure, stmt: ast.Assign, scope: _Scope) -> bool:
+        """``stmt`` binds the result of an optimizer call made with the structure."""
+        found = self._optimizer_call(stmt.value, scope)
+        if found is None:
+            return False
+        return any(isinstance(a, ast.Name) and (id(scope.node), a.id) in st.names
+                   for a in list(stmt.value.args) + [k.value for k in stmt.value.keywords])
+
+    def _optimizer_problem(self, tx: ast.AST, scope: _Scope, depth: int = 0) -> Optional[str]:
+        """Why the optimizer ``tx`` is not element-wise per leaf (``None`` when it is)."""
+        if depth > 4:
+            return "is built out of sight"
+        if isinstance(tx, ast.Name):
+            value = self._single_value(scope, tx.id)
+            if value is None:
+                return f"is built out of sight (`{tx.id}`)"
+            return self._optimizer_problem(value, scope, depth + 1)
+        if not isinstance(tx, ast.Call):
+            return f"is built out of sight (`{short(ast.unparse(tx))}`)"
+        for node in ast.walk(tx):
+            if isinstance(node, ast.keyword) and node.arg == "mask":
+                return "masks leaves (`mask=`: a mask reading shapes, `ndim` or paths would pick other leaves)"
+            if not isinstance(node, ast.Call):
+                continue
+            q = scope.mctx.imports.qualname(node.func)
+            if q is None or not q.startswith("optax."):
+                if node is tx:
+                    return f"is built out of sight (`{short(ast.unparse(node.func))}`)"
+                continue
+            last = q.rsplit(".", 1)[-1]
+            if last in OPTAX_PER_LEAF:
+                return f"uses per-leaf statistics (`{q}`)"
+            if last in OPTAX_MASKS:
+                return f"masks or partitions leaves (`{q}`)"
+            if last not in OPTAX_ELEMENTWISE and not last.endswith("_schedule") and last not in OPTAX_SCHEDULES:
+                return f"uses `{q}`, which is not known to work element-wise per leaf"
+        return None
+
     def _gradients_of(self, scope: _Scope, arg: ast.AST) -> list[tuple[_Scope, str]]:
         """``g = jax.grad(f)(v, ...)``: ``g`` has the structure of ``v`` too."""
-        call = self.mctx.parent(arg)
+        call = self.parent(arg)
         if not (isinstance(call, ast.Call) and call.args and call.args[0] is arg and isinstance(call.func, ast.Call)):
             return []
-        q = self.mctx.imports.qualname(call.func.func)
+        q = scope.mctx.imports.qualname(call.func.func)
         if q not in ("jax.grad", "jax.value_and_grad") or call.func.keywords:
             return []
-        stmt = self.mctx.parent(call)
+        stmt = self.parent(call)
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and stmt.value is call):
             return []
         t = stmt.targets[0]
@@ -550,17 +842,17 @@ class LayerAnalysis:
             return [(scope, t.elts[1].id)]
         return []
 
-    def _grad_target(self, stmt: ast.Assign, target_node: ast.AST, name: str, scope: _Scope) -> bool:
+    def _grad_target(self, st: Structure, stmt: ast.Assign, target_node: ast.AST, scope: _Scope) -> bool:
         """``g = jax.grad(f)(v, ...)`` / ``loss, g = jax.value_and_grad(f)(v, ...)``: ``g`` has
         the structure of ``v`` (argument 0)."""
         call = stmt.value
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Call)):
             return False
-        q = self.mctx.imports.qualname(call.func.func)
+        q = scope.mctx.imports.qualname(call.func.func)
         if q not in ("jax.grad", "jax.value_and_grad") or len(call.func.args) != 1 or call.func.keywords:
             return False
         first = call.args[0] if call.args else None
-        if not (isinstance(first, ast.Name) and self._by_name.get((id(scope.node), first.id))):
+        if not (isinstance(first, ast.Name) and (id(scope.node), first.id) in st.names):
             return False
         t = stmt.targets[0]
         if q == "jax.grad":
@@ -568,28 +860,28 @@ class LayerAnalysis:
         return isinstance(t, ast.Tuple) and len(t.elts) == 2 and t.elts[1] is target_node
 
     def _tree_map(self, value: ast.AST, name: str, scope: _Scope) -> bool:
-        q = self.mctx.imports.qualname(value.func) if isinstance(value, ast.Call) else None
-        return q in ("jax.tree.map", "jax.tree_util.tree_map") and self._elementwise(value.args[0] if value.args
-                                                                                     else None)
+        q = scope.mctx.imports.qualname(value.func) if isinstance(value, ast.Call) else None
+        return q in ("jax.tree.map", "jax.tree_util.tree_map") and self._elementwise(
+            value.args[0] if value.args else None, scope.mctx.imports)
 
     def _tree_map_arg(self, call: ast.AST, node: ast.AST, scope: _Scope) -> bool:
         if not isinstance(call, ast.Call) or node not in call.args[1:]:
             return False
         return self._tree_map(call, "", scope)
 
-    def _elementwise(self, fn: Optional[ast.AST]) -> bool:
+    def _elementwise(self, fn: Optional[ast.AST], imports) -> bool:
         """A lambda computing leaf by leaf with arithmetic and element-wise jnp functions."""
         if not isinstance(fn, ast.Lambda):
             return False
         for node in ast.walk(fn.body):
             if isinstance(node, ast.Call):
-                if self.mctx.imports.qualname(node.func) not in ELEMENTWISE:
+                if imports.qualname(node.func) not in ELEMENTWISE:
                     return False
             elif isinstance(node, (ast.Subscript, ast.Attribute, ast.Compare, ast.BoolOp, ast.IfExp,
                                    ast.ListComp, ast.GeneratorExp, ast.Lambda)) and node is not fn:
-                if isinstance(node, ast.Attribute) and self.mctx.imports.qualname(node) in ELEMENTWISE:
+                if isinstance(node, ast.Attribute) and imports.qualname(node) in ELEMENTWISE:
                     continue
-                if isinstance(node, ast.Attribute) and isinstance(self.mctx.parent(node), ast.Call):
+                if isinstance(node, ast.Attribute) and isinstance(self.parent(node), ast.Call):
                     continue
                 return False
         return True
@@ -647,3 +939,17 @@ def _index_of_range_loop(mctx, sub: ast.Subscript, st: Structure) -> bool:
             return True
         cur = mctx.parent(cur)
     return False
+
+
+def _display(path: str, root: Optional[str]) -> str:
+    """A path as the user knows it: relative to the project's root when inside it."""
+    import os
+
+    if root is not None:
+        try:
+            rel = os.path.relpath(path, root)
+        except ValueError:
+            return path
+        if not rel.startswith(".."):
+            return rel
+    return path

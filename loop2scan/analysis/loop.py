@@ -110,8 +110,13 @@ class LoopAnalysis:
                 step(self)
             plan = self.plan()
         except Decline as d:
+            message = d.message
             where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
-            return LoopResult(span.line, span.col, span.end_line, "declined", d.code, d.message, where=where)
+            if d.module is not None and d.module is not self.mctx:
+                # the construct at fault is in another module of the project
+                where = None
+                message += f" (in {d.module.display_path()}, line {getattr(d.node, 'lineno', '?')})"
+            return LoopResult(span.line, span.col, span.end_line, "declined", d.code, message, where=where)
         return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan)
 
     # -------------------------------------------------------- fact steps

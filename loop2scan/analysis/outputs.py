@@ -227,7 +227,7 @@ class OutputAnalysis:
         stmt = self._stmt_of(node)
         if isinstance(p, ast.Return) and self.mctx.layout == "stacked" and self.mctx.parent(self.fctx.func) \
                 is self.mctx.tree:
-            builder = self.mctx.layers.builders.get(self.fctx.func.name)
+            builder = self.mctx.layers.builder_of(self.fctx.func)
             if builder is not None and builder.list_name == name and builder.problem is None:
                 raise Decline("L2S501", f"this loop builds the per-layer list `{name}` that "
                               f"`{self.fctx.func.name}` returns; it runs once, at initialisation, and stays a loop "

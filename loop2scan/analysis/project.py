@@ -34,8 +34,10 @@ class ProjectIndex:
     """The modules of a project (see the module docstring)."""
 
     def __init__(self, files: Iterable[str], writable: Iterable[str] = (), root: Optional[str] = None,
-                 published: bool = False) -> None:
+                 published: bool = False, layout: str = "stacked", framework: str = "auto") -> None:
         self.root = root
+        self.framework = framework  # the target asked for (``auto``: per module, from its imports)
+        self.layout = layout  # how parameter lists change layout in this run ("stacked" or "keep")
         self.published = published  # an installable library: its public names are seen by unknown importers
         self.paths: dict[str, str] = {}  # module name -> path
         self.names: dict[str, str] = {}  # real path -> module name
@@ -57,6 +59,7 @@ class ProjectIndex:
         state = dict(self.__dict__)
         state["_texts"] = {}
         state["_contexts"] = {}
+        state["_layers"] = None
         return state
 
     # ---------------------------------------------------------------- modules
@@ -75,6 +78,10 @@ class ProjectIndex:
             except SourceError:
                 self._texts[name] = None
         return self._texts[name]
+
+    def loaded(self, name: str):
+        """The context of a module if it has been read already."""
+        return self._contexts.get(name)
 
     def register(self, name: str, mctx) -> None:
         """Use ``mctx`` (the module being processed) for lookups of ``name``."""
@@ -99,12 +106,19 @@ class ProjectIndex:
             if tree is not None:
                 from ..engine import detect_framework
 
-                mctx = ModuleContext(tree, text, detect_framework(tree), project=self, name=name)
+                mctx = ModuleContext(tree, text, detect_framework(tree, self.framework), self.layout, project=self,
+                                     name=name)
         self._contexts[name] = mctx
         return mctx
 
     def is_package(self, name: str) -> bool:
         return name in self.packages
+
+    def in_package(self, name: str) -> bool:
+        """A module of a package (what a library distributes), not a stand-alone script."""
+        if name in self.packages:
+            return True
+        return "." in name and name.rsplit(".", 1)[0] in self.packages
 
     # -------------------------------------------------------------- lookups
     def split(self, qual: str) -> Optional[tuple[str, str]]:
@@ -161,6 +175,33 @@ class ProjectIndex:
                     out.append((other, f"{local}.{name}"))
         return out
 
+    def importers_of_module(self, module: str) -> list[tuple[str, str]]:
+        """Modules that import ``module`` itself or a name from it: ``(importer, qualified name)``."""
+        word = re.compile(rf"\b{re.escape(module.rsplit('.', 1)[-1])}\b")
+        out = []
+        for other in sorted(self.paths):
+            if other == module:
+                continue
+            text = self.text(other)
+            if text is None or not word.search(text):
+                continue
+            mctx = self.module_context(other)
+            if mctx is None:
+                continue
+            for qual in mctx.imports.all_aliases().values():
+                if qual == module or qual.startswith(module + "."):
+                    out.append((other, qual))
+                    break
+        return out
+
+    @property
+    def layers(self):
+        """The per-layer parameter lists of the project, followed across modules
+        (one analysis per process)."""
+        if getattr(self, "_layers", None) is None:
+            self._layers = None
+        return self._layers
+
     def star_importers(self, module: str) -> list[str]:
         """Modules that ``from module import *``."""
         out = []
@@ -182,7 +223,7 @@ class ProjectIndex:
             return f"`{name}` is listed in `__all__` of `{module}`"
         if self.star_importers(module):
             return f"`{module}` is imported with `import *` by `{self.star_importers(module)[0]}`"
-        if self.published and not name.startswith("_") and not any(
+        if self.published and self.in_package(module) and not name.startswith("_") and not any(
                 part.startswith("_") for part in module.split(".")):
             return f"`{module}.{name}` is a public name of a published library"
         return None
@@ -208,17 +249,46 @@ def module_name(path: str) -> tuple[Optional[str], bool]:
 
 
 def build_project(paths: Sequence[str], files: Sequence[str], root: Optional[str],
-                  exclude: Sequence[str] = (), extend_exclude: Sequence[str] = ()) -> ProjectIndex:
+                  exclude: Sequence[str] = (), extend_exclude: Sequence[str] = (),
+                  layout: str = "stacked", framework: str = "auto") -> ProjectIndex:
     """The project of a run: the files of the run, plus the files of the
     project whose ``pyproject.toml`` is ``root``/pyproject.toml (or the tree of
     the given paths when there is none)."""
     project_files = list(files)
     published = False
-    if root is not None and os.path.isdir(root):
-        more, _ = discover([root], exclude=exclude, extend_exclude=extend_exclude, root=root)
+    trees = {root} if root is not None and os.path.isdir(root) else set()
+    # the packages the files belong to, even without a pyproject.toml
+    for path in files:
+        top = _top_package_dir(path)
+        if top is not None and not any(_inside(top, t) for t in trees):
+            trees.add(top)
+    for tree in sorted(trees):
+        more, _ = discover([tree], exclude=exclude, extend_exclude=extend_exclude, root=tree)
         project_files += [os.path.normpath(p) for p in more]
+    if root is not None and os.path.isdir(root):
         published = _published(root)
-    return ProjectIndex(project_files, writable=files, root=root, published=published)
+    return ProjectIndex(project_files, writable=files, root=root, published=published, layout=layout,
+                        framework=framework)
+
+
+def _top_package_dir(path: str) -> Optional[str]:
+    """The directory of the outermost package holding ``path`` (``None`` outside packages)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    top = None
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        top = directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return top
+
+
+def _inside(path: str, tree: str) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), os.path.abspath(tree)]) == os.path.abspath(tree)
+    except ValueError:
+        return False
 
 
 def project_root(paths: Sequence[str]) -> Optional[str]:

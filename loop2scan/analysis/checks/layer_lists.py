@@ -26,6 +26,16 @@ CODES = (
     Code("L2S309", "layout-use", "the per-layer parameter list is used in a way the stacked layout would change",
         "Replace the use with a layout-independent one (`jax.tree.map` over leaves, or scan it too), or keep the "
         "list layout with `--layout keep`."),
+    Code("L2S312", "layout-public", "the per-layer parameter list crosses an API callers out of sight may use",
+         "The stacked layout would change what a public function returns or takes for importers the project does "
+         "not show (a published library's public name, `__all__`, `import *`): keep the list layout with "
+         "`--layout keep`, or make the function private."),
+    Code("L2S313", "layout-optimizer", "an optimizer update over the parameter list is not element-wise per leaf",
+         "Per-leaf statistics (LAMB, LARS, Adafactor, block RMS clipping) and masks that read shapes, `ndim` or "
+         "paths change meaning when the layers are stacked into one leaf: keep the list layout with "
+         "`--layout keep`."),
+    Code("L2S314", "layout-edit-outside-run", "the layout change needs an edit in a file not among this run's files",
+         "Name that file too (or run on the whole project), or keep the list layout with `--layout keep`."),
 )
 
 
@@ -66,16 +76,23 @@ def _layer_loop(la, iteration) -> Optional[LayerLoop]:
         return None
     structure = None
     func = la.func
+    looks = None
     if la.mctx.layout == "stacked" and func is not None and la.mctx.parent(func) is la.mctx.tree:
         # the layout analysis follows module-level functions (not methods or nested functions)
         structure = la.mctx.layers.structure_of(func, seq)
+        if structure is None:
+            looks = _looks_like_parameter_list(la, iteration, seq)
+            if looks:
+                # built in another module of the project, maybe: look where this one is used from
+                la.mctx.layers.search_neighbourhood(la.mctx)
+                structure = la.mctx.layers.structure_of(func, seq)
     if structure is not None:
         if structure.builder.problem is not None:
             raise structure.builder.problem
         if structure.problem is not None:
             raise structure.problem
         return LayerLoop("stacked", seq, part, structure)
-    if not _looks_like_parameter_list(la, iteration, seq):
+    if not (looks if looks is not None else _looks_like_parameter_list(la, iteration, seq)):
         return None
     if la.mctx.layout == "keep":
         return LayerLoop("keep", seq, part, None)
@@ -109,6 +126,30 @@ def _looks_like_parameter_list(la, iteration, seq: str) -> bool:
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in names \
                 and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
             return True
+        # each element handed to a visible helper that reads it as a dict or a tuple of parameters
+        if isinstance(node, ast.Call) and any(isinstance(a, ast.Name) and a.id in names for a in node.args):
+            found = la.visible_function(node.func)
+            if found is not None:
+                pos = next(i for i, a in enumerate(node.args) if isinstance(a, ast.Name) and a.id in names)
+                if _reads_parameters(found[0], pos):
+                    return True
+    return False
+
+
+def _reads_parameters(fn: ast.AST, pos: int) -> bool:
+    """The function indexes its ``pos``-th parameter by string keys (``p["w"]``) or
+    unpacks it (``w, b = p``): a per-layer parameter structure."""
+    params = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+    if pos >= len(params):
+        return False
+    param = params[pos]
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == param \
+                and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+            return True
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple) \
+                and isinstance(node.value, ast.Name) and node.value.id == param:
+            return True
     return False
 
 
@@ -120,35 +161,101 @@ def layout_change(la) -> Optional[LayoutChange]:
         return LayoutChange("keep", layer.name)
     st = layer.structure
     mctx = la.mctx
-    edits = []
-    for use in st.uses:
-        edits.append(LayoutEdit(use.kind, mctx.span(use.node), mctx.span(use.arg) if use.arg is not None else None,
-                                use.text))
-    edits.sort(key=lambda e: (e.span.line, e.span.col))
-    return LayoutChange("stacked", layer.name, st.builder.name, st.builder.func.lineno, edits,
+    edits = _edits_in(st, mctx)
+    where = st.builder.mctx if st.builder.mctx is not mctx else None
+    builder = st.builder.name if where is None or where.name is None else f"{where.name}.{st.builder.name}"
+    return LayoutChange("stacked", layer.name, builder, st.builder.func.lineno, edits,
                         list(st.returned_from), key=id(st))
 
 
+def _edits_in(st, mctx) -> list[LayoutEdit]:
+    """The uses of the structure in module ``mctx`` rewritten for the stacked layout."""
+    edits = []
+    for use in st.uses:
+        if use.mctx is not None and use.mctx is not mctx:
+            continue
+        edits.append(LayoutEdit(use.kind, mctx.span(use.node), mctx.span(use.arg) if use.arg is not None else None,
+                                use.text))
+    edits.sort(key=lambda e: (e.span.line, e.span.col))
+    return edits
+
+
+def _blocking(st, mctx, results: list[LoopResult]) -> Optional[tuple[str, LoopResult]]:
+    """The first loop over the structure (in this module or another) that is
+    not rewritten: ``(where, its result)``; ``None`` when they all are."""
+    index = {id(loop): i for i, loop in enumerate(mctx.loops)}
+    for loop in sorted(st.loops, key=lambda n: (st.loop_modules.get(id(n)) is not mctx, n.lineno)):
+        owner = st.loop_modules.get(id(loop), mctx)
+        if owner is mctx:
+            r = results[index[id(loop)]] if id(loop) in index else None
+        else:
+            r = owner.first_pass_results().get(id(loop))
+        if r is not None and r.status != "rewritten":
+            where = f"line {r.line}" if owner is mctx else f"{owner.name or 'another module'}, line {r.line}"
+            return where, r
+    return None
+
+
 def layouts_change_together(mctx, results: list[LoopResult]) -> None:
-    """All loops over one parameter list change with its layout, or none does."""
+    """All loops over one parameter list change with its layout, or none does
+    (loops in other modules of the project included)."""
     if "layers" not in mctx.__dict__:
         return
     index = {id(loop): i for i, loop in enumerate(mctx.loops)}
     for st in mctx.layers.structures:
-        members = [index[id(loop)] for loop in st.loops if id(loop) in index]
+        members = [index[id(loop)] for loop in st.loops if id(loop) in index and st.loop_modules.get(id(loop),
+                                                                                                    mctx) is mctx]
         if not members:
             continue
-        blocking = [results[i] for i in members if results[i].status != "rewritten"]
-        if not blocking:
+        blocked = _blocking(st, mctx, results)
+        if blocked is None:
             continue
-        first = blocking[0]
+        where, first = blocked
         for i in members:
             r = results[i]
             if r.status == "rewritten":
                 results[i] = LoopResult(r.line, r.col, r.end_line, "declined", "L2S309",
                                         f"every loop over the parameter list built by `{st.builder.name}` must "
-                                        f"become a scan together; the loop at line {first.line} cannot "
+                                        f"become a scan together; the loop at {where} cannot "
                                         f"({first.code}: {first.message})")
+
+
+def _imports_builders(mctx) -> bool:
+    """The module imports a function of another module of the project that may
+    build a parameter list."""
+    if mctx.project is None:
+        return False
+    for qual in mctx.imports.all_aliases().values():
+        found = mctx.project.function(qual)
+        if found is not None and found[1] is not mctx and found[1].may_build_layers():
+            return True
+        if qual in mctx.project.paths:  # `from . import model`: a module used as a namespace
+            other = mctx.project.module_context(qual)
+            if other is not None and other is not mctx and other.may_build_layers():
+                return True
+    return False
+
+
+def standalone_edits(mctx, results: list[LoopResult]) -> list[LayoutEdit]:
+    """Edits this module needs for parameter lists whose loops are all in other
+    modules and all rewritten (a builder module, an importer using ``len(v)``)."""
+    if mctx.layout != "stacked":
+        return []
+    if "layers" not in mctx.__dict__ and not mctx.may_build_layers() and not _imports_builders(mctx):
+        return []
+    if _imports_builders(mctx):
+        mctx.layers.search_neighbourhood(mctx)
+    out: list[LayoutEdit] = []
+    for st in mctx.layers.structures:
+        if not st.loops or st.problem is not None or st.builder.problem is not None:
+            continue
+        if any(st.loop_modules.get(id(loop), mctx) is mctx for loop in st.loops):
+            continue  # the plans of this module's loops carry the edits
+        if not any(use.mctx is mctx for use in st.uses):
+            continue
+        if _blocking(st, mctx, results) is None:
+            out += _edits_in(st, mctx)
+    return out
 
 
 # ----------------------------------------------------------------------------- examples
@@ -220,6 +327,94 @@ INVALID = (
                     x = layer(x)  # <-
                 return x
         """, says=("`layer`",)),
+    Invalid("L2S312", "public-builder-of-a-published-library", """
+        import jax
+        import jax.numpy as jnp
+
+        def init_params(key, n, d):  # <-
+            return [jax.random.normal(k, (d, d)) for k in jax.random.split(key, n)]
+
+        def apply(params, x):
+            for w in params:
+                x = jnp.tanh(x @ w)
+            return x
+
+        def run(key, x):
+            return apply(init_params(key, 3, x.shape[-1]), x)
+        """, says=("`--layout keep`", "published library"), header=False,
+        project=(("pyproject.toml", '[project]\nname = "mylib"\nversion = "1.0"\n'), ("pkg/__init__.py", ""))),
+    Invalid("L2S312", "builder-listed-in-all", """
+        import jax
+        import jax.numpy as jnp
+
+        __all__ = ["init_params", "apply"]
+
+        def init_params(key, n, d):  # <-
+            return [jax.random.normal(k, (d, d)) for k in jax.random.split(key, n)]
+
+        def apply(params, x):
+            for w in params:
+                x = jnp.tanh(x @ w)
+            return x
+
+        def run(key, x):
+            return apply(init_params(key, 3, x.shape[-1]), x)
+        """, says=("`__all__`",), header=False, project=(("pkg/__init__.py", ""),)),
+    Invalid("L2S313", "per-leaf-optimizer", """
+        import optax
+
+        def init_params(key, n, d):
+            return [jax.random.normal(k, (d, d)) for k in jax.random.split(key, n)]
+
+        def loss(params, x):
+            for w in params:
+                x = jnp.tanh(x @ w)
+            return jnp.mean(x ** 2)
+
+        def train(key, x, steps):
+            params = init_params(key, 3, x.shape[-1])
+            tx = optax.lamb(1e-3)
+            opt_state = tx.init(params)  # <-
+            return loss(params, x), opt_state
+        """, says=("optax.lamb", "per-leaf")),
+    Invalid("L2S313", "weight-decay-mask-reads-ndim", """
+        import optax
+
+        def init_params(key, n, d):
+            return [(jax.random.normal(k, (d, d)), jnp.zeros(d)) for k in jax.random.split(key, n)]
+
+        def loss(params, x):
+            for w, b in params:
+                x = jnp.tanh(x @ w + b)
+            return jnp.mean(x ** 2)
+
+        def train(key, x):
+            params = init_params(key, 3, x.shape[-1])
+            tx = optax.adamw(1e-3, mask=lambda p: jax.tree.map(lambda a: a.ndim > 1, p))
+            opt_state = tx.init(params)  # <-
+            grads = jax.grad(loss)(params, x)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates)
+        """, says=("mask",)),
+    Invalid("L2S314", "importer-not-in-the-run", """
+        import jax
+        import jax.numpy as jnp
+
+        def init_params(key, n, d):  # <-
+            return [jax.random.normal(k, (d, d)) for k in jax.random.split(key, n)]
+
+        def apply(params, x):
+            for w in params:
+                x = jnp.tanh(x @ w)
+            return x
+        """, says=("pkg/train.py", "not among the files"), header=False,
+        project=(("pkg/__init__.py", ""), ("pkg/train.py", """
+            from .model import apply, init_params
+
+            def first_layer(key, x):
+                params = init_params(key, 2, x.shape[-1])
+                return params[0], apply(params, x)
+            """)), run=("pkg/model.py",)),
 )
 
 VALID = (
