@@ -238,6 +238,9 @@ class ScanPlan:
     layout: Optional[LayoutChange] = None  # set for loops over per-layer parameter lists
     local_names: set[str] = field(default_factory=set)  # names bound in the enclosing function
     counter: Optional[Counter] = None  # the loop index, carried (see Counter)
+    # what the rewrite relies on that the code does not show (docs/assumptions.md), one sentence each
+    assumptions: list[str] = field(default_factory=list)
+    dtype_assumed: bool = False  # a carry's dtype is not visible: `--check` also runs it in bfloat16
 
 
 Status = Literal["rewritten", "declined", "skipped", "not-candidate"]
@@ -280,6 +283,7 @@ class LoopResult:
         }
         if plan:
             data["reverse"] = plan.reverse
+            data["assumptions"] = list(plan.assumptions)
             if plan.length:
                 data["length"] = plan.length
             if plan.layout is not None:

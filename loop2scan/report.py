@@ -107,14 +107,22 @@ def explain_loop(path: str, loop: LoopResult) -> str:
                 ys.append(f"{y.name} ({how})")
             elif y.kind == "at_set":
                 ys.append(f"{y.name} (rows written with .at[...].set after the scan)")
+            elif y.kind == "discard":
+                ys.append(f"{y.name} (never read after the loop: not collected)")
             else:
                 ys.append(f"{y.name} (value of the last step)")
         lines.append(f"    ys:        {', '.join(ys) or '(none)'}")
+        if plan.counter is not None:
+            c = plan.counter
+            lines.append(f"    index:     {c.name} carried from {c.init}, {'+' if c.step >= 0 else '-'} {abs(c.step)} "
+                         "a step (weakly typed, like the loop's int)")
         lines.append(f"    broadcast: {', '.join(plan.broadcast) or '(none)'}")
         if plan.reverse:
             lines.append("    direction: reverse=True (the loop ran from the last index to the first)")
         if plan.layout is not None:
             lines.append(f"    layout:    {plan.layout.describe()}")
+        for i, a in enumerate(plan.assumptions):
+            lines.append(f"    {'assumes:' if i == 0 else '':<11}{a}")
         return "\n".join(lines)
     code = CODES.get(loop.code)
     word = status_word(loop)

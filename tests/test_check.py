@@ -219,3 +219,36 @@ def test_worker_diagnoses_tuple_carries():
                                   "(line 3) is a scalar; initialise it with the shape and dtype it has inside "
                                   "the loop")
     assert "ValueError: boom" in diagnose(ValueError("boom"), job)
+
+
+PROMOTING = '''\
+import jax
+import jax.numpy as jnp
+
+
+def decay(xs, h):
+    for x in xs:
+        h = h * 0.5 + jnp.tanh(x) * jnp.float32(0.1)
+    return h
+
+
+def decay_inputs():
+    return jax.random.normal(jax.random.PRNGKey(4), (6, 3)), jnp.zeros(3)
+'''
+
+
+def test_check_runs_assumed_dtypes_in_bfloat16(tmp_path, monkeypatch):
+    """A carry whose dtype the code does not show is run in bfloat16 too: here a
+    float32 constant promotes a bfloat16 carry in the loop, which the scan cannot
+    carry; float32 inputs alone would not show it."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.loop2scan.examples]\n"promo.py::decay" = "promo.py::decay_inputs"\n')
+    (tmp_path / "promo.py").write_text(PROMOTING)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _run("promo.py", "--check", "--format", "json", "--device", "cpu")
+    check = _checks(out)[("promo.py", 6)]
+    assert code == 1 and check["verdict"] == "differs", check
+    assert check["dtypes"] == {"bfloat16": "differs"}
+    assert any("bfloat16" in d for d in check["differences"]), check["differences"]
+    assert (tmp_path / "promo.py").read_text() == PROMOTING

@@ -31,7 +31,7 @@ from .activity import (
     walk_body,
     walk_scope,
 )
-from .kinds import ValueFacts
+from .kinds import UNKNOWN, ValueFacts
 from .checks import (
     candidate,
     carries,
@@ -227,7 +227,56 @@ class LoopAnalysis:
             local_names=set(fctx.locals),
             layout=layer_lists.layout_change(self),
             counter=self.counter,
+            assumptions=self.assumptions(),
+            dtype_assumed=self.dtype_assumed(),
         )
+
+    # ------------------------------------------------------------ assumptions
+    def _at_loop(self, name: str):
+        return self.facts.name_kind(name, self.fctx.defs_before(self.loop, name) or None)
+
+    def assumptions(self) -> list[str]:
+        """What the rewrite relies on that the code does not show
+        (``docs/assumptions.md``): values of unknown kind taken for JAX arrays,
+        sequences stacked with ``jnp.asarray``, calls out of sight taken for pure."""
+        out: list[str] = []
+        for name in self.carries:
+            kind = self._at_loop(name)
+            if kind.tag == UNKNOWN:
+                out.append(f"`{name}` is a JAX array (or a pytree of them) whose dtype matches the loop body's: "
+                           "nothing shows its kind")
+        for item in self.xs:
+            if item.kind in ("elements", "slice") and item.wrap_asarray:
+                out.append(f"`{item.source_text}` is an array, or a list of arrays of one shape and dtype "
+                           "(the scan stacks it with `jnp.asarray`)")
+        opaque = []
+        for node in walk_all(self.loop.body):
+            if isinstance(node, ast.Call):
+                q = self.qual(node.func)
+                if q is not None or self.visible_function(node.func) is not None:
+                    continue
+                if isinstance(node.func, ast.Name) and (node.func.id in BUILTIN_NAMES
+                                                        or node.func.id in self.mctx.module_classes):
+                    continue
+                if isinstance(node.func, ast.Attribute):
+                    continue  # methods of values: array methods, or judged by the kind rules
+                text = ast.unparse(node.func)
+                if text not in opaque:
+                    opaque.append(text)
+        if opaque:
+            names = ", ".join(f"`{t}`" for t in opaque[:3]) + (" ..." if len(opaque) > 3 else "")
+            one = len(opaque) == 1
+            out.append(f"{names} {'is a pure function' if one else 'are pure functions'} of "
+                       f"{'its' if one else 'their'} arguments (the source is not visible)")
+        return out
+
+    def dtype_assumed(self) -> bool:
+        """Some carry's dtype is not visible in the code."""
+        for name in self.carries:
+            kind = self._at_loop(name)
+            if not kind.dtype.known and not kind.dtype.sources and not kind.dtype.weak:
+                return True
+        return False
 
     # ---------------------------------------------------------------- helpers
     def learn_step_arrays(self, xs: list[XsItem]) -> None:

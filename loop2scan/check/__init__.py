@@ -107,7 +107,11 @@ def check_loops(path: str, original_text: str, new_text: str, loops: list[LoopRe
             continue
         ex = covering[0]
         job = jobs.setdefault(ex.target, {"target": ex.target, "factory": ex.factory, "rtol": ex.rtol,
-                                          "atol": ex.atol, "loops": [], "layout_params": []})
+                                          "atol": ex.atol, "loops": [], "layout_params": [],
+                                          "dtype_variants": []})
+        if plan.dtype_assumed and "bfloat16" not in job["dtype_variants"]:
+            # a carry's dtype is not visible: run the example in bfloat16 too (docs/assumptions.md)
+            job["dtype_variants"].append("bfloat16")
         job["loops"].append({
             "line": loop.line,
             "function": plan.function,
@@ -219,6 +223,8 @@ def describe(check: dict) -> str:
         parts.append(f"gradients max abs {grads['max_abs']:.1e}, rel {grads['max_rel']:.1e}")
     elif check.get("gradients_note"):
         parts.append(check["gradients_note"])
+    for dtype, outcome in (check.get("dtypes") or {}).items():
+        parts.append(f"{dtype} inputs: {outcome}")
     comp = check.get("compile_s")
     if comp and comp.get("before") is not None and comp.get("after") is not None:
         parts.append(f"compile {_sec(comp['before'])} -> {_sec(comp['after'])}")

@@ -88,6 +88,15 @@ class JaxBackend:
                 converted[name] = True
         return tuple(bound.args), dict(bound.kwargs), converted
 
+    def cast_floats(self, inputs, dtype: str):
+        """The inputs with every floating-point array cast to ``dtype``."""
+        target = jnp.dtype(dtype)
+
+        def cast(x):
+            return jnp.asarray(x).astype(target) if _is_float(x) else x
+
+        return jax.tree.map(cast, inputs)
+
     # -- calls ------------------------------------------------------------------
     def call(self, fn, args: tuple, kwargs: dict) -> Any:
         out = fn(*args, **kwargs)

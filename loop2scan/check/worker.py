@@ -140,12 +140,40 @@ def run_example(job: dict, spec: dict, backend, original, rewritten) -> dict:
             result["gradients_note"] = "no floating-point inputs to differentiate"
         else:
             result["gradients"] = backend.compare(g_before, g_after, tol.gradients(), "gradient", differences)
+    # the dtypes the analysis had to assume: the same inputs in other floating dtypes
+    for dtype in job.get("dtype_variants", []):
+        result.setdefault("dtypes", {})[dtype] = _dtype_variant(
+            backend, dtype, fn_before, fn_after, (args, kwargs), (args_after, kwargs_after), instance, state0,
+            differences)
     # compile and steady-state run time, before and after, in this one process
     result["compile_s"], result["run_s"] = backend.timings(fn_before, fn_after, args, kwargs, args_after,
                                                            kwargs_after)
     if differences:
         return dict(result, verdict="differs", differences=differences)
     return dict(result, verdict="verified")
+
+
+def _dtype_variant(backend, dtype: str, fn_before, fn_after, before_inputs, after_inputs, instance, state0,
+                   differences: list[str]) -> str:
+    """Compare original and rewrite on the example's floating inputs cast to
+    ``dtype`` (a carry whose dtype the code does not show keeps the inputs')."""
+    args, kwargs = backend.cast_floats(before_inputs, dtype)
+    args_after, kwargs_after = backend.cast_floats(after_inputs, dtype)
+    try:
+        backend.restore(instance, state0)
+        out_before = backend.call(fn_before, args, kwargs)
+    except Exception as e:  # noqa: BLE001
+        return f"not compared: the original raises in {dtype} ({type(e).__name__})"
+    try:
+        backend.restore(instance, state0)
+        out_after = backend.call(fn_after, args_after, kwargs_after)
+    except Exception as e:  # noqa: BLE001
+        differences.append(f"in {dtype}: the rewritten code raised {type(e).__name__}: {_first_line(e)}")
+        return "differs"
+    before = len(differences)
+    backend.compare(out_before, out_after, backend.tolerances(None, None), f"output in {dtype}", differences)
+    backend.restore(instance, state0)
+    return "equal" if len(differences) == before else "differs"
 
 
 _CARRY_ERROR = re.compile(r"input carry (component )?(?P<name>[\w\[\]\.']+) has type (?P<before>\S+) but the "
