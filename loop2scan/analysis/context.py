@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 from ..plan import Span
 from .activity import (
     arg_names,
+    statements,
     collect,
     free_variables,
     nested_scopes,
@@ -178,39 +179,91 @@ class ModuleContext:
             ctx = self._functions[id(func)] = FunctionContext(self, func)
         return ctx
 
-    def first_pass_results(self) -> dict:
-        """The result of every loop of this module before the module-wide passes
-        (by ``id`` of the loop), computed once: how another module sees whether a
-        loop over a shared parameter list can be rewritten."""
-        if "_first_pass" not in self.__dict__:
+    def first_pass_result(self, loop: ast.AST):
+        """The result of one loop of this module before the module-wide passes,
+        computed once: how another module sees whether a loop over a shared
+        parameter list can be rewritten (exactly as this module's own run does)."""
+        cache = self.__dict__.setdefault("_first_pass", {})
+        if id(loop) not in cache:
             from .loop import LoopAnalysis
 
-            self.__dict__["_first_pass"] = {}
-            self.__dict__["_first_pass"] = {id(loop): LoopAnalysis(self, loop).run() for loop in self.loops}
-        return self.__dict__["_first_pass"]
+            cache[id(loop)] = None  # a loop that needs its own result is not rewritten
+            cache[id(loop)] = LoopAnalysis(self, loop).run()
+        return cache[id(loop)]
 
     def may_build_layers(self) -> bool:
-        """A cheap test: a module-level function returns a list (a builder candidate)."""
-        for stmt in self.tree.body:
-            if isinstance(stmt, ast.FunctionDef):
+        """A cheap test: a module-level function returns a list it builds (a
+        parameter-list builder candidate)."""
+        if "_may_build" not in self.__dict__:
+            found = False
+            # text first: a builder returns a list it builds from keys or a range
+            if not (("return [" in self.text or ".append(" in self.text)
+                    and ("split" in self.text or "range(" in self.text)):
+                self.__dict__["_may_build"] = False
+                return False
+            for stmt in self.tree.body:
+                if not isinstance(stmt, ast.FunctionDef) or found:
+                    continue
+                lists = set()
                 for node in ast.walk(stmt):
-                    if isinstance(node, ast.Return) and isinstance(node.value, (ast.ListComp, ast.Name)):
-                        return True
-        return False
+                    if isinstance(node, ast.Assign) and isinstance(node.value, (ast.List, ast.ListComp)):
+                        lists.update(t.id for t in node.targets if isinstance(t, ast.Name))
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Return) and (isinstance(node.value, ast.ListComp) or (
+                            isinstance(node.value, ast.Name) and node.value.id in lists)):
+                        found = True
+                        break
+            self.__dict__["_may_build"] = found
+        return self.__dict__["_may_build"]
+
+    def _top_statement(self, stmt: ast.AST) -> ast.AST:
+        """The top-level statement holding ``stmt``."""
+        cur = stmt
+        while True:
+            parent = self.parents.get(id(cur))
+            if parent is None or parent is self.tree:
+                return cur
+            cur = parent
+
+    def imported_list_calls(self) -> list[str]:
+        """The qualified names of functions of other modules of the project whose
+        result this module uses as a list (``v = f(...)``, then ``len(v)``, ``v[0]``,
+        ``v[1:]``, ``for .. in v``, or passes ``v`` on): a cheap, syntactic test."""
+        if "_imported_list_calls" in self.__dict__:
+            return self.__dict__["_imported_list_calls"]
+        out: list[str] = []
+        if self.project is not None:
+            bound: dict[str, str] = {}
+            scopes = set()
+            for stmt in statements(self.tree.body, into_definitions=True):
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call):
+                    q = self.imports.qualname(stmt.value.func)
+                    if q is not None and self.project.split(q) is not None:
+                        for t in stmt.targets:
+                            bound.update((n.id, q) for n in ast.walk(t) if isinstance(n, ast.Name))
+                        scopes.add(id(self._top_statement(stmt)))
+            if bound:
+                tops = [stmt for stmt in self.tree.body if id(stmt) in scopes]
+                for node in (n for top in tops for n in ast.walk(top)):
+                    name = None
+                    if isinstance(node, ast.Call) and node.args:
+                        name = next((a.id for a in node.args if isinstance(a, ast.Name) and a.id in bound), None)
+                    elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+                        name = node.value.id
+                    elif isinstance(node, ast.For) and isinstance(node.iter, ast.Name):
+                        name = node.iter.id
+                    if name in bound and bound[name] not in out:
+                        out.append(bound[name])
+        self.__dict__["_imported_list_calls"] = out
+        return out
 
     @cached_property
     def layers(self):
-        """Per-layer parameter lists reaching this module (built on first use;
-        shared by the modules of a project, which a list can flow across)."""
+        """The per-layer parameter lists this module sees (built on first use;
+        followed across the modules of its project)."""
         from .layers import LayerAnalysis
 
-        if self.project is None:
-            return LayerAnalysis(self)
-        if self.project.layers is None:
-            self.project._layers = LayerAnalysis(self)
-        else:
-            self.project._layers.ensure_module(self)
-        return self.project._layers
+        return LayerAnalysis(self)
 
     @cached_property
     def module_functions(self) -> dict[str, ast.AST]:

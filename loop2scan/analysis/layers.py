@@ -33,6 +33,9 @@ from .imports import is_under
 
 TRANSFORMS = {"jax.jit", "jax.grad", "jax.value_and_grad", "jax.checkpoint", "jax.remat", "functools.partial",
               "jax.named_call"}
+#: The most modules a loop's neighbourhood is searched in for a parameter-list builder.
+NEIGHBOURHOOD_LIMIT = 40
+
 #: optax transformations that act on each leaf element-wise (or on a norm over all leaves,
 #: which stacking does not change), and combinators of such.
 OPTAX_ELEMENTWISE = {
@@ -109,48 +112,78 @@ class _Scope:
         self.is_module = isinstance(node, ast.Module)
         self.params = [] if self.is_module else arg_names(node.args)
         self.body = node.body
+        self._nodes: Optional[list[ast.AST]] = None
+        self._bindings: Optional[dict[str, list[ast.AST]]] = None
+        self._loads: Optional[dict[str, list[ast.Name]]] = None
+        self.calls: list[ast.Call] = []
 
-    def walk(self):
-        if self.is_module:
-            for stmt in self.body:
-                yield from walk_scope(stmt)
-        else:
-            yield from walk_body(self.node)
+    def walk(self) -> list[ast.AST]:
+        """Every node of the scope (nested definitions' bodies excluded), listed once."""
+        if self._nodes is None:
+            if self.is_module:
+                self._nodes = [n for stmt in self.body for n in walk_scope(stmt)]
+            else:
+                self._nodes = list(walk_body(self.node))
+            self.calls = [n for n in self._nodes if isinstance(n, ast.Call)]
+        return self._nodes
+
+    def _index(self) -> None:
+        bindings: dict[str, list[ast.AST]] = {}
+        loads: dict[str, list[ast.Name]] = {}
+        for node in self.walk():
+            if isinstance(node, ast.Name):
+                (loads if isinstance(node.ctx, ast.Load) else bindings).setdefault(node.id, []).append(node)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not self.node:
+                bindings.setdefault(node.name, []).append(node)
+        self._bindings, self._loads = bindings, loads
 
     def bindings(self, name: str) -> list[ast.AST]:
         """Every statement or node that binds ``name`` in this scope."""
-        out = []
-        for node in self.walk():
-            if isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
-                out.append(node)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name \
-                    and node is not self.node:
-                out.append(node)
-        return out
+        if self._bindings is None:
+            self._index()
+        return self._bindings.get(name, [])
+
+    def loads(self, name: str) -> list[ast.Name]:
+        """Every read of ``name`` in this scope."""
+        if self._loads is None:
+            self._index()
+        return self._loads.get(name, [])
 
 
 class LayerAnalysis:
-    """Builders and the structures they build, followed across the modules of
-    a project (or within one module when there is no project).  Modules are
-    added on demand; a structure is followed from its builder to every module
-    that calls a function it flows into or out of."""
+    """The parameter lists one module (its *home*) can see, followed across the
+    modules of its project.
+
+    What a module sees is decided by the module alone, so that every process
+    comes to the same conclusion about it: the builders it defines, the builders
+    it imports and uses the result of as a list, and, for a loop over what looks
+    like a parameter list, the builders of its neighbourhood (:meth:`neighbourhood`).
+    A structure is followed from its builder to every module that imports a
+    function it flows into or out of."""
 
     def __init__(self, home) -> None:
+        self.home = home
         self.project = home.project
         self.modules: dict[int, object] = {}  # id(tree) -> ModuleContext
         self.scopes: dict[int, _Scope] = {}
-        self.parents: dict[int, ast.AST] = {}
         self._module_builders: dict[int, dict[str, Builder]] = {}
         self.structures: list[Structure] = []
         self._by_name: dict[tuple[int, str], Structure] = {}
         self._followed: dict[int, Structure] = {}  # id(builder function) -> its structure
-        self._neighbourhoods: set[int] = set()
+        self._searched = False
         self.ensure_module(home)
+        for octx in imported_list_sources(home):
+            self.ensure_module(octx)
 
     # ------------------------------------------------------------------ lookup
     def structure_of(self, scope: ast.AST, name: str) -> Optional[Structure]:
         """The structure ``name`` holds in ``scope`` (a module-level function or the module)."""
         return self._by_name.get((id(scope), name))
+
+    def structure_built_by(self, fn: ast.AST) -> Optional[Structure]:
+        """The structure the builder function ``fn`` builds, as this module sees it."""
+        st = self._followed.get(id(fn))
+        return st if st is not None and st.names else None
 
     def builder_of(self, fn: ast.AST) -> Optional[Builder]:
         """The builder a module-level function is, if it is one."""
@@ -161,220 +194,78 @@ class LayerAnalysis:
         return None
 
     def parent(self, node: ast.AST) -> Optional[ast.AST]:
-        return self.parents.get(id(node))
+        for mctx in self.modules.values():
+            p = mctx.parents.get(id(node))
+            if p is not None:
+                return p
+        return None
 
     # ---------------------------------------------------------------- modules
     def ensure_module(self, mctx) -> None:
-        """Add a module: its scopes, and the structures its builders build."""
-        if id(mctx.tree) in self.modules:
+        """Add a module: its scopes, and the structures its builders build (those
+        whose layers provably share shapes: the others cannot change layout, and
+        are followed only when a loop of the home asks, to say why)."""
+        if id(mctx.tree) in self._module_builders:
             return
-        self._add_scopes(mctx)
-        builders: dict[str, Builder] = {}
-        for stmt in mctx.tree.body:
-            if isinstance(stmt, ast.FunctionDef):
-                b = self._builder(stmt, mctx)
-                if b is not None:
-                    builders[stmt.name] = b
+        builders = module_builders(mctx, self)
         self._module_builders[id(mctx.tree)] = builders
+        if builders:
+            self._add_scopes(mctx)
         for b in builders.values():
-            self._follow(b)
+            if b.problem is None:
+                self._follow(b)
+
+    def follow_differing_builders(self) -> None:
+        """Follow the home's builders whose layers may differ (within the modules
+        added already), so that a loop over one says so (``L2S308``)."""
+        for b in self._module_builders.get(id(self.home.tree), {}).values():
+            if b.problem is not None and id(b.func) not in self._followed:
+                self._follow(b, expand=False)
 
     def _add_scopes(self, mctx) -> None:
         if id(mctx.tree) in self.modules:
             return
         self.modules[id(mctx.tree)] = mctx
         mctx.ensure_parents(mctx.tree)
-        self.parents.update(mctx.parents)
-        self.scopes[id(mctx.tree)] = _Scope(mctx.tree, mctx)
-        for stmt in mctx.tree.body:
-            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                self.scopes[id(stmt)] = _Scope(stmt, mctx)
+        for node, scope in module_scopes(mctx).items():
+            self.scopes[node] = scope
+
+    def neighbourhood(self, mctx) -> Optional[list[str]]:
+        """Where a loop of ``mctx`` looks for the builder of a parameter list it
+        iterates: the modules it imports from, the modules that import it, and
+        the modules those import from; ``None`` for a hub module with more than
+        :data:`NEIGHBOURHOOD_LIMIT` of them (a list built out of sight stays out
+        of sight: the loop is declined, never guessed).  The same in every process."""
+        if self.project is None or mctx.name is None:
+            return None
+        forward = self.project.imports_of
+        importers = sorted(self.project.importers_of_module_names(mctx.name))
+        near = set(forward(mctx.name)) | set(importers)
+        if len(near) > NEIGHBOURHOOD_LIMIT:
+            return None
+        for other in importers:
+            near |= set(forward(other))
+        near.discard(mctx.name)
+        return sorted(near) if len(near) <= NEIGHBOURHOOD_LIMIT else None
 
     def search_neighbourhood(self, mctx) -> None:
-        """Add the modules a structure built elsewhere could reach ``mctx`` from:
-        the modules it imports from, the modules that import it, and the modules
-        those import from."""
-        if self.project is None or mctx.name is None or id(mctx.tree) in self._neighbourhoods:
+        """Follow the builders of the home's neighbourhood (once)."""
+        if self._searched or mctx is not self.home:
             return
-        self._neighbourhoods.add(id(mctx.tree))
-        near: list[str] = []
-        for qual in mctx.imports.all_aliases().values():
-            found = self.project.split(qual) if qual not in self.project.paths else (qual, "")
-            if found is not None:
-                near.append(found[0])
-        importers = [m for m, _ in self.project.importers_of_module(mctx.name)]
-        near += importers
-        for other in importers:
-            octx = self.project.module_context(other)
-            for qual in (octx.imports.all_aliases().values() if octx is not None else ()):
-                found = self.project.split(qual) if qual not in self.project.paths else (qual, "")
-                if found is not None:
-                    near.append(found[0])
-        for name in sorted(set(near) - {mctx.name}):
+        self._searched = True
+        for name in self.neighbourhood(mctx) or ():
             octx = self.project.module_context(name)
             if octx is not None:
                 self.ensure_module(octx)
 
     # --------------------------------------------------------------- builders
-    def _builder(self, fn: ast.FunctionDef, mctx) -> Optional[Builder]:
-        returns = [n for n in walk_body(fn) if isinstance(n, ast.Return)]
-        if not returns:
-            return None
-        values = [r.value for r in returns]
-        if any(v is None for v in values):
-            return None
-        if len(returns) == 1 and isinstance(values[0], ast.ListComp):
-            mctx.ensure_parents(fn)
-            comp = values[0]
-            b = Builder(fn, returns, comp.elt, mctx=mctx)
-            b.problem = self._homogeneous_comprehension(fn, comp, mctx)
-            return b
-        if not all(isinstance(v, ast.Name) for v in values) or len({v.id for v in values}) != 1:
-            return None
-        name = values[0].id
-        # cheap filter before reaching definitions: the name is bound to a list somewhere
-        if not any(isinstance(n, ast.Assign) and isinstance(n.value, (ast.List, ast.ListComp))
-                   and any(isinstance(t, ast.Name) and t.id == name for t in n.targets) for n in walk_body(fn)):
-            return None
-        mctx.ensure_parents(fn)
-        fctx = mctx.function(fn)
-        defs = set()
-        for r in returns:
-            defs |= set(fctx.defs_before(r, name))
-        if len(defs) != 1:
-            return None
-        d = next(iter(defs))
-        node = d.node
-        if d.kind != "assign" or not isinstance(node, ast.Assign) or len(node.targets) != 1 \
-                or not isinstance(node.targets[0], ast.Name):
-            return None
-        if isinstance(node.value, ast.ListComp):
-            b = Builder(fn, returns, node.value.elt, name, mctx=mctx)
-            b.problem = self._homogeneous_comprehension(fn, node.value, mctx)
-            if self._other_uses(fn, name, allowed={id(node)} | {id(r) for r in returns}):
-                return None
-            return b
-        if not (isinstance(node.value, ast.List) and not node.value.elts):
-            return None
-        appends = [n for n in walk_body(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                   and n.func.attr == "append" and isinstance(n.func.value, ast.Name) and n.func.value.id == name]
-        if len(appends) != 1 or len(appends[0].args) != 1:
-            return None
-        call = appends[0]
-        stmt = mctx.parent(call)
-        loop = mctx.parent(stmt)
-        if not (isinstance(stmt, ast.Expr) and isinstance(loop, ast.For) and stmt in loop.body):
-            return None
-        if self._other_uses(fn, name, allowed={id(node), id(stmt)} | {id(r) for r in returns}):
-            return None
-        b = Builder(fn, returns, call.args[0], name, mctx=mctx)
-        b.problem = self._homogeneous_loop(fn, loop, mctx)
-        return b
-
-    def _other_uses(self, fn: ast.FunctionDef, name: str, allowed: set[int]) -> bool:
-        for stmt in walk_body(fn):
-            if isinstance(stmt, ast.stmt) and id(stmt) not in allowed:
-                if isinstance(stmt, (ast.For, ast.If, ast.While, ast.With, ast.Try)):
-                    exprs = [getattr(stmt, "iter", None), getattr(stmt, "test", None), getattr(stmt, "target", None)]
-                    if any(e is not None and any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(e))
-                           for e in exprs):
-                        return True
-                    continue
-                if any(isinstance(n, ast.Name) and n.id == name for n in walk_scope(stmt)):
-                    return True
-        return False
-
-    def _key_iterable(self, fctx, it: ast.AST) -> Optional[str]:
-        """``"keys"`` when ``it`` is an array of PRNG keys (a ``jax.random.split``),
-        ``"range"`` for ``range(n)``; otherwise ``None``."""
-        if isinstance(it, ast.Call):
-            q = fctx.imports.qualname(it.func, fctx.shadowing)
-            if q in ("jax.random.split",):
-                return "keys"
-            if isinstance(it.func, ast.Name) and it.func.id == "range" and "range" not in fctx.shadowing:
-                return "range"
-            return None
-        if isinstance(it, ast.Name):
-            values = fctx.assigned_values(it.id)
-            if values and all(isinstance(v, ast.Call) and fctx.imports.qualname(v.func, fctx.shadowing)
-                              == "jax.random.split" for v in values):
-                return "keys"
-            # `k1, *keys = jax.random.split(...)`
-        return None
-
-    def _homogeneous_comprehension(self, fn, comp: ast.ListComp, mctx) -> Optional[Decline]:
-        fctx = mctx.function(fn)
-        if len(comp.generators) != 1 or comp.generators[0].ifs:
-            return Decline("L2S308", f"`{fn.name}` builds its list with a filtered or nested comprehension; the "
-                           "number and shape of the layers cannot be read from the code", comp)
-        gen = comp.generators[0]
-        kind = self._key_iterable(fctx, gen.iter)
-        var = gen.target.id if isinstance(gen.target, ast.Name) else None
-        if kind is None or var is None:
-            return Decline("L2S308", f"`{fn.name}` builds each layer from `{ast.unparse(gen.iter)}`: the layers may "
-                           "differ in shape (only a loop over PRNG keys or over `range(n)` used to pick keys is "
-                           "provably uniform)", gen.iter)
-        return self._key_uses([comp.elt], var, kind, fn, fctx, mctx)
-
-    def _homogeneous_loop(self, fn, loop: ast.For, mctx) -> Optional[Decline]:
-        fctx = mctx.function(fn)
-        kind = self._key_iterable(fctx, loop.iter)
-        var = loop.target.id if isinstance(loop.target, ast.Name) else None
-        if kind is None or var is None:
-            return Decline("L2S308", f"`{fn.name}` builds each layer from `{ast.unparse(loop.iter)}`: the layers may "
-                           "differ in shape (only a loop over PRNG keys or over `range(n)` used to pick keys is "
-                           "provably uniform)", loop.iter)
-        # names derived from the loop variable inside the body are keys too (split/fold_in)
-        derived = {var}
-        for stmt in loop.body:
-            for node in walk_scope(stmt):
-                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-                    q = fctx.imports.qualname(node.value.func, fctx.shadowing)
-                    reads = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
-                    if q in ("jax.random.split", "jax.random.fold_in") and reads & derived:
-                        for t in node.targets:
-                            derived |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
-        return self._key_uses(loop.body, var, kind, fn, fctx, mctx, derived)
-
-    def _key_uses(self, roots, var: str, kind: str, fn, fctx, mctx, derived: Optional[set] = None) -> Optional[Decline]:
-        """The loop variable (and keys derived from it) may only be passed as a
-        PRNG key: the first argument of a call, or ``fold_in(key, i)`` /
-        ``keys[i]`` for an index."""
-        derived = derived or {var}
-        for root in roots:
-            for node in ast.walk(root):
-                if not (isinstance(node, ast.Name) and node.id in derived and isinstance(node.ctx, ast.Load)):
-                    continue
-                parent = mctx.parent(node)
-                ok = False
-                if kind == "keys" or node.id != var:
-                    ok = (isinstance(parent, ast.Call) and parent.args and parent.args[0] is node) or (
-                        isinstance(parent, ast.keyword) and parent.arg in ("key", "rng", "rngs", "prng_key"))
-                    if isinstance(parent, ast.Assign):
-                        ok = True  # re-binding a derived key
-                    if isinstance(parent, ast.Call):
-                        q = fctx.imports.qualname(parent.func, fctx.shadowing)
-                        if is_under(q, "jax.random") and parent.args and parent.args[0] is node:
-                            ok = True
-                else:  # an index: fold_in(key, i) or keys[i]
-                    if isinstance(parent, ast.Call) and len(parent.args) == 2 and parent.args[1] is node:
-                        ok = fctx.imports.qualname(parent.func, fctx.shadowing) == "jax.random.fold_in"
-                    if isinstance(parent, ast.Subscript) and parent.slice is node and isinstance(parent.value,
-                                                                                                ast.Name):
-                        ok = self._key_iterable(fctx, parent.value) == "keys"
-                if not ok:
-                    text = ast.unparse(parent) if isinstance(parent, ast.expr) else node.id
-                    return Decline("L2S308", f"`{fn.name}` uses the per-layer `{node.id}` in `{short(text)}`: the "
-                                   "layers may differ in shape or structure, so they cannot be stacked", node)
-        return None
-
     # ------------------------------------------------------------------- flow
-    def _follow(self, builder: Builder) -> None:
+    def _follow(self, builder: Builder, expand: bool = True) -> None:
         if id(builder.func) in self._followed:
             return
         while True:
             st, missing = self._follow_once(builder)
-            if not missing:
+            if not missing or not expand:
                 break
             for octx in missing:
                 self._add_scopes(octx)
@@ -395,7 +286,8 @@ class LayerAnalysis:
         work: list[tuple[_Scope, str]] = []
         problems: list[Decline] = []
         for scope in list(self.scopes.values()):
-            calls = [node for node in scope.walk() if self._calls_builder(node, builder, scope)]
+            scope.walk()
+            calls = [node for node in scope.calls if self._calls_builder(node, builder, scope)]
             for node in calls:
                 parent = self.parent(node)
                 if isinstance(parent, ast.Assign) and len(parent.targets) == 1 \
@@ -454,7 +346,7 @@ class LayerAnalysis:
             if not scope.is_module and key[1] in scope.params:
                 out.append((scope.node, scope.mctx))
         for name in st.returned_from:
-            for scope in self.scopes.values():
+            for scope in list(self.scopes.values()):
                 if not scope.is_module and scope.node.name == name and scope.mctx is not None:
                     out.append((scope.node, scope.mctx))
         seen, unique = set(), []
@@ -528,10 +420,11 @@ class LayerAnalysis:
         positions.add(position)
         if fn.name not in st.returned_from:
             st.returned_from.append(fn.name)
-        for other in self.scopes.values():
-            for n in other.walk():
-                if not (isinstance(n, ast.Call) and self._resolve_callee(n.func, other) is not None
-                        and self._resolve_callee(n.func, other)[0] is fn):
+        for other in list(self.scopes.values()):
+            other.walk()
+            for n in other.calls:
+                callee = self._resolve_callee(n.func, other) if _may_call(n.func, fn.name, other) else None
+                if callee is None or callee[0] is not fn:
                     continue
                 parent = self.parent(n)
                 target = parent.targets[0] if isinstance(parent, ast.Assign) and len(parent.targets) == 1 else None
@@ -600,13 +493,16 @@ class LayerAnalysis:
         return None
 
     def _single_value(self, scope: _Scope, name: str) -> Optional[ast.AST]:
+        """The value of the one plain assignment binding ``name`` in ``scope`` (or
+        in its module), ``None`` when there is none or several."""
         found = None
-        for node in scope.walk():
-            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+        for b in scope.bindings(name):
+            stmt = self.parent(b)
+            if isinstance(stmt, ast.Assign) and b in stmt.targets:
                 if found is not None:
                     return None
-                found = node.value
-        if found is None and not scope.is_module:
+                found = stmt.value
+        if found is None and not scope.is_module and not scope.bindings(name) and name not in scope.params:
             return self._single_value(self.scopes[id(scope.mctx.tree)], name)
         return found
 
@@ -659,9 +555,7 @@ class LayerAnalysis:
         mctx = self
         more: list[tuple[_Scope, str]] = []
         builder = st.builder
-        for node in scope.walk():
-            if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
-                continue
+        for node in scope.loads(name):
             parent = mctx.parent(node)
             # loops over the structure: `for ... in v`, `for ... in v[a:b]`
             loop = _loop_over(mctx, node) or _range_len_loop(mctx, node)  # `for i in range(len(v))` + `v[i]`
@@ -885,6 +779,233 @@ class LayerAnalysis:
                     continue
                 return False
         return True
+
+
+def module_scopes(mctx) -> dict[int, "_Scope"]:
+    """The scopes of a module (its body and its module-level functions), indexed
+    once per module and shared by every analysis that looks at it."""
+    cached = mctx.__dict__.get("_layer_scopes")
+    if cached is None:
+        cached = {id(mctx.tree): _Scope(mctx.tree, mctx)}
+        for stmt in mctx.tree.body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                cached[id(stmt)] = _Scope(stmt, mctx)
+        mctx.__dict__["_layer_scopes"] = cached
+    return cached
+
+
+def module_builders(mctx, analysis=None) -> dict[str, Builder]:
+    """The parameter-list builders a module defines (found once per module)."""
+    cached = mctx.__dict__.get("_layer_builders")
+    if cached is None:
+        cached = {}
+        if mctx.may_build_layers():
+            finder = _BuilderFinder()
+            for stmt in mctx.tree.body:
+                if isinstance(stmt, ast.FunctionDef):
+                    b = finder.builder(stmt, mctx)
+                    if b is not None:
+                        cached[stmt.name] = b
+        mctx.__dict__["_layer_builders"] = cached
+    return cached
+
+
+def imported_list_sources(mctx) -> list:
+    """The modules whose builders this module imports and uses the result of as
+    a list (``v = init_params(...)``, then ``len(v)``, ``v[0]``, ``for .. in v``):
+    it must see how they change."""
+    project = mctx.project
+    if project is None or mctx.name is None:
+        return []
+    # text first: an imported function of the project that may build a list at all
+    if not any(project.function_may_build(q) for q in mctx.imports.all_aliases().values()
+               if project.split(q) is not None):
+        return []
+    out = {}
+    for qual in mctx.imported_list_calls():
+        if not project.function_may_build(qual):
+            continue
+        found = project.function(qual)
+        if found is None or found[1] is mctx:
+            continue
+        fn, octx = found
+        if fn.name in module_builders(octx):
+            out[id(octx.tree)] = octx
+    return list(out.values())
+
+
+class _BuilderFinder:
+    """Recognises parameter-list builders (module-level functions returning a list
+    of per-layer structures) and whether their layers share shapes."""
+
+    def builder(self, fn: ast.FunctionDef, mctx) -> Optional[Builder]:
+        returns = [n for n in walk_body(fn) if isinstance(n, ast.Return)]
+        if not returns:
+            return None
+        values = [r.value for r in returns]
+        if any(v is None for v in values):
+            return None
+        if len(returns) == 1 and isinstance(values[0], ast.ListComp):
+            mctx.ensure_parents(fn)
+            comp = values[0]
+            b = Builder(fn, returns, comp.elt, mctx=mctx)
+            b.problem = self._homogeneous_comprehension(fn, comp, mctx)
+            return b
+        if not all(isinstance(v, ast.Name) for v in values) or len({v.id for v in values}) != 1:
+            return None
+        name = values[0].id
+        # cheap filter before reaching definitions: the name is bound to a list somewhere
+        if not any(isinstance(n, ast.Assign) and isinstance(n.value, (ast.List, ast.ListComp))
+                   and any(isinstance(t, ast.Name) and t.id == name for t in n.targets) for n in walk_body(fn)):
+            return None
+        mctx.ensure_parents(fn)
+        fctx = mctx.function(fn)
+        defs = set()
+        for r in returns:
+            defs |= set(fctx.defs_before(r, name))
+        if len(defs) != 1:
+            return None
+        d = next(iter(defs))
+        node = d.node
+        if d.kind != "assign" or not isinstance(node, ast.Assign) or len(node.targets) != 1 \
+                or not isinstance(node.targets[0], ast.Name):
+            return None
+        if isinstance(node.value, ast.ListComp):
+            b = Builder(fn, returns, node.value.elt, name, mctx=mctx)
+            b.problem = self._homogeneous_comprehension(fn, node.value, mctx)
+            if self._other_uses(fn, name, allowed={id(node)} | {id(r) for r in returns}):
+                return None
+            return b
+        if not (isinstance(node.value, ast.List) and not node.value.elts):
+            return None
+        appends = [n for n in walk_body(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                   and n.func.attr == "append" and isinstance(n.func.value, ast.Name) and n.func.value.id == name]
+        if len(appends) != 1 or len(appends[0].args) != 1:
+            return None
+        call = appends[0]
+        stmt = mctx.parent(call)
+        loop = mctx.parent(stmt)
+        if not (isinstance(stmt, ast.Expr) and isinstance(loop, ast.For) and stmt in loop.body):
+            return None
+        if self._other_uses(fn, name, allowed={id(node), id(stmt)} | {id(r) for r in returns}):
+            return None
+        b = Builder(fn, returns, call.args[0], name, mctx=mctx)
+        b.problem = self._homogeneous_loop(fn, loop, mctx)
+        return b
+
+    def _other_uses(self, fn: ast.FunctionDef, name: str, allowed: set[int]) -> bool:
+        for stmt in walk_body(fn):
+            if isinstance(stmt, ast.stmt) and id(stmt) not in allowed:
+                if isinstance(stmt, (ast.For, ast.If, ast.While, ast.With, ast.Try)):
+                    exprs = [getattr(stmt, "iter", None), getattr(stmt, "test", None), getattr(stmt, "target", None)]
+                    if any(e is not None and any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(e))
+                           for e in exprs):
+                        return True
+                    continue
+                if any(isinstance(n, ast.Name) and n.id == name for n in walk_scope(stmt)):
+                    return True
+        return False
+
+    def _key_iterable(self, fctx, it: ast.AST) -> Optional[str]:
+        """``"keys"`` when ``it`` is an array of PRNG keys (a ``jax.random.split``),
+        ``"range"`` for ``range(n)``; otherwise ``None``."""
+        if isinstance(it, ast.Call):
+            q = fctx.imports.qualname(it.func, fctx.shadowing)
+            if q in ("jax.random.split",):
+                return "keys"
+            if isinstance(it.func, ast.Name) and it.func.id == "range" and "range" not in fctx.shadowing:
+                return "range"
+            return None
+        if isinstance(it, ast.Name):
+            values = fctx.assigned_values(it.id)
+            if values and all(isinstance(v, ast.Call) and fctx.imports.qualname(v.func, fctx.shadowing)
+                              == "jax.random.split" for v in values):
+                return "keys"
+            # `k1, *keys = jax.random.split(...)`
+        return None
+
+    def _homogeneous_comprehension(self, fn, comp: ast.ListComp, mctx) -> Optional[Decline]:
+        fctx = mctx.function(fn)
+        if len(comp.generators) != 1 or comp.generators[0].ifs:
+            return Decline("L2S308", f"`{fn.name}` builds its list with a filtered or nested comprehension; the "
+                           "number and shape of the layers cannot be read from the code", comp)
+        gen = comp.generators[0]
+        kind = self._key_iterable(fctx, gen.iter)
+        var = gen.target.id if isinstance(gen.target, ast.Name) else None
+        if kind is None or var is None:
+            return Decline("L2S308", f"`{fn.name}` builds each layer from `{ast.unparse(gen.iter)}`: the layers may "
+                           "differ in shape (only a loop over PRNG keys or over `range(n)` used to pick keys is "
+                           "provably uniform)", gen.iter)
+        return self._key_uses([comp.elt], var, kind, fn, fctx, mctx)
+
+    def _homogeneous_loop(self, fn, loop: ast.For, mctx) -> Optional[Decline]:
+        fctx = mctx.function(fn)
+        kind = self._key_iterable(fctx, loop.iter)
+        var = loop.target.id if isinstance(loop.target, ast.Name) else None
+        if kind is None or var is None:
+            return Decline("L2S308", f"`{fn.name}` builds each layer from `{ast.unparse(loop.iter)}`: the layers may "
+                           "differ in shape (only a loop over PRNG keys or over `range(n)` used to pick keys is "
+                           "provably uniform)", loop.iter)
+        # names derived from the loop variable inside the body are keys too (split/fold_in)
+        derived = {var}
+        for stmt in loop.body:
+            for node in walk_scope(stmt):
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                    q = fctx.imports.qualname(node.value.func, fctx.shadowing)
+                    reads = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+                    if q in ("jax.random.split", "jax.random.fold_in") and reads & derived:
+                        for t in node.targets:
+                            derived |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+        return self._key_uses(loop.body, var, kind, fn, fctx, mctx, derived)
+
+    def _key_uses(self, roots, var: str, kind: str, fn, fctx, mctx, derived: Optional[set] = None) -> Optional[Decline]:
+        """The loop variable (and keys derived from it) may only be passed as a
+        PRNG key: the first argument of a call, or ``fold_in(key, i)`` /
+        ``keys[i]`` for an index."""
+        derived = derived or {var}
+        for root in roots:
+            for node in ast.walk(root):
+                if not (isinstance(node, ast.Name) and node.id in derived and isinstance(node.ctx, ast.Load)):
+                    continue
+                parent = mctx.parent(node)
+                ok = False
+                if kind == "keys" or node.id != var:
+                    ok = (isinstance(parent, ast.Call) and parent.args and parent.args[0] is node) or (
+                        isinstance(parent, ast.keyword) and parent.arg in ("key", "rng", "rngs", "prng_key"))
+                    if isinstance(parent, ast.Assign):
+                        ok = True  # re-binding a derived key
+                    if isinstance(parent, ast.Call):
+                        q = fctx.imports.qualname(parent.func, fctx.shadowing)
+                        if is_under(q, "jax.random") and parent.args and parent.args[0] is node:
+                            ok = True
+                else:  # an index: fold_in(key, i) or keys[i]
+                    if isinstance(parent, ast.Call) and len(parent.args) == 2 and parent.args[1] is node:
+                        ok = fctx.imports.qualname(parent.func, fctx.shadowing) == "jax.random.fold_in"
+                    if isinstance(parent, ast.Subscript) and parent.slice is node and isinstance(parent.value,
+                                                                                                ast.Name):
+                        ok = self._key_iterable(fctx, parent.value) == "keys"
+                if not ok:
+                    text = ast.unparse(parent) if isinstance(parent, ast.expr) else node.id
+                    return Decline("L2S308", f"`{fn.name}` uses the per-layer `{node.id}` in `{short(text)}`: the "
+                                   "layers may differ in shape or structure, so they cannot be stacked", node)
+        return None
+
+
+def _may_call(func: ast.AST, name: str, scope: "_Scope") -> bool:
+    """A cheap test before resolving: ``func`` mentions ``name`` (``f``, ``m.f``,
+    ``jax.jit(f)``, ``partial(f, ...)``), imports it under another name, or is
+    bound in the scope or its module (``step = jax.jit(train_step)``)."""
+    if isinstance(func, ast.Name):
+        if func.id == name or scope.bindings(func.id):
+            return True
+        alias = scope.mctx.imports.lookup(func.id)
+        if alias is not None:
+            return alias.rsplit(".", 1)[-1] == name
+        return func.id in scope.mctx.module_names
+    if isinstance(func, ast.Attribute):
+        return func.attr == name
+    return any(isinstance(n, ast.Name) and n.id == name or isinstance(n, ast.Attribute) and n.attr == name
+               for n in ast.walk(func))
 
 
 def _statement(mctx, node: ast.AST) -> ast.AST:

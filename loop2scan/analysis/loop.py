@@ -99,7 +99,8 @@ class LoopAnalysis:
                 return LoopResult(span.line, span.col, span.end_line, "skipped", SKIPPED,
                                   "skipped by `# loop2scan: skip`")
             has_evidence = candidate.evidence(self) is not None
-            host = candidate.numpy_loop(self) if self.mctx.framework is not None else None
+            host = candidate.numpy_loop(self) if self.mctx.framework is not None and (
+                has_evidence or candidate.calls_numpy(self)) else None
             if host is not None:
                 return LoopResult(span.line, span.col, span.end_line, "not-candidate", NUMPY_LOOP, host)
             if not has_evidence:

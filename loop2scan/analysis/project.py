@@ -59,7 +59,10 @@ class ProjectIndex:
         state = dict(self.__dict__)
         state["_texts"] = {}
         state["_contexts"] = {}
-        state["_layers"] = None
+        state["_graph"] = None
+        state["_forward"] = None
+        state["_words"] = {}
+        state["_function_text"] = {}
         return state
 
     # ---------------------------------------------------------------- modules
@@ -82,6 +85,49 @@ class ProjectIndex:
     def loaded(self, name: str):
         """The context of a module if it has been read already."""
         return self._contexts.get(name)
+
+    def may_define_builder(self, name: str) -> bool:
+        """A text test before parsing a module: it may define a parameter-list
+        builder (a function returning a list built from keys or a range)."""
+        text = self.text(name) or ""
+        return ("return [" in text or ".append(" in text) and ("split" in text or "range(" in text)
+
+    def function_may_build(self, qual: str) -> bool:
+        """A text test before parsing: the module-level function ``qual`` may be a
+        parameter-list builder (its text returns or appends to a list, and splits
+        keys or loops over a range)."""
+        found = self.split(qual)
+        if found is None or "." in found[1]:
+            return False
+        module, name = found
+        body = self._function_texts(module).get(name)
+        if body is None:
+            # not defined there: re-exported, maybe; decide on the module
+            return name in self.words(module) and self.may_define_builder(module)
+        return ("return [" in body or ".append(" in body) and ("split" in body or "range(" in body)
+
+    def _function_texts(self, module: str) -> dict[str, str]:
+        """The text of each module-level function of a module (read once)."""
+        cache = self.__dict__.setdefault("_function_text", {})
+        if module not in cache:
+            text = self.text(module) or ""
+            starts = [(m.start(), m.group(1)) for m in _TOP_DEF.finditer(text)]
+            tops = [m.start() for m in _TOP_STATEMENT.finditer(text)]
+            out = {}
+            i = 0
+            for pos, name in starts:
+                while i < len(tops) and tops[i] <= pos:
+                    i += 1
+                out[name] = text[pos: tops[i] if i < len(tops) else len(text)]
+            cache[module] = out
+        return cache[module]
+
+    def words(self, name: str) -> set[str]:
+        """The identifiers in a module's text (a quick test before a parse)."""
+        cache = self.__dict__.setdefault("_words", {})
+        if name not in cache:
+            cache[name] = set(_WORD.findall(self.text(name) or ""))
+        return cache[name]
 
     def register(self, name: str, mctx) -> None:
         """Use ``mctx`` (the module being processed) for lookups of ``name``."""
@@ -152,18 +198,45 @@ class ProjectIndex:
             return self.function(target, _depth + 1)
         return None
 
+    def _import_graph(self) -> dict[str, set[str]]:
+        """module -> the modules of the project that import it (or a name from it),
+        read once per process from the import statements in the files' text."""
+        graph = getattr(self, "_graph", None)
+        if graph is not None:
+            return graph
+        graph, forward = {}, {}
+        for other in self.paths:
+            text = self.text(other)
+            if text is None or "import" not in text:
+                continue
+            for imported in _imported_modules(text, other, self.is_package(other)):
+                # `from a.b import c` names a.b, and a.b.c when that is a module
+                target = imported if imported in self.paths else None
+                if target is None and "." in imported and imported.rsplit(".", 1)[0] in self.paths:
+                    target = imported.rsplit(".", 1)[0]
+                if target is not None and target != other:
+                    graph.setdefault(target, set()).add(other)
+                    forward.setdefault(other, set()).add(target)
+        self._graph, self._forward = graph, forward
+        return graph
+
+    def imports_of(self, module: str) -> set[str]:
+        """The modules of the project ``module`` imports from."""
+        self._import_graph()
+        return self._forward.get(module, set())
+
+    def importers_of_module_names(self, module: str) -> set[str]:
+        """The modules of the project that import ``module`` (or a name from it)."""
+        return self._import_graph().get(module, set())
+
     def importers(self, module: str, name: str) -> list[tuple[str, str]]:
         """Modules of the project that import ``module.name``: ``(importer, how)``
         where ``how`` is the local name (``from m import name as how``) or
         ``"<alias>.name"`` for ``import m as alias``."""
         target = f"{module}.{name}"
-        word = re.compile(rf"\b{re.escape(name)}\b")
         out = []
-        for other in sorted(self.paths):
-            if other == module:
-                continue
-            text = self.text(other)
-            if text is None or not word.search(text):
+        for other in sorted(self._import_graph().get(module, ())):
+            if other == module or name not in self.words(other):
                 continue
             mctx = self.module_context(other)
             if mctx is None:
@@ -177,14 +250,8 @@ class ProjectIndex:
 
     def importers_of_module(self, module: str) -> list[tuple[str, str]]:
         """Modules that import ``module`` itself or a name from it: ``(importer, qualified name)``."""
-        word = re.compile(rf"\b{re.escape(module.rsplit('.', 1)[-1])}\b")
         out = []
-        for other in sorted(self.paths):
-            if other == module:
-                continue
-            text = self.text(other)
-            if text is None or not word.search(text):
-                continue
+        for other in sorted(self._import_graph().get(module, ())):
             mctx = self.module_context(other)
             if mctx is None:
                 continue
@@ -193,14 +260,6 @@ class ProjectIndex:
                     out.append((other, qual))
                     break
         return out
-
-    @property
-    def layers(self):
-        """The per-layer parameter lists of the project, followed across modules
-        (one analysis per process)."""
-        if getattr(self, "_layers", None) is None:
-            self._layers = None
-        return self._layers
 
     def star_importers(self, module: str) -> list[str]:
         """Modules that ``from module import *``."""
@@ -227,6 +286,41 @@ class ProjectIndex:
                 part.startswith("_") for part in module.split(".")):
             return f"`{module}.{name}` is a public name of a published library"
         return None
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOP_DEF = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
+# a line starting a new top-level statement (not a closing bracket of a signature)
+_TOP_STATEMENT = re.compile(r"^[^\s)\]#]", re.MULTILINE)
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(?P<dots>\.*)(?P<from>[\w.]*)[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n#;]+)"
+                     r"|import[ \t]+(?P<modules>[^\n#;]+))", re.MULTILINE)
+
+
+def _imported_modules(text: str, module: str, is_package: bool) -> list[str]:
+    """The modules an import statement of ``text`` names (``from a import b``
+    names ``a`` and ``a.b``), relative imports resolved."""
+    out: list[str] = []
+    for m in _IMPORT.finditer(text):
+        if m.group("modules") is not None:
+            for part in m.group("modules").split(","):
+                name = part.strip().split(" as ")[0].strip()
+                if name:
+                    out.append(name)
+            continue
+        base = m.group("from")
+        if m.group("dots"):
+            pkg = relative_base(module, is_package, len(m.group("dots")))
+            if pkg is None:
+                continue
+            base = f"{pkg}.{base}" if base else pkg
+        if not base:
+            continue
+        out.append(base)
+        for part in m.group("names").strip("() \t\n").split(","):
+            name = part.strip().split(" as ")[0].strip()
+            if name and name != "*" and name.isidentifier():
+                out.append(f"{base}.{name}")
+    return out
 
 
 def module_name(path: str) -> tuple[Optional[str], bool]:

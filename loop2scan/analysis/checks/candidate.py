@@ -169,6 +169,15 @@ def _module_layers(la) -> Optional[ast.AST]:
     return None
 
 
+def calls_numpy(la) -> bool:
+    """The loop calls a NumPy function."""
+    if la.fctx is None:
+        return False
+    imports = la.fctx.imports
+    return any(isinstance(n, ast.Call) and is_under(imports.qualname(n.func, la.fctx.shadowing), "numpy")
+               for n in ast.walk(la.loop))
+
+
 def numpy_loop(la) -> Optional[str]:
     """Why the loop is NumPy host code (its array operations are NumPy's and no
     value it uses is a JAX array), or ``None``.  A scan would move it to the

@@ -28,6 +28,7 @@ from ..kinds import (
 )
 from ..imports import is_array_call
 from ..outputs import index_offset
+from .static_uses import _static_parameter_of
 
 CODES = (
     Code("L2S301", "dynamic-trip-count", "the number of steps is not static",
@@ -399,6 +400,8 @@ def _array_context(node: ast.AST, parent_of, imports, shadowing, is_array) -> bo
         if isinstance(parent, ast.Call) and cur is not parent.func:
             q = imports.qualname(parent.func, shadowing) or ""
             last = q.rsplit(".", 1)[-1]
+            if _static_parameter_of(parent, cur, q) is not None:
+                return False  # a shape, an axis: a Python value there, not an array
             return is_array_call(q) and last not in ("asarray", "array") and not last[:1].isupper()
         return False
     return False

@@ -11,6 +11,7 @@ from ..activity import int_literal, target_names, walk_all
 from ..decline import Code, Decline
 from ..examples import Invalid, Valid
 from ..iteration import ElementSource
+from ..layers import imported_list_sources
 from ..outputs import index_offset
 
 CODES = (
@@ -80,6 +81,10 @@ def _layer_loop(la, iteration) -> Optional[LayerLoop]:
     if la.mctx.layout == "stacked" and func is not None and la.mctx.parent(func) is la.mctx.tree:
         # the layout analysis follows module-level functions (not methods or nested functions)
         structure = la.mctx.layers.structure_of(func, seq)
+        if structure is None:
+            # a list whose layers may differ, built here: say so (L2S308)
+            la.mctx.layers.follow_differing_builders()
+            structure = la.mctx.layers.structure_of(func, seq)
         if structure is None:
             looks = _looks_like_parameter_list(la, iteration, seq)
             if looks:
@@ -181,18 +186,35 @@ def _edits_in(st, mctx) -> list[LayoutEdit]:
 
 
 def _blocking(st, mctx, results: list[LoopResult]) -> Optional[tuple[str, LoopResult]]:
-    """The first loop over the structure (in this module or another) that is
-    not rewritten: ``(where, its result)``; ``None`` when they all are."""
+    """Why the layout change of the structure cannot be made everywhere: the
+    first loop over it (in this module or another) that is not rewritten, or a
+    module that needs an edit but does not see the structure itself (its own run
+    would not make the edit): ``(where, result)``; ``None`` when nothing blocks it."""
     index = {id(loop): i for i, loop in enumerate(mctx.loops)}
     for loop in sorted(st.loops, key=lambda n: (st.loop_modules.get(id(n)) is not mctx, n.lineno)):
         owner = st.loop_modules.get(id(loop), mctx)
         if owner is mctx:
             r = results[index[id(loop)]] if id(loop) in index else None
         else:
-            r = owner.first_pass_results().get(id(loop))
-        if r is not None and r.status != "rewritten":
-            where = f"line {r.line}" if owner is mctx else f"{owner.name or 'another module'}, line {r.line}"
+            r = owner.first_pass_result(loop)
+        if r is None:
+            return f"{owner.display_path()}, line {loop.lineno}", LoopResult(
+                loop.lineno, loop.col_offset, loop.end_lineno or loop.lineno, "declined", "L2S309",
+                "its result depends on this one")
+        if r.status != "rewritten":
+            where = f"line {r.line}" if owner is mctx else f"{owner.display_path()}, line {r.line}"
             return where, r
+    for owner in {id(u.mctx): u.mctx for u in st.uses if u.mctx is not None}.values():
+        if owner is st.builder.mctx:
+            continue
+        if owner.layers.structure_built_by(st.builder.func) is None:
+            first = next(u for u in st.uses if u.mctx is owner)
+            line = getattr(first.node, "lineno", 0)
+            return f"{owner.display_path()}, line {line}", LoopResult(
+                line, 0, line, "declined", "L2S309",
+                f"`{owner.display_path()}` uses the list built by `{st.builder.name}` without calling it (the value "
+                "reaches it through another function); the stacked layout is introduced only where the builder "
+                "is called")
     return None
 
 
@@ -220,31 +242,13 @@ def layouts_change_together(mctx, results: list[LoopResult]) -> None:
                                         f"({first.code}: {first.message})")
 
 
-def _imports_builders(mctx) -> bool:
-    """The module imports a function of another module of the project that may
-    build a parameter list."""
-    if mctx.project is None:
-        return False
-    for qual in mctx.imports.all_aliases().values():
-        found = mctx.project.function(qual)
-        if found is not None and found[1] is not mctx and found[1].may_build_layers():
-            return True
-        if qual in mctx.project.paths:  # `from . import model`: a module used as a namespace
-            other = mctx.project.module_context(qual)
-            if other is not None and other is not mctx and other.may_build_layers():
-                return True
-    return False
-
-
 def standalone_edits(mctx, results: list[LoopResult]) -> list[LayoutEdit]:
     """Edits this module needs for parameter lists whose loops are all in other
     modules and all rewritten (a builder module, an importer using ``len(v)``)."""
-    if mctx.layout != "stacked":
+    if mctx.layout != "stacked" or mctx.project is None:
         return []
-    if "layers" not in mctx.__dict__ and not mctx.may_build_layers() and not _imports_builders(mctx):
+    if "layers" not in mctx.__dict__ and not mctx.may_build_layers() and not imported_list_sources(mctx):
         return []
-    if _imports_builders(mctx):
-        mctx.layers.search_neighbourhood(mctx)
     out: list[LayoutEdit] = []
     for st in mctx.layers.structures:
         if not st.loops or st.problem is not None or st.builder.problem is not None:

@@ -209,6 +209,12 @@ def _dynamic_keyword(la, call: ast.AST, keyword: str) -> bool:
 
 def _static_parameter(la, call: ast.Call, arg: ast.AST, q: Optional[str]) -> Optional[str]:
     """The name of the static parameter ``arg`` is passed as, or ``None``."""
+    return _static_parameter_of(call, arg, q)
+
+
+def _static_parameter_of(call: ast.Call, arg: ast.AST, q: Optional[str]) -> Optional[str]:
+    """The name of the static parameter ``arg`` is passed as in ``call`` (whose
+    callee's qualified name is ``q``), or ``None``."""
     pos, kw = _position(call, arg)
     last = q.rsplit(".", 1)[-1] if q else (call.func.attr if isinstance(call.func, ast.Attribute) else "")
     table = None
@@ -311,16 +317,23 @@ def _python_use_in_callee(la, call: ast.Call, arg: ast.AST) -> Optional[tuple[st
     else:
         return None
     name = ast.unparse(call.func)
+    containers = (ast.List, ast.Tuple, ast.Dict, ast.ListComp, ast.DictComp)
     sequences = {n.targets[0].id for n in ast.walk(callee) if isinstance(n, ast.Assign) and len(n.targets) == 1
-                 and isinstance(n.targets[0], ast.Name) and isinstance(n.value, (ast.List, ast.Tuple))}
+                 and isinstance(n.targets[0], ast.Name) and isinstance(n.value, containers)}
     sequences |= {n.targets[0].id for n in mctx.tree.body if isinstance(n, ast.Assign)
                   and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
-                  and isinstance(n.value, (ast.List, ast.Tuple))}
+                  and isinstance(n.value, containers)}
+    imports = mctx.function(callee).imports
 
     def reads_param(e: Optional[ast.AST]) -> bool:
         return e is not None and param in la.value_reads(e)
 
     for node in ast.walk(callee):
+        if isinstance(node, ast.Call):
+            # the parameter at a position a framework function needs a Python value in (a shape, an axis)
+            for arg in list(node.args) + [k.value for k in node.keywords]:
+                if reads_param(arg) and _static_parameter_of(node, arg, imports.qualname(node.func)) is not None:
+                    return name, ast.unparse(node)
         if isinstance(node, (ast.If, ast.While, ast.IfExp, ast.Assert)) and reads_param(node.test):
             return name, ast.unparse(node.test)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _PYTHON_BUILTINS \
