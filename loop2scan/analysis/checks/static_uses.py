@@ -492,6 +492,26 @@ INVALID = (
                 x = jnp.tanh(x @ w[l])  # <-
             return x
         """, says=("`l`", "dict `w`")),
+    Invalid("L2S311", "element-through-helper-shape", """
+        def ramp(k):
+            return jnp.sum(jnp.arange(k))
+
+        def f(h, sizes):
+            for a in sizes:
+                h = jnp.tanh(h + 0.01 * ramp(a))  # <-
+            return h
+        """, says=("`ramp`", "jnp.arange(k)")),
+    Invalid("L2S307", "index-through-helper-dict-key", """
+        GAINS = {0: 0.5, 1: -0.25}
+
+        def gain(k):
+            return GAINS[k]
+
+        def g(xs, h):
+            for t in range(xs.shape[0]):
+                h = jnp.tanh(h + xs[t] * gain(t % 2))  # <-
+            return h
+        """, says=("`gain`", "GAINS[k]")),
 )
 
 VALID = (
