@@ -28,7 +28,8 @@ _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef)
 ARRAY_ANNOTATIONS = {
     "jax.Array", "jax.numpy.ndarray", "jax.typing.ArrayLike", "numpy.ndarray", "chex.Array",
-    "jaxtyping.Array", "torch.Tensor", "jax.numpy.DeviceArray", "flax.typing.Array",
+    "jaxtyping.Array", "torch.Tensor", "jax.numpy.DeviceArray", "flax.typing.Array", "chex.ArrayNumpy",
+    "numpy.typing.ArrayLike", "chex.ArrayBatched",
 }
 ARRAY_ANNOTATION_NAMES = {"Array", "ndarray", "Tensor", "jnp.ndarray", "jax.Array"}
 JAXTYPING_DTYPES = {"Float", "Int", "Bool", "Shaped", "Num", "Real", "Integer", "Inexact", "Complex", "UInt", "Key",

@@ -18,6 +18,7 @@ from .activity import all_read_names, full_slice, int_literal, walk_all
 from .checks import iteration as iteration_checks
 from .context import ModuleContext
 from .decline import Decline
+from .kinds import NUMPY
 from .iteration import (
     ElementSource,
     EnumerateIndex,
@@ -61,6 +62,9 @@ def plan_inputs(la) -> None:
             # the counter is carried (weakly typed, like the int it was) or, when it only
             # places `.at[i].set` outputs, which are written after the scan, not needed at all
             uses = [u for u in index_uses(la, counter.target.id, accs) if u.kind != "at"]
+            for use in uses:
+                if use.kind == "slice-candidate":
+                    _check_traced_index(la, use)  # the counter stays an index into the array
             if any(not _inside_index(la, u.node) for u in uses):
                 start = la.mctx.source(counter.start) if counter.start is not None else "0"
                 la.counter = Counter(counter.target.id, start, 1)
@@ -269,6 +273,8 @@ def _range_inputs(la, r: RangeSource, accs, reverse: bool):
             raise Decline("L2S307", f"`{ast.unparse(use.subscript)}` indexes `{ast.unparse(use.base)}`, which "
                           "may be a Python list, with the loop index; inside a scan the index is traced "
                           "(make it an array with `jnp.asarray` before the loop)", use.subscript)
+        if use.kind == "slice-candidate":
+            _check_traced_index(la, use)
         generic = True
         arithmetic = arithmetic or not _inside_index(la, use.node)
     xs: list[XsItem] = []
@@ -303,6 +309,17 @@ def _range_inputs(la, r: RangeSource, accs, reverse: bool):
                   "the scan raise instead of silently running a different number of steps")
     index_info = {"lo": lo, "hi": hi, "step": s, "sliceable": sliceable, "arange_args": ascending_args}
     return xs, length, scan_reverse, reason, index_info
+
+
+def _check_traced_index(la, use: _IndexUse) -> None:
+    """An array indexed with the traced index inside the scan must be a JAX
+    array: a NumPy array cannot be indexed with a traced value."""
+    kind = la.facts.kind(use.base, lambda n: la.fctx.defs_before(la.loop, n) or None)
+    if kind.tag == NUMPY or kind.numpy_possible:
+        what = kind.why or "a NumPy array"
+        raise Decline("L2S307", f"`{ast.unparse(use.subscript)}` indexes `{ast.unparse(use.base)}` ({what}) with the "
+                      "loop index, which a scan traces: a NumPy array cannot be indexed with a traced value "
+                      "(convert it with `jnp.asarray` before the loop)", use.subscript)
 
 
 def _inside_index(la, node: ast.AST) -> bool:

@@ -57,6 +57,7 @@ class DType:
     weak: bool = False
     at_least: Optional[str] = None
     sources: frozenset = frozenset()
+    unseen: frozenset = frozenset()  # names of operands whose dtype the code does not show
 
     @property
     def known(self) -> bool:
@@ -94,6 +95,12 @@ def _rank(category: Optional[str]) -> int:
 
 def promote(a: DType, b: DType) -> DType:
     """JAX's promotion of two operand dtypes, as far as they are known."""
+    out = _promote(a, b)
+    unseen = a.unseen | b.unseen
+    return replace(out, unseen=unseen) if unseen != out.unseen else out
+
+
+def _promote(a: DType, b: DType) -> DType:
     sources = a.sources | b.sources
     if a.weak and b.weak:
         cat = max(a.category, b.category, key=_rank)
@@ -136,6 +143,12 @@ def changes(before: DType, after: DType) -> Optional[str]:
     named = {s for s in after.sources | before.sources}
     if len(named) > 1:
         return f"two dtype sources meet: {' and '.join(f'`{s}`' for s in sorted(named))}"
+    chosen = sorted(s for s in before.sources if s not in _NAMES and not s.startswith("'"))
+    tied = {s[:-len(".dtype")] for s in before.sources if s.endswith(".dtype")}
+    mixed = sorted(after.unseen - tied)
+    if chosen and mixed and not tied:
+        return (f"it starts in the dtype `{chosen[0]}`, and its update mixes in `{mixed[0]}`, whose dtype the code "
+                f"does not tie to `{chosen[0]}`")
     return None
 
 
@@ -163,6 +176,7 @@ class Kind:
     elem: Optional["Kind"] = None  # the kind of every element (a comprehension, `list(array)`)
     pytree: Optional[bool] = None  # for OBJECT: its class is (True) / is not (False) a registered pytree
     why: str = ""  # where the kind comes from, for messages
+    numpy_possible: bool = False  # an ARRAY the code says may be a NumPy array (``chex.Array``, ``ArrayLike``)
 
     @property
     def is_array(self) -> bool:
@@ -222,14 +236,15 @@ def join(kinds: list[Kind]) -> Kind:
     tags = {k.tag for k in kinds}
     dtype = kinds[0].dtype if all(k.dtype == kinds[0].dtype for k in kinds) else UNKNOWN_DTYPE
     if tags <= {JAX, NUMPY, ARRAY}:
-        return Kind(JAX if tags == {JAX} else NUMPY if tags == {NUMPY} else ARRAY, dtype)
+        return Kind(JAX if tags == {JAX} else NUMPY if tags == {NUMPY} else ARRAY, dtype,
+                    numpy_possible=any(k.numpy_possible or k.tag == NUMPY for k in kinds))
     if len(tags) == 1:
         tag = first.tag
         containers = {k.container for k in kinds}
         return Kind(tag, dtype, container=containers.pop() if len(containers) == 1 else None)
-    if NONE in tags:
+    if NONE in tags or any(k.why.startswith("may be None") for k in kinds):
         others = [k for k in kinds if k.tag != NONE]
-        inner = join(others)
+        inner = join([k for k in others if not k.why.startswith("may be None")]) if others else UNKNOWN_KIND
         return Kind(UNKNOWN, why=f"may be None (or {inner.describe()})")
     return Kind(UNKNOWN, why=" or ".join(sorted(tags)))
 
@@ -278,6 +293,10 @@ PYTREE_BASES = {"typing.NamedTuple", "equinox.Module", "flax.struct.PyTreeNode",
 STATEFUL_BASES = ("flax.nnx.Module", "flax.nnx.Object", "flax.nnx.Variable", "flax.nnx.Param",
                   "flax.nnx.BatchStat", "flax.nnx.Rngs", "flax.nnx.Optimizer", "haiku.Module", "torch.nn.Module",
                   "flax.linen.Module")
+
+#: Annotations that admit NumPy arrays as well as JAX ones.
+EITHER_ARRAY_ANNOTATIONS = {"chex.Array", "chex.ArrayNumpy", "jax.typing.ArrayLike", "numpy.typing.ArrayLike",
+                            "chex.ArrayBatched"}
 
 #: Namespaces whose classes are modules or objects with state that calls change.
 STATEFUL_NAMESPACES = ("flax.nnx", "haiku", "torch.nn", "flax.linen")
@@ -516,6 +535,12 @@ class ValueFacts:
                 return Kind(OBJECT, pytree=False, why=f"`{q}`, a module that holds state")
             if is_under(q, *STATEFUL_BASES):
                 return Kind(OBJECT, pytree=False, why=f"`{q}` (holds state)")
+            if self.module.project is not None and depth < 4:
+                found = self.module.project.function(q)
+                if found is not None:
+                    result = function_result_kind(found[1], found[0], depth + 1)
+                    if result.tag != UNKNOWN:
+                        return replace(result, why=f"what `{q}` returns")
             if last[:1].isupper():
                 return Kind(OBJECT, pytree=self._pytree_class(q), why=f"`{q}`")
             return UNKNOWN_KIND
@@ -544,9 +569,8 @@ class ValueFacts:
             if name in ("slice",):
                 return Kind(OBJECT, why="a slice")
             if name in self.module.module_functions:
-                if self.function_returns_array(name, depth + 1):
-                    return Kind(JAX, why=f"`{name}` returns an array")
-                return UNKNOWN_KIND
+                result = function_result_kind(self.module, self.module.module_functions[name], depth + 1)
+                return replace(result, why=f"what `{name}` returns") if result.tag != UNKNOWN else UNKNOWN_KIND
             cls = self.module.module_classes.get(name)
             if cls is not None:
                 if self.module.class_holds_state(cls):
@@ -643,9 +667,9 @@ class ValueFacts:
             if last in ("tanh", "exp", "log", "sin", "cos", "sqrt", "sigmoid", "gelu", "softplus", "silu",
                         "softmax", "log_softmax", "logsumexp", "mean", "logistic", "log1p", "expm1", "exp2",
                         "norm", "true_divide", "divide") and out.category in ("int", "bool"):
-                return DType("float32", "float", sources=out.sources)
+                return DType("float32", "float", sources=out.sources, unseen=out.unseen)
             if out.weak:
-                return DType(out.name, out.category)
+                return DType(out.name, out.category, unseen=out.unseen)
             return out
         return UNKNOWN_DTYPE
 
@@ -664,6 +688,14 @@ class ValueFacts:
                     continue
                 if d.kind == "for" and isinstance(d.node, (ast.For, ast.AsyncFor)) \
                         and isinstance(d.node.target, ast.Name) and d.node.target.id == name:
+                    it = d.node.iter
+                    if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "reversed" \
+                            and it.args:
+                        it = it.args[0]
+                    if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" \
+                            and "range" not in fctx.shadowing:
+                        kinds.append(Kind(NUMBER, WEAK_INT, why="a `range` index"))
+                        continue
                     seq = self.kind(d.node.iter, None, depth + 1)
                     kinds.append(Kind(seq.tag, seq.dtype) if seq.is_array else
                                  seq.elem if seq.tag == CONTAINER and seq.elem is not None else UNKNOWN_KIND)
@@ -704,7 +736,11 @@ class ValueFacts:
             out = UNKNOWN_KIND
         if out.tag == UNKNOWN and fctx.attribute_roots.get(name, set()) & ARRAY_ONLY_ATTRIBUTES \
                 and "may be None" not in out.why:
-            return Kind(ARRAY, out.dtype, why=f"`{name}.{sorted(fctx.attribute_roots[name] & ARRAY_ONLY_ATTRIBUTES)[0]}` is read")
+            out = Kind(ARRAY, out.dtype, why=f"`{name}.{sorted(fctx.attribute_roots[name] & ARRAY_ONLY_ATTRIBUTES)[0]}` "
+                       "is read")
+        d = out.dtype
+        if out.tag in (JAX, ARRAY, UNKNOWN) and not d.known and not d.sources and not d.weak and not d.at_least:
+            out = replace(out, dtype=replace(d, unseen=d.unseen | {name}))
         return out
 
     def _unpacked_kind(self, node: ast.Assign, name: str, depth: int) -> Kind:
@@ -777,6 +813,8 @@ class ValueFacts:
             q = self.module.imports.qualname(ann) or ""
             if is_under(q, "numpy"):
                 return Kind(NUMPY, why=f"annotated `{ast.unparse(ann)}`")
+            if q in EITHER_ARRAY_ANNOTATIONS:
+                return Kind(ARRAY, why=f"annotated `{ast.unparse(ann)}` (a JAX or NumPy array)", numpy_possible=True)
             return Kind(JAX, why=f"annotated `{ast.unparse(ann)}`")
         if isinstance(ann, ast.BinOp) and isinstance(ann.op, ast.BitOr):
             parts = [self.annotation_kind(ann.left), self.annotation_kind(ann.right)]
@@ -844,21 +882,39 @@ class ValueFacts:
 
     def function_returns_array(self, name: str, depth: int) -> bool:
         fn = self.module.module_functions.get(name)
-        if fn is None or depth > 4:
-            return False
-        facts = ValueFacts(self.module.function(fn))
-        returns = [n for n in ast.walk(fn) if isinstance(n, ast.Return)]
-        if not returns or any(r.value is None for r in returns):
-            return False
-        rd = facts.fctx.reaching
+        return fn is not None and function_result_kind(self.module, fn, depth).is_array
 
-        def defs_at(stmt):
-            def lookup(n):
-                state = rd.before.get(id(stmt))
-                return state.get(n) if state else None
-            return lookup
 
-        return all(facts.is_array(r.value, defs_at(r), depth + 1) for r in returns)
+def function_result_kind(mctx, fn: ast.AST, depth: int = 0) -> Kind:
+    """The kind of what a visible function returns (the join over its ``return``s)."""
+    if depth > 4:
+        return UNKNOWN_KIND
+    cache = mctx.__dict__.setdefault("_result_kinds", {})
+    if id(fn) in cache:
+        return cache[id(fn)]
+    cache[id(fn)] = UNKNOWN_KIND  # recursion
+    returns = [n for n in walk_body_returns(fn)]
+    if not returns or any(r.value is None for r in returns):
+        return UNKNOWN_KIND
+    facts = ValueFacts(mctx.function(fn))
+    rd = facts.fctx.reaching
+
+    def defs_at(stmt):
+        def lookup(n):
+            state = rd.before.get(id(stmt))
+            return state.get(n) if state else None
+        return lookup
+
+    kind = join([facts.kind(r.value, defs_at(r), depth + 1) for r in returns])
+    cache[id(fn)] = kind
+    return kind
+
+
+def walk_body_returns(fn: ast.AST):
+    """The ``return`` statements of a function (not of functions nested in it)."""
+    from .activity import walk_body
+
+    return (n for n in walk_body(fn) if isinstance(n, ast.Return))
 
 
 def _arith(left: Kind, right: Kind, op: ast.operator) -> Kind:
@@ -874,7 +930,7 @@ def _arith(left: Kind, right: Kind, op: ast.operator) -> Kind:
         return Kind(STRING) if isinstance(op, (ast.Add, ast.Mod, ast.Mult)) else UNKNOWN_KIND
     dtype = promote(left.dtype, right.dtype)
     if isinstance(op, ast.Div) and dtype.category in ("int", "bool"):
-        dtype = DType("float32", "float", weak=dtype.weak, sources=dtype.sources)
+        dtype = DType("float32", "float", weak=dtype.weak, sources=dtype.sources, unseen=dtype.unseen)
     if left.tag == JAX or right.tag == JAX:
         return Kind(JAX, dtype)
     if left.tag == NUMPY or right.tag == NUMPY:
@@ -884,8 +940,8 @@ def _arith(left: Kind, right: Kind, op: ast.operator) -> Kind:
     if left.tag == NUMBER and right.tag == NUMBER:
         return Kind(NUMBER, dtype)
     if NUMBER in (left.tag, right.tag):
-        return Kind(UNKNOWN, DType(None, None, at_least=dtype.at_least, sources=dtype.sources))
-    return Kind(UNKNOWN, dtype if dtype.sources or dtype.at_least else UNKNOWN_DTYPE)
+        return Kind(UNKNOWN, DType(None, None, at_least=dtype.at_least, sources=dtype.sources, unseen=dtype.unseen))
+    return Kind(UNKNOWN, dtype if dtype.sources or dtype.at_least or dtype.unseen else UNKNOWN_DTYPE)
 
 
 def _int_constant(node: ast.AST) -> Optional[int]:

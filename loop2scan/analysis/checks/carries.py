@@ -8,7 +8,7 @@ from ..activity import header_effects, int_literal, walk_body
 from ..decline import Code, Decline, short
 from ..examples import Invalid, Valid
 from ..imports import is_under
-from ..kinds import changes, promote
+from ..kinds import UNKNOWN, changes, promote
 
 CODES = (
     Code("L2S401", "carry-unbound", "a value carried from step to step is not assigned before the loop",
@@ -22,6 +22,9 @@ CODES = (
     Code("L2S404", "carry-shape", "a carried value may change shape from step to step",
         "A scan carry keeps one shape and dtype: initialise it with the shape it has inside the loop "
         "(e.g. `jnp.zeros_like(...)`), and do not grow it (collect per-step values in a list instead)."),
+    Code("L2S406", "carry-not-shown", "a carried value is not shown to be an array or a pytree of arrays",
+         "It starts and is updated as the result of calls whose source is not visible (an optimizer state, an "
+         "object): build it with array operations, annotate it, or keep the loop."),
     Code("L2S405", "carry-dtype", "a carried value may change dtype from step to step",
          "A scan carry keeps one dtype: start it in the dtype it has inside the loop, or cast the update "
          "(`.astype(h.dtype)`)."),
@@ -48,11 +51,41 @@ ELEMENTWISE_NAMES = {"tanh", "exp", "log", "log1p", "expm1", "sqrt", "abs", "sin
 
 
 def check_initial_values(la) -> None:
-    """Every carry is bound before the loop, not ``None``, and not a Python value."""
+    """Every carry is bound before the loop, not ``None``, not a Python value, and
+    shown to be an array (or a pytree of them) at one end at least."""
     for name in la.carries:
         _check_carry_init(la, name)
     _check_python_container_carries(la, la.carries)
     _check_python_number_carries(la, la.carries)
+    for name in la.carries:
+        _check_carry_shown(la, name)
+
+
+def _check_carry_shown(la, name: str) -> None:
+    """A carry that starts as the result of a call whose source is not visible,
+    and that the loop only updates with such results too, is not shown to be an
+    array of fixed dtype and structure (an optimizer state whose flags change
+    type, an object): decline rather than assume."""
+    defs = la.fctx.defs_before(la.loop, name)
+    if any(d.kind == "param" for d in defs):
+        return  # a parameter used as an array: the documented assumption
+    kind = la.facts.name_kind(name, defs)
+    if kind.tag != UNKNOWN:
+        return
+    calls = [d.node.value for d in defs if d.kind == "assign" and isinstance(d.node, (ast.Assign, ast.AnnAssign))
+             and isinstance(getattr(d.node, "value", None), ast.Call)]
+    if not calls:
+        return
+    for stmt, value in _carry_updates(la, name):
+        after = la.facts.kind(value, _defs_in_body(la, stmt))
+        if after.is_array or after.is_array_tree():
+            return
+        if isinstance(stmt, ast.AugAssign):
+            return  # `h += x` keeps h's type: arithmetic on it
+    first = calls[0]
+    raise Decline("L2S406", f"`{name}` starts as the result of `{short(ast.unparse(first))}` and the loop only updates "
+                  "it with results of calls whose source is not visible: nothing shows it is an array (or a "
+                  "pytree of arrays) whose dtype and structure stay the same from step to step", first)
 
 
 def _check_carry_init(la, name: str) -> None:
@@ -475,6 +508,24 @@ INVALID = (
                     u = jnp.tanh(w @ u)  # <-
                 return u
         """, says=("`u`", "self.param_dtype", "self.dtype")),
+    Invalid("L2S406", "optimizer-state-out-of-sight", """
+        import optax
+        from mylib.optim import advance, make_state
+
+        def fit(params, grads, steps):
+            state = make_state(params)  # <-
+            for _ in range(steps):
+                updates, state = advance(grads, state)
+                params = optax.apply_updates(params, updates)
+            return params
+        """, says=("`state`", "make_state(params)")),
+    Invalid("L2S405", "configured-dtype-meets-the-data", """
+        def series(value, concentration, dtype, num_terms):
+            rn = jnp.zeros_like(value, dtype=dtype)
+            for n in range(num_terms, 0, -1):
+                rn = 1.0 / (2.0 * n / concentration + rn)  # <-
+            return rn
+        """, says=("`rn`", "`dtype`", "`concentration`")),
 )
 
 VALID = (

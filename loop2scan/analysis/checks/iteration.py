@@ -239,6 +239,8 @@ def check_elements(la) -> None:
     if la.layer is not None:
         return
     at_loop = lambda n: la.fctx.defs_before(la.loop, n) or None  # noqa: E731
+    if la.iteration.range_loop is not None:
+        _check_rows(la, la.iteration.range_loop.name, at_loop)
     for leaf in la.iteration.leaves:
         if not isinstance(leaf, ElementSource):
             continue
@@ -277,6 +279,38 @@ def check_elements(la) -> None:
                           f"would not survive it); annotate `{text}` as an array"
                           + (f", or use `{name}` in an array operation" if used else ", or drop it from the loop"),
                           seq)
+
+
+def _check_rows(la, index: str, at_loop) -> None:
+    """``xs[t]`` of an ``xs`` whose kind is not shown: the rows are scanned (as
+    elements are), so each read must be an array use too."""
+    for node in walk_all(la.loop.body):
+        if not (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Name) and node.slice.id == index
+                and isinstance(node.ctx, ast.Load)):
+            continue
+        base = node.value
+        if not isinstance(base, ast.Name) or base.id in la.written:
+            continue
+        kind = la.facts.kind(base, at_loop)
+        if kind.is_array or kind.tag != UNKNOWN:
+            continue
+        parent = la.mctx.parent(node)
+        if isinstance(parent, ast.Assign) and parent.value is node and len(parent.targets) == 1 \
+                and isinstance(parent.targets[0], ast.Name):
+            evidence, problem = _element_uses(la, parent.targets[0].id, False)
+        else:
+            evidence = _array_context(node, la.mctx.parent, la.fctx.imports, la.fctx.shadowing,
+                                      lambda e: la.facts.kind(e, at_loop).is_array
+                                      or bool(la.value_reads(e) & set(la.carries)))
+            problem = None
+        if problem is not None:
+            where, why = problem
+            raise Decline("L2S310", f"each row `{ast.unparse(node)}` of `{base.id}` is used as {why} "
+                          f"(`{short(la.mctx.source(where))}`), which an array row would not allow: `{base.id}` "
+                          "is not shown to hold arrays", where)
+        if not evidence:
+            raise Decline("L2S310", f"nothing shows that `{base.id}` is an array: the loop reads `{ast.unparse(node)}` "
+                          f"but uses it in no array operation; annotate `{base.id}` as an array", node)
 
 
 def _element_kind(kind: Kind) -> Optional[Kind]:
@@ -619,6 +653,26 @@ INVALID = (
                 x = jnp.roll(x, 1) + jnp.asarray(o)[0]
             return x
         """, says=("`offsets`", "mixed")),
+    Invalid("L2S310", "rows-used-as-dicts", """
+        def apply_both(tree, element):
+            x = element
+            for i in range(2):
+                s_tree = tree[i]
+                x = jnp.dot(s_tree["weights"], x) + s_tree["biases"]  # <-
+            return x
+        """, says=("tree[i]", "dict")),
+    Invalid("L2S310", "shape-entries-maybe-none", """
+        from typing import Optional
+
+        def in_bounds(volume, coordinates, unflattened_shape: Optional[tuple] = None):
+            shape = volume.shape
+            if unflattened_shape is not None:
+                shape = unflattened_shape
+            ok = jnp.full(coordinates.shape[1:], True)
+            for dim, size in enumerate(shape):
+                ok = jnp.logical_and(ok, coordinates[dim] <= size - 1)
+            return ok
+        """, says=("`shape`", "None")),
 )
 
 VALID = (

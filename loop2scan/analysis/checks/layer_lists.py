@@ -118,10 +118,12 @@ def _looks_like_parameter_list(la, iteration, seq: str) -> bool:
                     and isinstance(node.value.value, ast.Name) and node.value.value.id == seq \
                     and index_offset(node.value.slice, index) == 0:
                 return True  # params[i]["w"], params[i][0]
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple) \
-                    and isinstance(node.value, ast.Subscript) and isinstance(node.value.value, ast.Name) \
-                    and node.value.value.id == seq:
-                return True  # W, b = params[i]
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Subscript) \
+                    and isinstance(node.value.value, ast.Name) and node.value.value.id == seq:
+                if isinstance(node.targets[0], ast.Tuple):
+                    return True  # W, b = params[i]
+                if isinstance(node.targets[0], ast.Name) and _string_indexed(la, node.targets[0].id):
+                    return True  # p = params[i]; p["w"]
         return False
     leaf = iteration.leaves[0]
     if isinstance(leaf.target, (ast.Tuple, ast.List)):
@@ -139,6 +141,13 @@ def _looks_like_parameter_list(la, iteration, seq: str) -> bool:
                 if _reads_parameters(found[0], pos):
                     return True
     return False
+
+
+def _string_indexed(la, name: str) -> bool:
+    """``name`` is indexed by a string key in the loop body (``p["w"]``)."""
+    return any(isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == name
+               and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str)
+               for n in walk_all(la.loop.body))
 
 
 def _reads_parameters(fn: ast.AST, pos: int) -> bool:

@@ -512,6 +512,15 @@ INVALID = (
                 h = jnp.tanh(h + xs[t] * gain(t % 2))  # <-
             return h
         """, says=("`gain`", "GAINS[k]")),
+    Invalid("L2S307", "numpy-admitting-array-indexed-with-traced-counter", """
+        import chex
+
+        def in_bounds(volume, coordinates: chex.Array):
+            ok = jnp.full(coordinates.shape[1:], True)
+            for dim, size in enumerate(volume.shape):
+                ok = jnp.logical_and(ok, coordinates[dim] <= size - 1)  # <-
+            return ok
+        """, says=("coordinates[dim]", "NumPy")),
 )
 
 VALID = (
