@@ -224,6 +224,20 @@ def read_result(name: str) -> dict | None:
         return None
 
 
+def snapshot(root: str) -> dict[str, bytes]:
+    """Every regular file under ``root`` (not following links): relative path -> bytes."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            path = os.path.join(dirpath, filename)
+            if os.path.islink(path):
+                continue
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 

@@ -41,9 +41,11 @@ DEFAULT_OUT = os.path.join(BENCH_DIR, "results", "roundtrip.json")
 CANDIDATES = ("jax", "flax", "torch", "torch_xla")
 TEMP_SUFFIX = ".loop2scan.tmp"
 
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+for _path in (REPO_ROOT, BENCH_DIR):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
+from common import snapshot  # noqa: E402
 from loop2scan import __version__ as LOOP2SCAN_VERSION  # noqa: E402
 from loop2scan.api import Options, RunReport, run  # noqa: E402
 
@@ -64,19 +66,6 @@ def version_of(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def snapshot(root: str) -> dict[str, bytes]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for filename in sorted(filenames):
-            path = os.path.join(dirpath, filename)
-            if os.path.islink(path):
-                continue
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
 
 
 def counts(report: RunReport) -> dict:
