@@ -244,3 +244,29 @@ def now_iso() -> str:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def run_jax_worker(cmd: Sequence[str], cwd: str, timeout_s: float) -> dict:
+    """Run a benchmark worker (a fresh process, JAX on the CPU, no compilation
+    cache); its last stdout line is its JSON result, ``process_s`` is added.
+    A failure is ``{"error": ...}``."""
+    env = bench_env(JAX_PLATFORMS="cpu", JAX_ENABLE_COMPILATION_CACHE="false", TF_CPP_MIN_LOG_LEVEL="2")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              cwd=cwd, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s} s"}
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_s"] = wall
+    return out
+
+
+def min_median(values: Sequence[float]) -> dict | None:
+    """``{"min", "median", "n"}`` of the values (``None`` for none)."""
+    if not values:
+        return None
+    return {"min": min(values), "median": statistics.median(values), "n": len(values)}

@@ -10,15 +10,14 @@ here, at benchmark time, by ``loop2scan.rewrite_source`` on the example file.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from common import BENCH_DIR, REPO_ROOT, bench_env, log, machine_info, now_iso, part_args, write_result
+from common import (BENCH_DIR, REPO_ROOT, log, machine_info, min_median, now_iso, part_args,
+                    run_jax_worker, write_result)
 import workloads as registry
 
 VARIANTS = ("loop", "rewritten", "handwritten")
@@ -60,25 +59,7 @@ def run_worker(wl: registry.Workload, variant_file: str, size: int) -> dict:
            "--variant-file", variant_file, "--inputs-file", os.path.join(REPO_ROOT, wl.example),
            "--size", str(size), "--runs", str(RUNS), "--warmup", str(WARMUP),
            "--min-time", str(MIN_TIME)]
-    env = bench_env(JAX_PLATFORMS="cpu", JAX_ENABLE_COMPILATION_CACHE="false", TF_CPP_MIN_LOG_LEVEL="2")
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                              cwd=REPO_ROOT, timeout=WORKER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {WORKER_TIMEOUT_S} s"}
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_s"] = wall
-    return out
-
-
-def _agg(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    return {"min": min(values), "median": statistics.median(values), "n": len(values)}
+    return run_jax_worker(cmd, REPO_ROOT, WORKER_TIMEOUT_S)
 
 
 def aggregate(measurements: list[dict], wls: list[registry.Workload], quick: bool) -> tuple[list[dict], list[dict]]:
@@ -94,8 +75,8 @@ def aggregate(measurements: list[dict], wls: list[registry.Workload], quick: boo
                         if m["workload"] == wl.name and m["size"] == size and m["variant"] == v and "error" in m]
                 row = {
                     "workload": wl.name, "size": size, "variant": v,
-                    "compile_s": _agg([m["compile_s"] for m in ms]),
-                    "run_s": _agg([m["run_s"] for m in ms]),
+                    "compile_s": min_median([m["compile_s"] for m in ms]),
+                    "run_s": min_median([m["run_s"] for m in ms]),
                     "stablehlo_lines": ms[0]["stablehlo_lines"] if ms else None,
                     "stablehlo_sha256": sorted({m.get("stablehlo_sha256") for m in ms if m.get("stablehlo_sha256")}),
                     "errors": errs,

@@ -6,16 +6,22 @@ and under ``jax.jit``).
     python benchmarks/fuzz_long.py                 # 10,000 programs
     python benchmarks/fuzz_long.py --n 2000 --jobs 2
     python benchmarks/fuzz_long.py --start 50000   # another slice of seeds
+    python benchmarks/fuzz_long.py --class bool-mask --n 300   # one class of programs
 
-Program ``i`` is ``generate(start + i)``: any program of the summary can be
-rebuilt from its seed.  Programs run in chunks in worker processes (restarted
+Program ``i`` is ``generate(start + i)`` (``generate(start + i, klass=...)``
+with ``--class``): any program of the summary can be rebuilt from its seed.
+Programs of every class are drawn (``tests/fuzz/grammar.py``: the original
+grammar, the classes of real-code failures, multi-module packages); the
+summary also gives the counts per class.  Programs run in chunks in worker processes (restarted
 every few chunks, so JAX's caches do not grow without bound); after every chunk
 the summary so far is printed and written to
 ``benchmarks/results/fuzz_long.json``: counts of programs, must-rewrite and
 must-decline programs, programs discarded because the original raises,
 rewritten programs, declines by code, mismatches, crashes, wrong rewrites, the
-must-rewrite share, the seeds and texts of the first failures, one example
-program per decline code, and the time per program.
+must-rewrite share, counts per class, the seeds and texts of the first
+failures, one example program per decline code, the time per program, and
+the loop2scan revision the run judged (the commit, and whether its
+``loop2scan/`` or ``codemods/`` had uncommitted changes).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -38,9 +45,20 @@ def _setup_path() -> None:
             sys.path.insert(0, p)
 
 
+def tool_revision() -> dict:
+    """The commit of the checkout and whether the tool's sources differ from it."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD"),
+            "tool_sources_modified": bool(git("status", "--porcelain", "--", "loop2scan", "codemods"))}
+
+
 def run_chunk(task):
     """Run seeds ``[lo, hi)``; returns (Tally, failing seeds, feature counts)."""
-    lo, hi = task
+    lo, hi, klass = task
     _setup_path()
     import logging
 
@@ -52,14 +70,14 @@ def run_chunk(task):
     failing = []
     features: dict[str, int] = {}
     for seed in range(lo, hi):
-        program = generate(seed)
+        program = generate(seed, klass=klass)
         for f in program.features:
             features[f] = features.get(f, 0) + 1
         outcome = run_program(program)
         tally.add(program, outcome)
         if outcome.failed:
-            failing.append({"seed": seed, "kind": outcome.failure_kind, "failure": "\n".join(outcome.failures)[:2000],
-                            "program": program.describe()})
+            failing.append({"seed": seed, "class": program.klass, "kind": outcome.failure_kind,
+                            "failure": "\n".join(outcome.failures)[:2000], "program": program.describe()})
     return tally, failing, features
 
 
@@ -70,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=50, help="programs per chunk (default 50)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="JSON summary path (default benchmarks/results/fuzz_long.json)")
+    ap.add_argument("--class", dest="klass", default=None, help="only programs of this class (grammar.CLASSES)")
     args = ap.parse_args(argv)
 
     _setup_path()
@@ -77,7 +96,9 @@ def main(argv=None) -> int:
 
     import multiprocessing as mp
 
-    tasks = [(lo, min(lo + args.chunk, args.start + args.n)) for lo in range(args.start, args.start + args.n, args.chunk)]
+    tasks = [(lo, min(lo + args.chunk, args.start + args.n), args.klass)
+             for lo in range(args.start, args.start + args.n, args.chunk)]
+    revision = tool_revision()
     total = Tally()
     failing: list = []
     features: dict[str, int] = {}
@@ -89,11 +110,15 @@ def main(argv=None) -> int:
         summary = {
             "complete": done,
             "seeds": [args.start, args.start + args.n],
+            "class": args.klass,
+            "loop2scan_revision": revision,
             **total.summary(),
             "wall_seconds": round(wall, 1),
             "wall_seconds_per_program": round(wall / total.programs, 3) if total.programs else 0.0,
             "jobs": args.jobs,
             "failing_seeds": [f["seed"] for f in failing],
+            "failing_seeds_by_class": {k: sorted(f["seed"] for f in failing if f["class"] == k)
+                                       for k in sorted({f["class"] for f in failing})},
             "failures": failing[:20],
             "declined_must_rewrite_examples": {code: {"message": msg, "program": src}
                                                for code, (msg, src) in sorted(total.declined_examples.items())},
@@ -120,6 +145,8 @@ def main(argv=None) -> int:
             "must_rewrite_share", "declined_must_rewrite_by_code", "must_decline_loops_by_status_code", "mismatches",
             "wrong_rewrites", "crashes", "wall_seconds", "wall_seconds_per_program", "seconds_per_program")
     print(json.dumps({k: s[k] for k in keys}, indent=1))
+    for klass, counts in s["by_class"].items():
+        print(f"{klass:>15}: {json.dumps(counts, sort_keys=True)}")
     print(f"failing seeds: {s['failing_seeds'][:50]}")
     return 1 if total.failed else 0
 

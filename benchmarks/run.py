@@ -1,8 +1,8 @@
 """Run the loop2scan benchmark suite.
 
-    python benchmarks/run.py                      # everything (10-20 minutes on 2 cores)
+    python benchmarks/run.py                      # everything (25-40 minutes on 2 cores)
     python benchmarks/run.py --quick              # smoke run (a few minutes)
-    python benchmarks/run.py --only compile       # one part: throughput, compile or startup (repeatable)
+    python benchmarks/run.py --only compile       # one part: throughput, compile, startup, short or eager (repeatable)
     python benchmarks/run.py --summary-only       # redo summary.md and the plots from existing JSON
 
 Writes benchmarks/results/<part>.json, summary.md and the PNG plots.  Run it
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import RESULTS_DIR, check_workloads, log, read_result  # noqa: E402
 
-PARTS = ("throughput", "compile", "startup")
+PARTS = ("throughput", "compile", "startup", "short", "eager")
 
 
 def wait_idle(limit_s: float) -> None:
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fast smoke run: 1 repetition, fewer sizes")
     ap.add_argument("--only", action="append", metavar="PART",
-                    help="run only this part: throughput, compile or startup (repeat or comma-separate)")
+                    help="run only this part: throughput, compile, startup, short (short static loops: "
+                         "loop vs scan by trip count) or eager (eager calls of scans) (repeat or comma-separate)")
     ap.add_argument("--workload", action="append", metavar="NAME",
                     help="compile part: only this registered workload (repeatable)")
     ap.add_argument("--summary-only", action="store_true", help="only rebuild summary.md and the plots (re-aggregating compile.json from its measurements)")
@@ -79,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             import startup
 
             startup.run(quick=args.quick)
+        elif part == "short":
+            import short_loops
+
+            short_loops.run(quick=args.quick)
+        elif part == "eager":
+            import eager_calls
+
+            eager_calls.run(quick=args.quick)
         log(f"== {part} done in {time.perf_counter() - t_part:.0f} s")
 
     if args.summary_only:

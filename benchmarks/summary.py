@@ -151,6 +151,101 @@ def startup_section(s: dict) -> list[str]:
     ]
 
 
+def _us(x: float | None) -> str:
+    """A short duration in microseconds (milliseconds from 1 ms)."""
+    if x is None:
+        return "–"
+    if x >= 1e-3:
+        return _ms(x)
+    us = x * 1e6
+    return f"{us:.1f} µs" if us < 100 else f"{us:.0f} µs"
+
+
+def _from(n: int | None, last: int) -> str:
+    return f"never (up to {last})" if n is None else f"n ≥ {n}"
+
+
+def short_section(r: dict) -> list[str]:
+    reps = r["method"]["repetitions"]
+    ns = r["trip_counts"]
+    a = r["analysis"]
+    titles = {b["name"]: b["title"] for b in r["bodies"]}
+    out = [
+        f"**Short static loops: Python loop vs `lax.scan`, by trip count n** (`short_loops.py`). "
+        f"Compile = `jax.jit(f).lower(*args).compile()`, cold, a fresh process per form, median of {reps}; "
+        f"run = median time per call, the two forms timed interleaved in each process, median of "
+        f"{2 * reps} processes; scan ÷ loop below 1: the scan is cheaper. The compile ratio judged below is "
+        "the CPU-time one (median over repetitions of the ratio of the two processes of one repetition); "
+        "`while`: loops left in the compiled scan (XLA removes a one-trip loop).",
+    ]
+    for body in [b["name"] for b in r["bodies"]]:
+        out += ["", f"*{body}*: {titles[body]}", "",
+                "| n | compile: loop | scan | scan ÷ loop | scan ÷ loop (CPU) | run: loop | scan | scan ÷ loop "
+                "| `while` |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for p in (q for q in r["points"] if q["body"] == body):
+            loops = p["scan"]["compiled_while_loops"]
+            ctx = " (context)" if p["n"] in r.get("context_only", []) else ""
+            out.append("| " + " | ".join([
+                f"{p['n']}{ctx}", _s(_med(p["loop"]["compile_s"])), _s(_med(p["scan"]["compile_s"])),
+                _x(p["scan_over_loop_compile"], 2), _x(p["scan_over_loop_compile_cpu_paired"], 2),
+                _us(_med(p["loop"]["run_s"])), _us(_med(p["scan"]["run_s"])), _x(p["scan_over_loop_run"], 2),
+                ",".join(str(x) for x in loops) or "–"]) + " |")
+        bad = [p for p in r["points"] if p["body"] == body and (p["errors"] or p["outputs_agree"] is False)]
+        if bad:
+            out += ["", "Problems: " + "; ".join(
+                f"n={p['n']}: " + ("; ".join(p["errors"]) if p["errors"] else "loop and scan outputs differ")
+                for p in bad)]
+    last = ns[-1]
+    out += ["", f"Smallest trip count from which the scan runs no slower (run ratio ≤ {1 + a['run_tolerance']:g}) "
+                f"and compiles as fast or faster (compile CPU-time ratio ≤ {1 + a['compile_tolerance']:g}) "
+                "at that trip count and every larger one measured:", "",
+            "| body | runs no slower from | compiles as fast from | both from | both, no tolerance |",
+            "|---|---:|---:|---:|---:|"]
+    for body, v in a["per_body"].items():
+        out.append(f"| {body} | {_from(v['run'], last)} | {_from(v['compile'], last)} | "
+                   f"{_from(v['both'], last)} | {_from(v['both_strict'], last)} |")
+    out.append(f"| **every body** | {_from(a['all_bodies_run'], last)} | {_from(a['all_bodies_compile'], last)} | "
+               f"{_from(a['all_bodies_both'], last)} | {_from(a['all_bodies_both_strict'], last)} |")
+    rec = a.get("recommendation")
+    if rec:
+        out += ["", f"**Recommended default `min-trip-count`: {rec['value']}.** {rec['reason']}"]
+    return out
+
+
+def eager_section(r: dict) -> list[str]:
+    reps = r["method"]["repetitions"]
+    forms = {f["name"]: f["title"] for f in r["forms"]}
+    out = [f"**Eager calls (no `jit`) of a function whose loop became a scan** (`eager_calls.py`); a fresh "
+           f"process per measurement, median of {reps}; steady = median of the calls after the first; "
+           "compiles = backend compilations (`jax.monitoring` events `backend_compile`) of the call:", ""]
+    out += ["| function | size | form | first call | compiles | steady call | compiles per call | "
+            "steady ÷ loop |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for case in r["cases"]:
+        for size in case["sizes"]:
+            pts = {p["form"]: p for p in r["points"] if p["case"] == case["name"] and p["size"] == size}
+            loop = _med(pts["loop"]["steady_s"]) if "loop" in pts else None
+            for form in forms:
+                p = pts.get(form)
+                if not p:
+                    continue
+                steady = _med(p["steady_s"])
+                per_call = _med(p["steady_compiles_per_call"])
+                out.append("| " + " | ".join([
+                    case["name"], f"{case['size_name']}={size}", forms[form], _ms(_med(p["first_call_s"])),
+                    ",".join(str(x) for x in p["first_call_compiles"]) or "–", _ms(steady),
+                    "–" if per_call is None else f"{per_call:g}",
+                    _x(steady / loop if steady and loop else None, 2)]) + " |")
+    errs = [p for p in r["points"] if p["errors"] or p.get("outputs_agree") is False]
+    if errs:
+        out += ["", "Problems: " + "; ".join(
+            f"{p['case']} {p['size']} {p['form']}: " + (p["errors"][0] if p["errors"] else "outputs differ")
+            for p in errs)]
+    titles = "; ".join(f"{c['name']}: {c['title']}" for c in r["cases"])
+    out += ["", f"Functions: {titles}."]
+    return out
+
+
 def targets_section(t: dict | None, c: dict | None, s: dict | None) -> list[str]:
     rows = []
     if t:
@@ -207,7 +302,9 @@ def write_summary() -> str:
     t = read_result("throughput")
     c = read_result("compile")
     s = read_result("startup")
-    present = [r for r in (t, c, s) if r]
+    sl = read_result("short_loops")
+    ec = read_result("eager_calls")
+    present = [r for r in (t, c, s, sl, ec) if r]
     if not present:
         raise SystemExit("no results yet: run python benchmarks/run.py")
     lines = [f"Machine: {machine_line(present[0]['machine'])}.", ""]
@@ -221,7 +318,7 @@ def write_summary() -> str:
         lines[0] = f"Machine: {machine_line(m)}; the sources changed during the run: " + "; ".join(
             f"{', '.join(parts)} at {k}" for k, parts in revs.items()) + "."
     lines.append("Reproduce with `python benchmarks/run.py` (`--quick` for a smoke run, `--only "
-                 "throughput|compile|startup` for one part); JSON results and plots are written to "
+                 "throughput|compile|startup|short|eager` for one part); JSON results and plots are written to "
                  "`benchmarks/results/`.")
     quick = [r["benchmark"] for r in present if r.get("quick")]
     if quick:
@@ -232,16 +329,17 @@ def write_summary() -> str:
         la = r.get("load_average")
         if la and max(la["before"][0], la["after"][0]) > (r["machine"]["cores"] or 1):
             busy.append(f"{r['benchmark']} {la['before'][0]:.1f} → {la['after'][0]:.1f}")
-    if c:
-        peak = [m["load1_after"] for m in c.get("measurements", []) if "load1_after" in m]
-        if peak and max(peak) > (c["machine"]["cores"] or 1) and not any(b.startswith("compile") for b in busy):
-            busy.append(f"compile up to {max(peak):.1f}")
+    for r in present:
+        peak = [m["load1_after"] for m in r.get("measurements", []) if "load1_after" in m]
+        if peak and max(peak) > (r["machine"]["cores"] or 1) and not any(b.startswith(r["benchmark"]) for b in busy):
+            busy.append(f"{r['benchmark']} up to {max(peak):.1f}")
     if busy:
         lines.append("")
         lines.append(f"*Other work ran on the machine during the run (1-minute load average, "
                      f"{present[0]['machine']['cores']} cores: {'; '.join(busy)}): absolute times are "
                      f"inflated by it; ratios within one part are measured under the same conditions.*")
-    for section, data in ((throughput_section, t), (compile_section, c), (startup_section, s)):
+    for section, data in ((throughput_section, t), (compile_section, c), (startup_section, s),
+                          (short_section, sl), (eager_section, ec)):
         if data:
             lines.append("")
             lines += section(data)

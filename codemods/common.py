@@ -40,12 +40,22 @@ class SpanIndex:
         self.module = module
         self.wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
         positions = self.wrapper.resolve(PositionProvider)
+        self.positions = positions
         self.lines = lines
         self.offset = line_offset
         self._by_range: dict[tuple, list[cst.CSTNode]] = {}
         for node, rng in positions.items():
             key = (rng.start.line, rng.start.column, rng.end.line, rng.end.column)
             self._by_range.setdefault(key, []).append(node)
+
+    def top_index(self, span: Span) -> int:
+        """The index in ``module.body`` of the top-level statement holding ``span``."""
+        line = span.line - self.offset
+        for i, stmt in enumerate(self.module.body):
+            rng = self.positions.get(stmt)
+            if rng is not None and rng.start.line <= line <= rng.end.line:
+                return i
+        raise MappingError(f"no top-level statement holds line {span.line}")
 
     def text(self, span: Span) -> str:
         if span.line == span.end_line:
@@ -138,6 +148,13 @@ class EditTransformer(cst.CSTTransformer):
         # and every comment line that belonged to a removed line
         self.trailing_comments: set[int] = set()
         self.moved_comments: set[int] = set()
+        # what the emitter wrote, for codemods.fit: statements, expressions inside the user's
+        # statements, step functions defined in place, and step functions defined at module level
+        # (by the index of the top-level statement they go before)
+        self.written: set[int] = set()
+        self.written_exprs: set[int] = set()
+        self.step_defs: set[int] = set()
+        self.top_defs: dict[int, list] = {}
 
     def on_leave(self, original_node, updated_node):
         key = id(original_node)
@@ -190,7 +207,11 @@ class EditTransformer(cst.CSTTransformer):
                 pending.extend(self._dead_lines.pop(id(stmt)))
                 continue
             if pending:
+                old = stmt
                 stmt = stmt.with_changes(leading_lines=[*pending, *stmt.leading_lines])
+                for marks in (self.written, self.step_defs):
+                    if id(old) in marks:
+                        marks.add(id(stmt))
                 pending = []
             body.append(stmt)
         if isinstance(block, cst.Module):

@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 
 import libcst as cst
 
-from loop2scan.plan import LayoutEdit, ScanPlan, Span, XsItem, YsItem
+from loop2scan.plan import LayoutEdit, ScanPlan, Span, XsItem, YsItem, is_atomic
+from loop2scan.policy import DEFAULT_STYLE, Style
 
 from .common import (
     EditTransformer,
@@ -32,34 +33,66 @@ from .common import (
     parse_expr,
     parse_stmt,
 )
+from .fit import FitTransformer, slice_text
 
 TARGET = "jax.lax.scan"
 
+# Where a module may already have `scan`, `jax.numpy` and the tree functions, by qualified name.
+# The `jax._src` spellings are what JAX's own modules import (they must not `import jax`).
+SCAN_FUNCTIONS = ("jax.lax.scan", "jax._src.lax.control_flow.scan", "jax._src.lax.control_flow.loops.scan",
+                  "jax._src.lax.scan")
+SCAN_MODULES = ("jax.lax", "jax._src.lax", "jax._src.lax.control_flow", "jax._src.lax.control_flow.loops")
+NUMPY_MODULES = ("jax.numpy", "jax._src.numpy", "jax._src.numpy.lax_numpy")
+TREE_MODULES = ("jax.tree", "jax._src.tree")  # `.map`, `.leaves`
+TREE_UTIL_MODULES = ("jax.tree_util", "jax._src.tree_util")  # `.tree_map`, `.tree_leaves`
+VMAP_FUNCTIONS = ("jax.vmap", "jax._src.api.vmap")
+
+
+def inside_jax(module_name: Optional[str]) -> bool:
+    """The module is part of JAX's own source tree."""
+    return module_name is not None and (module_name == "jax" or module_name.startswith("jax."))
+
 
 class _Refs:
-    """How this module spells ``jax.lax.scan`` and ``jax.numpy``, and which
-    imports must be added for that."""
+    """How this module spells ``jax.lax.scan``, ``jax.numpy`` and the tree
+    functions, and which imports must be added for that.  Inside JAX's own
+    source tree nothing is imported: only what the module already imports is
+    used (an ``import jax`` there would be circular)."""
 
-    def __init__(self, aliases: dict[str, str], module_names: set[str]) -> None:
+    def __init__(self, aliases: dict[str, str], module_names: set[str], module_name: Optional[str] = None) -> None:
         self.imports: list = []
         self._jnp: Optional[str] = None
-        self._need_jnp = False
+        self._roots: set[str] = set()
+        self.module_name = module_name
+        self.in_jax = inside_jax(module_name)
         by_qual: dict[str, list[str]] = {}
         for local, qual in aliases.items():
             by_qual.setdefault(qual, []).append(local)
         self.by_qual = {k: sorted(v) for k, v in by_qual.items()}
         self.module_names = module_names
-        if "jax.lax.scan" in self.by_qual:
-            self.scan = self.by_qual["jax.lax.scan"][0]
-        elif "jax.lax" in self.by_qual:
-            self.scan = f"{self.by_qual['jax.lax'][0]}.scan"
+        scan = self._first(SCAN_FUNCTIONS)
+        module = self._first(SCAN_MODULES)
+        if scan is not None:
+            self.scan = scan
+        elif module is not None:
+            self.scan = f"{module}.scan"
         elif "jax" in self.by_qual:
             self.scan = f"{self.by_qual['jax'][0]}.lax.scan"
+        elif self.in_jax:
+            raise MappingError(f"the module (`{module_name}`) is inside jax's own source tree and imports no "
+                               "scan (`jax.lax` or `jax._src.lax`); loop2scan adds no `import jax` there")
         elif "jax" not in module_names:
             self.scan = "jax.lax.scan"
             self._add("jax")
         else:
             raise MappingError("the module binds the name `jax` to something else")
+        self._roots.add(self.scan.split(".")[0])
+
+    def _first(self, quals) -> Optional[str]:
+        for q in quals:
+            if q in self.by_qual:
+                return self.by_qual[q][0]
+        return None
 
     def _add(self, module: str, alias: Optional[str] = None) -> None:
         item = ImportItem(module, alias=alias)
@@ -69,8 +102,15 @@ class _Refs:
     @property
     def jnp(self) -> str:
         if self._jnp is None:
-            if "jax.numpy" in self.by_qual:
-                self._jnp = self.by_qual["jax.numpy"][0]
+            found = self._first(NUMPY_MODULES)
+            if found is not None:
+                self._jnp = found
+            elif self.in_jax:
+                if "jax" not in self.by_qual:
+                    raise MappingError(f"the module (`{self.module_name}`) is inside jax's own source tree and "
+                                       "imports no `jax.numpy` (or `jax._src.numpy`); loop2scan adds no imports "
+                                       "there")
+                self._jnp = f"{self.by_qual['jax'][0]}.numpy"
             elif "jnp" not in self.module_names:
                 self._jnp = "jnp"
                 self._add("jax.numpy", "jnp")
@@ -78,26 +118,59 @@ class _Refs:
                 self._jnp = f"{self.scan.split('.')[0]}.numpy" if self.scan.endswith(".lax.scan") else "jax.numpy"
                 if self._jnp == "jax.numpy" and "jax" not in self.by_qual:
                     self._add("jax")
+            self._roots.add(self._jnp.split(".")[0])
         return self._jnp
 
     @property
     def jax(self) -> str:
-        """How the module spells the ``jax`` package (for ``jax.tree.map``)."""
+        """How the module spells the ``jax`` package."""
         if "jax" in self.by_qual:
-            return self.by_qual["jax"][0]
-        if "jax" in self.module_names:
+            name = self.by_qual["jax"][0]
+        elif self.in_jax:
+            raise MappingError(f"the module (`{self.module_name}`) is inside jax's own source tree and does not "
+                               "import `jax`; loop2scan adds no imports there")
+        elif "jax" in self.module_names:
             raise MappingError("the module binds the name `jax` to something else")
-        self._add("jax")
-        self._jax_added = True
-        return "jax"
+        else:
+            self._add("jax")
+            name = "jax"
+        self._roots.add(name)
+        return name
+
+    def _tree(self, new: str, old: str) -> str:
+        found = self._first(TREE_MODULES)
+        if found is not None:
+            self._roots.add(found)
+            return f"{found}.{new}"
+        if "jax" in self.by_qual or not self.in_jax:
+            return f"{self.jax}.tree.{new}"
+        util = self._first(TREE_UTIL_MODULES)
+        if util is not None:
+            self._roots.add(util)
+            return f"{util}.{old}"
+        return f"{self.jax}.tree.{new}"  # raises the inside-jax MappingError
+
+    @property
+    def tree_map(self) -> str:
+        return self._tree("map", "tree_map")
+
+    @property
+    def tree_leaves(self) -> str:
+        return self._tree("leaves", "tree_leaves")
+
+    @property
+    def vmap(self) -> Optional[str]:
+        """``jax.vmap`` as the module can spell it (``None`` inside jax's tree without one)."""
+        found = self._first(VMAP_FUNCTIONS)
+        if found is not None:
+            self._roots.add(found)
+            return found
+        if "jax" in self.by_qual or not self.in_jax:
+            return f"{self.jax}.vmap"
+        return None
 
     def roots(self) -> set[str]:
-        out = {self.scan.split(".")[0]}
-        if getattr(self, "_jax_added", False) or "jax" in self.by_qual:
-            out.add(self.jax)
-        if self._jnp is not None:
-            out.add(self._jnp.split(".")[0])
-        return out
+        return set(self._roots)
 
 
 class JaxScanEmitter:
@@ -107,12 +180,19 @@ class JaxScanEmitter:
     target = TARGET
 
     def __init__(self, module: cst.Module, lines: list[str], module_names: set[str],
-                 aliases: Optional[dict[str, str]] = None, line_offset: int = 0) -> None:
+                 aliases: Optional[dict[str, str]] = None, line_offset: int = 0,
+                 style: Style = DEFAULT_STYLE, module_name: Optional[str] = None,
+                 taken: Optional[set[str]] = None) -> None:
         self.module = module
+        self.style = style  # line length of emitted code
+        self.module_name = module_name  # the module's dotted name, when known (``jax._src.lax`` adds no `import jax`)
         self.lines = lines
         self.module_names = module_names
         self.aliases = aliases if aliases is not None else module_aliases(module)
         self.line_offset = line_offset
+        # every name used anywhere in the module, and the module-level steps added so far (shared by the
+        # emitters of one file): a step defined at module level takes a name none of them has
+        self.taken = taken if taken is not None else set(module_names)
         self.imports: list = []  # libcst ImportItems the rewritten code needs
 
     def emit(self, plans: list[ScanPlan], edits: Sequence[LayoutEdit] = ()) -> tuple[cst.Module, dict[Span, str]]:
@@ -123,7 +203,7 @@ class JaxScanEmitter:
         if not plans and not edits:
             return self.module, failures
         try:
-            refs = _Refs(self.aliases, self.module_names)
+            refs = _Refs(self.aliases, self.module_names, self.module_name)
         except MappingError as e:
             return self.module, {**{p.loop: str(e) for p in plans}, **{e_.span: str(e) for e_ in edits}}
         index = SpanIndex(self.module, self.lines, self.line_offset)
@@ -132,18 +212,20 @@ class JaxScanEmitter:
             # a parameter list whose loops are in another module: its builder or uses here
             try:
                 node = index.find(edit.span)
+                layout_edit_refs(refs, edit)
             except MappingError as e:
                 failures[edit.span] = str(e)
                 continue
-            tr.replace[id(node)] = (lambda e: lambda u: layout_edit(self.module, refs, u, e))(edit)
+            tr.replace[id(node)] = (lambda e: lambda u: _marked(tr, layout_edit(self.module, refs, u, e)))(edit)
         if len(failures) == len(edits) and not plans:
             return self.module, failures
         reserved_by_function: dict[str, set[str]] = {}
         for plan in plans:
             reserved = reserved_by_function.setdefault(plan.function, set(plan.function_names))
             trial = EditTransformer()
+            taken = set(self.taken)
             try:
-                _PlanEmitter(plan, index, refs, trial, set(reserved)).register()
+                _PlanEmitter(plan, index, refs, trial, set(reserved), taken).register()
             except MappingError as e:
                 failures[plan.loop] = str(e)
                 continue
@@ -152,29 +234,110 @@ class JaxScanEmitter:
                 failures[plan.loop] = f"`{sorted(roots & plan.local_names)[0]}` is a local name in this function"
                 continue
             reserved |= trial.reserved  # type: ignore[attr-defined]
+            self.taken |= taken
             _merge(tr, trial)
         if len(failures) == len(plans) + len(edits):
             return self.module, failures
         module = self.module.visit(tr)
+        module = self._place_module_steps(module, tr)
+        fit = FitTransformer(module, self.style.line_length, tr.written, tr.written_exprs, tr.step_defs,
+                             {id(f) for defs in tr.top_defs.values() for _, f in defs}, self._top_blank())
+        module = module.visit(fit)
         self.imports = list(refs.imports)
         return module, failures
+
+    def _place_module_steps(self, module: cst.Module, tr: EditTransformer) -> cst.Module:
+        """The steps defined at module level go right before the top-level
+        statement holding their loop (after the blank lines above it; its
+        comments and decorators stay with it)."""
+        if not tr.top_defs:
+            return module
+        body = list(module.body)
+        if len(body) != len(self.module.body):  # pragma: no cover - top-level statements are never removed
+            raise MappingError("the top-level statements changed while rewriting")
+        out = []
+        header = list(module.header)
+        for i, stmt in enumerate(body):
+            defs = [f for _, f in sorted(tr.top_defs.get(i, []), key=lambda kv: kv[0])]
+            if defs:
+                lines = list(stmt.leading_lines)
+                if i == 0 and header:
+                    # comments opening this part of the file belong to its first statement
+                    lines, header = header + lines, []
+                blanks = 0
+                while blanks < len(lines) and lines[blanks].comment is None:
+                    blanks += 1
+                n = blanks if blanks else self._top_blank()
+                for k, f in enumerate(defs):
+                    before = lines[:blanks] if k == 0 else [cst.EmptyLine(indent=False)] * n
+                    out.append(f.with_changes(leading_lines=before))
+                stmt = stmt.with_changes(leading_lines=[cst.EmptyLine(indent=False)] * n + lines[blanks:])
+                # the fit pass finds the placed steps by identity
+                tr.top_defs[i] = [(0, o) for o in out[-len(defs):]]
+            out.append(stmt)
+        return module.with_changes(body=out, header=header)
+
+    def _top_blank(self) -> int:
+        """Blank lines between top-level definitions, as the file has them above
+        this part (two when it shows none)."""
+        n = 0
+        i = self.line_offset - 1
+        while i >= 0 and self.lines[i].strip() == "":
+            n += 1
+            i -= 1
+        return n if n and i >= 0 else 2
+
+
+def _marked(tr: EditTransformer, expr: cst.BaseExpression) -> cst.BaseExpression:
+    tr.written_exprs.add(id(expr))
+    return expr
+
+
+def layout_edit_refs(refs: _Refs, edit: LayoutEdit) -> None:
+    """Decide the spellings (and imports) a layout edit needs before anything is
+    edited, so that a module that cannot spell them fails cleanly."""
+    if edit.kind == "builder-return" and edit.vmap is not None and refs.vmap is not None:
+        return
+    if edit.kind == "builder-return":
+        refs.tree_map
+        refs.jnp
+    elif edit.kind == "len":
+        refs.tree_leaves
+    else:
+        refs.tree_map
 
 
 def layout_edit(module: cst.Module, refs: _Refs, node: cst.BaseExpression, edit: LayoutEdit) -> cst.BaseExpression:
     """A use of a per-layer parameter list, rewritten for the stacked layout."""
-    jax = refs.jax
-    code = module.code_for_node(node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node)
-    if edit.kind == "builder-return":
+    bare = node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node
+    code = module.code_for_node(bare)
+    vmap = refs.vmap if edit.kind == "builder-return" and edit.vmap is not None else None
+    if vmap is not None and isinstance(bare, cst.ListComp) and isinstance(bare.elt, cst.Call) \
+            and bare.for_in.inner_for_in is None and not bare.for_in.ifs:
+        # `[f(k, a) for k in keys]` -> `jax.vmap(lambda k: f(k, a))(keys)`: one traced call, stacked leaves
+        call = bare.elt
+        keys = module.code_for_node(bare.for_in.iter)
+        var = module.code_for_node(bare.for_in.target)
+        if len(call.args) == 1 and call.args[0].keyword is None and call.args[0].star == "" \
+                and isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == var:
+            fn = module.code_for_node(call.func)
+        else:
+            fn = f"lambda {var}: {module.code_for_node(call)}"
+        text = f"{vmap}({fn})({keys})"
+    elif edit.kind == "builder-return":
         if "\n" in code:
             code = f"({code})"
-        text = f"{jax}.tree.map(lambda *layer: {refs.jnp}.stack(layer), *{code})"
+        text = f"{refs.tree_map}(lambda *layer: {refs.jnp}.stack(layer), *{code})"
     elif edit.kind == "len":
         arg = module.code_for_node(node.args[0].value)
-        text = f"len({jax}.tree.leaves({arg})[0])"
+        text = f"len({refs.tree_leaves}({arg})[0])"
     else:  # index / slice: every leaf indexed along the layer axis
         arg = module.code_for_node(node.value)
-        text = f"{jax}.tree.map(lambda leaf: leaf[{edit.text}], {arg})"
-    expr = parse_expr(text, module)
+        text = f"{refs.tree_map}(lambda leaf: leaf[{edit.text}], {arg})"
+    try:
+        expr = parse_expr(text, module)
+    except cst.ParserSyntaxError:  # a multi-line piece that does not parse in this form: keep tree.map
+        expr = parse_expr(f"{refs.tree_map}(lambda *layer: {refs.jnp}.stack(layer), *({code}))", module)
     if getattr(node, "lpar", None):
         expr = expr.with_changes(lpar=node.lpar, rpar=node.rpar)
     return expr
@@ -196,8 +359,6 @@ def _needs_jnp(plan: ScanPlan) -> bool:
     if any(x.kind == "arange" or x.wrap_asarray or x.axis != 0 or (x.kind == "layers" and x.layout == "keep")
            for x in plan.xs):
         return True
-    if plan.layout is not None and any(e.kind == "builder-return" for e in plan.layout.edits):
-        return True
     for y in plan.ys:
         if y.wrap_asarray or (y.kind == "at_set" and (y.at_arange is not None or y.at_index_before)):
             return True
@@ -215,6 +376,11 @@ def _merge(dst: EditTransformer, src: EditTransformer) -> None:
     src.captured = dst.captured  # closures of src read the shared captures
     src.trailing_comments = dst.trailing_comments
     src.moved_comments = dst.moved_comments
+    # the marks are written while the merged transformer runs: share them
+    src.written = dst.written
+    src.written_exprs = dst.written_exprs
+    src.step_defs = dst.step_defs
+    src.top_defs = dst.top_defs
 
 
 def _is_pass_line(stmt: cst.CSTNode) -> bool:
@@ -225,31 +391,72 @@ def _has_pass(loop: cst.For) -> bool:
     return any(_is_pass_line(s) for s in block_statements(loop.body))
 
 
+def step_name(role: str) -> str:
+    """The step function's name for a loop's role: ``rnn`` -> ``_rnn_step``."""
+    return "_step" if role in ("", "step") else f"_{role}_step"
+
+
+def _slice(text: str) -> str:
+    """A slice written by the analysis (``1:T + 1``) spaced like ``ruff format``."""
+    parts = text.split(":")
+    if len(parts) > 3 or any(p.count("(") != p.count(")") or p.count("[") != p.count("]") for p in parts):
+        return text
+    return slice_text([p.strip() or None for p in parts])
+
+
 class _PlanEmitter:
     def __init__(self, plan: ScanPlan, index: SpanIndex, refs: _Refs, tr: EditTransformer,
-                 reserved: set[str]) -> None:
+                 reserved: set[str], taken: set[str]) -> None:
         self.plan = plan
         self.index = index
         self.refs = refs
         self.tr = tr
-        self.reserved = reserved
+        self.reserved = reserved  # names of the function's scope
+        self.taken = taken  # names of the module (for a step defined at module level)
         self.module = index.module
+        # names that live only inside the step function (its parameters, values bound for the
+        # outputs): they only have to avoid the names the function uses, so a nested step may
+        # reuse `carry` for its own parameter (the outer `carry` is unpacked and never read again)
+        self.step_locals: set[str] = set(plan.function_names)
+        self.discard = plan.discard or "_"
         tr.reserved = set()  # type: ignore[attr-defined]
 
     def _fresh(self, base: str) -> str:
+        """A fresh name in the function's scope."""
         name = fresh_name(base, self.reserved)
         self.tr.reserved.add(name)  # type: ignore[attr-defined]
+        self.step_locals.add(name)
         return name
+
+    def _fresh_local(self, base: str) -> str:
+        """A fresh name used only inside the step function."""
+        return fresh_name(base, self.step_locals)
+
+    def _written(self, stmt):
+        self.tr.written.add(id(stmt))
+        return stmt
 
     def register(self) -> None:
         plan, tr, index = self.plan, self.tr, self.index
         loop = index.find(plan.loop)
         if not isinstance(loop, cst.For) or loop.asynchronous is not None:
             raise MappingError("the loop is not a plain `for` statement")
-        step = self._fresh("_layer_step" if plan.layout is not None else "_step")
-        if plan.layout is not None or any(c.kind == "tree-stack" and (c.axis != 0 or c.flipped != plan.reverse)
-                                          for y in plan.ys for c in y.consumers):
-            self.refs.jax  # decide the spelling (and the import) before checking for shadowing
+        base = step_name(plan.role)
+        if plan.hoisted is not None:
+            # defined at module level: a name nothing in the module uses
+            step = fresh_name(base, self.taken | self.reserved)
+            self.taken.add(step)
+            self.top = index.top_index(plan.loop)
+        else:
+            step = self._fresh(base)
+        if plan.layout is not None and plan.layout.mode == "stacked":
+            for edit in plan.layout.edits:
+                layout_edit_refs(self.refs, edit)
+        if any(x.kind == "layers" and (x.layout == "keep" or x.layer_slice) for x in plan.xs):
+            self.refs.tree_map
+        if any(c.kind == "tree-stack" and (c.axis != 0 or c.flipped != plan.reverse)
+               for y in plan.ys for c in y.consumers):
+            self.refs.tree_map  # decide the spelling (and the import) before checking for shadowing
         if _needs_jnp(plan):
             self.refs.jnp  # decide the spelling (and the import) before checking for shadowing
         # per-step inputs: index reads become the names bound by the step; a scanned
@@ -264,11 +471,14 @@ class _PlanEmitter:
             for span, drop in zip(item.replaces, item.replace_drop or [None] * len(item.replaces)):
                 node = index.find(span)
                 tr.replace[id(node)] = (lambda name, drop: lambda u: _drop_index(u, name, drop))(item.bind, drop)
+            for span in item.drop:
+                # `x_t = xs[t]`: the step binds its input to `x_t` directly
+                tr.drop.add(id(index.find(span)))
         # the parameter list's new layout: the builder and the other uses
         if plan.layout is not None and plan.layout.mode == "stacked":
             for edit in plan.layout.edits:
                 node = index.find(edit.span)
-                tr.replace[id(node)] = (lambda e: lambda u: self._layout_edit(u, e))(edit)
+                tr.replace[id(node)] = (lambda e: lambda u: _marked(tr, self._layout_edit(u, e)))(edit)
         # per-step outputs
         self.ys_values: list = []
         self.ys_targets: list[str] = []
@@ -301,7 +511,7 @@ class _PlanEmitter:
         value = index.find(y.value)
         tr.capture.add(id(value))
         if y.bind_value:
-            bound = self._fresh("y")
+            bound = self._fresh_local("y")
             tr.swap[id(stmt)] = lambda u, vid=id(value), bound=bound: cst.Assign(
                 targets=[cst.AssignTarget(cst.Name(bound))], value=tr.captured[vid])
             get_value = lambda bound=bound: cst.Name(bound)
@@ -323,7 +533,11 @@ class _PlanEmitter:
             self.ys_targets.append(y.name)
             for c in y.consumers:
                 node = index.find(c.span)
-                tr.replace[id(node)] = (lambda c: lambda u: self._consumer(u, c, y.name))(c)
+                if c.statement is not None and self._identity(c):
+                    # `outs = jnp.stack(outs)` would become `outs = outs`: it goes
+                    tr.drop.add(id(index.find(c.statement)))
+                    continue
+                tr.replace[id(node)] = (lambda c: lambda u: _marked(tr, self._consumer(u, c, y.name)))(c)
         else:  # at_set
             target = self._fresh(f"{y.name}_steps")
             self.ys_targets.append(target)
@@ -332,7 +546,7 @@ class _PlanEmitter:
             if pos:
                 rows = f"{self.refs.jnp}.moveaxis({target}, 0, {pos})"
             if y.at_slice is not None:
-                idx = y.at_slice
+                idx = _slice(y.at_slice)
             else:
                 idx = f"{self.refs.jnp}.arange({', '.join(y.at_arange)})"
                 if y.at_offset:
@@ -340,12 +554,16 @@ class _PlanEmitter:
             parts = [*y.at_index_before, idx]
             self.post.append(f"{y.name} = {y.name}.at[{', '.join(parts)}].set({rows})")
 
+    def _identity(self, c) -> bool:
+        """The consumer becomes the stacked name itself."""
+        flip = self.plan.reverse != c.flipped
+        return c.kind in ("stack", "array", "tree-stack") and c.axis == 0 and not flip
+
     def _consumer(self, node: cst.BaseExpression, c, name: str) -> cst.BaseExpression:
         flip = self.plan.reverse != c.flipped
         seq = f"{name}[::-1]" if flip else name
-        jnp = self.refs.jnp
         if c.kind == "stack":
-            text = seq if c.axis == 0 else f"{jnp}.moveaxis({seq}, 0, {c.axis})"
+            text = seq if c.axis == 0 else f"{self.refs.jnp}.moveaxis({seq}, 0, {c.axis})"
         elif c.kind == "array":
             text = seq
         elif c.kind == "sequence":
@@ -357,8 +575,8 @@ class _PlanEmitter:
         elif c.kind == "tree-stack":
             leaf = "leaf[::-1]" if flip else "leaf"
             if c.axis != 0:
-                leaf = f"{jnp}.moveaxis({leaf}, 0, {c.axis})"
-            text = name if leaf == "leaf" else f"{self.refs.jax}.tree.map(lambda leaf: {leaf}, {name})"
+                leaf = f"{self.refs.jnp}.moveaxis({leaf}, 0, {c.axis})"
+            text = name if leaf == "leaf" else f"{self.refs.tree_map}(lambda leaf: {leaf}, {name})"
         else:  # index
             i = c.axis
             text = f"{name}[{-1 - i}]" if self.plan.reverse else f"{name}[{i}]"
@@ -389,19 +607,20 @@ class _PlanEmitter:
             base = f"{jnp}.moveaxis({base}, {item.axis}, 0)"
         sl = item.slice_text()
         if sl != ":":
-            base = f"{base}[{sl}]"
+            if not is_atomic(base) and not base.endswith((")", "]")):
+                base = f"({base})"
+            base = f"{base}[{_slice(sl)}]"
         return base
 
     def _render_layers(self, item: XsItem) -> str:
         """A per-layer parameter list: already stacked (slice every leaf for
         ``params[a:b]``), or stacked here on every call (``--layout keep``)."""
-        jax = self.refs.jax
         if item.layout == "stacked":
             if item.layer_slice:
-                return f"{jax}.tree.map(lambda leaf: leaf[{item.layer_slice}], {item.source_text})"
+                return f"{self.refs.tree_map}(lambda leaf: leaf[{item.layer_slice}], {item.source_text})"
             return item.source_text
         seq = f"{item.source_text}[{item.layer_slice}]" if item.layer_slice else item.source_text
-        return f"{jax}.tree.map(lambda *layer: {self.refs.jnp}.stack(layer), *{seq})"
+        return f"{self.refs.tree_map}(lambda *layer: {self.refs.jnp}.stack(layer), *{seq})"
 
     def _tree_text(self, tree, leaf) -> Optional[str]:
         if tree is None or tree == []:
@@ -412,12 +631,14 @@ class _PlanEmitter:
 
     def _build(self, loop: cst.For, step: str, original: cst.For) -> list[cst.BaseStatement]:
         plan, module = self.plan, self.module
+        discard = self.discard
         body = block_statements(loop.body)
         if not _has_pass(original):
             # the step ends with its `return`: no `pass` stands in for removed statements
             body = [s for s in body if not _is_pass_line(s)]
         prologue: list[cst.BaseStatement] = []
-        # carries
+        # carries: the loop's, then the index carried as a counter, then (for a step defined at
+        # module level) the function's values the step reads, passed through unchanged
         carries = list(plan.carries)
         outs, inits, lhs = list(carries), list(carries), list(carries)
         counter = plan.counter
@@ -427,31 +648,36 @@ class _PlanEmitter:
             step_text = f"+ {counter.step}" if counter.step >= 0 else f"- {-counter.step}"
             outs.append(f"{counter.name} {step_text}")
             inits.append(counter.init)
-            lhs.append("_" if "_" not in plan.function_names else self._fresh("_index"))
+            lhs.append(discard)
+        for name in plan.hoisted or ():
+            carries.append(name)
+            outs.append(name)
+            inits.append(name)
+            lhs.append(discard)
         if len(carries) == 1:
             carry_param = carries[0]
             carry_out, carry_init, carry_lhs = outs[0], inits[0], lhs[0]
-            if counter is not None:
-                carry_lhs = None
         else:
-            carry_param = self._fresh("carry")
+            carry_param = self._fresh_local("carry")
             if carries:
                 names = ", ".join(carries)
-                prologue.append(parse_stmt(f"{names} = {carry_param}\n", module))
+                prologue.append(self._written(parse_stmt(f"{names} = {carry_param}\n", module)))
                 carry_out, carry_init = f"({', '.join(outs)})", f"({', '.join(inits)})"
                 carry_lhs = f"({', '.join(lhs)})"
             else:
                 carry_out, carry_init, carry_lhs = carry_param, "None", None
+        if all(x == discard for x in lhs):
+            carry_lhs = None  # nothing the function reads again comes out of the carry
         # inputs
         xs_text = self._tree_text(plan.xs_tree, lambda i: self._render_xs(plan.xs[i]))
         if xs_text is None:
-            xs_param = "_" if "_" not in plan.step_reads else self._fresh("_x")
+            xs_param = "_" if "_" not in plan.step_reads else self._fresh_local("_x")
         elif isinstance(plan.xs_tree, int) and plan.elements_pattern.isidentifier():
             xs_param = plan.elements_pattern
         else:
-            xs_param = self._fresh("layer" if plan.layout is not None else "inputs")
+            xs_param = self._fresh_local("layer" if plan.layout is not None else "inputs")
             pattern = plan.elements_pattern
-            prologue.append(parse_stmt(f"{pattern} = {xs_param}\n", module))
+            prologue.append(self._written(parse_stmt(f"{pattern} = {xs_param}\n", module)))
         # outputs
         # a tuple value keeps its parentheses inside the returned pair
         values = [v.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
@@ -475,13 +701,12 @@ class _PlanEmitter:
                 whitespace=cst.SimpleWhitespace("  "), comment=trailing[0].comment))
         else:
             leading += trailing
-        ret = ret.with_changes(leading_lines=leading)
+        ret = self._written(ret.with_changes(leading_lines=leading))
         header = parse_stmt(f"def {step}({carry_param}, {xs_param}):\n    pass\n", module)
         if isinstance(loop.body, cst.IndentedBlock):
             block = loop.body.with_changes(body=[*prologue, *body, ret], footer=footer)
         else:
             block = cst.IndentedBlock(body=[*prologue, *body, ret])
-        func = header.with_changes(body=block, leading_lines=loop.leading_lines)
         # the call
         args = [step, carry_init]
         if xs_text is not None:
@@ -497,14 +722,24 @@ class _PlanEmitter:
         if carry_lhs and ys_lhs:
             line = f"{carry_lhs}, {ys_lhs} = {call}"
         elif carry_lhs:
-            line = f"{carry_lhs}, _ = {call}" if "_" not in plan.function_names else f"{carry_lhs} = {call}[0]"
+            line = f"{carry_lhs}, {discard} = {call}"
         elif ys_lhs:
-            line = f"_, {ys_lhs} = {call}" if "_" not in plan.function_names else f"{ys_lhs} = {call}[1]"
+            line = f"{discard}, {ys_lhs} = {call}"
         else:
             line = call
-        stmts = [func, parse_stmt(line + "\n", module)]
-        stmts += [parse_stmt(p + "\n", module) for p in self.post]
-        return stmts
+        call_stmt = self._written(parse_stmt(line + "\n", module))
+        post = [self._written(parse_stmt(p + "\n", module)) for p in self.post]
+        if plan.hoisted is not None:
+            # defined once at module level, before the statement holding the loop; the loop's
+            # comments stay where the loop was, above the scan
+            func = header.with_changes(body=block, leading_lines=[])
+            self.tr.top_defs.setdefault(self.top, []).append(((plan.loop.line, plan.loop.col), func))
+            call_stmt = call_stmt.with_changes(leading_lines=loop.leading_lines)
+            self.tr.written.add(id(call_stmt))
+            return [call_stmt, *post]
+        func = header.with_changes(body=block, leading_lines=loop.leading_lines)
+        self.tr.step_defs.add(id(func))
+        return [func, call_stmt, *post]
 
 
 def _make_command():

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import difflib
+import gc
 import os
 import sys
 from dataclasses import dataclass, field
@@ -16,8 +17,9 @@ from typing import Optional, Sequence
 from .config import Config
 from .engine import SourceResult, rewrite_source
 from .analysis.project import build_project, project_root
-from .files import SourceError, SourceFile, discover, read_source, write_source
+from .files import DEFAULT_TEST_FILES, SourceError, SourceFile, discover, read_source, write_source
 from .plan import LoopResult
+from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, Policy, Style
 
 
 @dataclass
@@ -34,6 +36,19 @@ class Options:
     rtol: Optional[float] = None
     atol: Optional[float] = None
     examples: tuple = ()  # check.Example entries from [tool.loop2scan.examples]
+    min_trip_count: int = DEFAULT_MIN_TRIP_COUNT  # constant trip counts below this are left alone
+    eager: str = "compile-once"  # or "skip" (see loop2scan.policy.Policy)
+    include_tests: bool = False  # directory runs skip test files unless this is set
+    test_files: tuple[str, ...] = DEFAULT_TEST_FILES
+    line_length: int = DEFAULT_LINE_LENGTH  # of emitted code
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(min_trip_count=self.min_trip_count, eager=self.eager)
+
+    @property
+    def style(self) -> Style:
+        return Style(line_length=self.line_length)
 
 
 @dataclass
@@ -118,7 +133,9 @@ class RunReport:
 
 def options_from_config(cfg: Config, **overrides) -> Options:
     opts = Options(framework=cfg.framework, layout=cfg.layout, exclude=cfg.exclude,
-                   extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples))
+                   extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples),
+                   min_trip_count=cfg.min_trip_count, eager=cfg.eager, include_tests=cfg.include_tests,
+                   test_files=cfg.test_files, line_length=cfg.line_length)
     for key, value in overrides.items():
         if value is not None:
             setattr(opts, key, value)
@@ -135,6 +152,45 @@ def process_file(path: str, options: Options) -> FileReport:
 
         _reraise_interrupt(e)
         return FileReport(path, error=f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+    finally:
+        _file_done()
+
+
+#: Files analysed between two runs of the cycle collector while a run holds it.
+COLLECT_EVERY = 200
+_collector_held = False
+_files_since_collect = 0
+
+
+def _hold_collector() -> bool:
+    """Pause Python's cycle collector for a run: the syntax trees of each file
+    (and of the project's modules it looks at) are millions of objects, and
+    the collector's repeated passes over them took about half of a whole-tree
+    run.  Reference counting frees almost everything; the few cycles left are
+    collected every ``COLLECT_EVERY`` files (:func:`_file_done`).  True when
+    this call paused it (and must release it)."""
+    global _collector_held
+    if not gc.isenabled():
+        return False
+    gc.disable()
+    _collector_held = True
+    return True
+
+
+def _release_collector() -> None:
+    global _collector_held
+    _collector_held = False
+    gc.enable()
+
+
+def _file_done() -> None:
+    global _files_since_collect
+    if not _collector_held:
+        return
+    _files_since_collect += 1
+    if _files_since_collect >= COLLECT_EVERY:
+        _files_since_collect = 0
+        gc.collect()
 
 
 def _process_file(path: str, options: Options) -> FileReport:
@@ -142,7 +198,8 @@ def _process_file(path: str, options: Options) -> FileReport:
         source: SourceFile = read_source(path)
     except SourceError as e:
         return FileReport(path, error=e.message)
-    result: SourceResult = rewrite_source(source.text, options.framework, options.layout, _PROJECT, path)
+    result: SourceResult = rewrite_source(source.text, options.framework, options.layout, _PROJECT, path,
+                                          options.policy, options.style)
     report = FileReport(path, result.loops, result.error, result.framework, source.text, result.new_text)
     if options.check and result.new_text is not None:
         from .check import CheckOptions, check_loops
@@ -172,9 +229,18 @@ _PROJECT = None
 def run(paths: Sequence[str], options: Options) -> RunReport:
     """Process every Python file under ``paths``.  The order of the reports
     (and so every output) is the same whatever the number of jobs."""
+    held = _hold_collector()
+    try:
+        return _run(paths, options)
+    finally:
+        if held:
+            _release_collector()
+
+
+def _run(paths: Sequence[str], options: Options) -> RunReport:
     global _PROJECT
     files, errors = discover(list(paths), exclude=options.exclude, extend_exclude=options.extend_exclude,
-                             root=options.root)
+                             root=options.root, skip=() if options.include_tests else options.test_files)
     reports = [FileReport(e.path, error=e.message) for e in errors]
     files = [os.path.normpath(p) for p in files]
     project = build_project(list(paths), files, project_root(list(paths)), options.exclude, options.extend_exclude,
@@ -251,6 +317,7 @@ def _start_worker(project) -> None:
     global _PROJECT
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _PROJECT = project
+    _hold_collector()
 
 
 def _size(path: str) -> int:

@@ -19,6 +19,7 @@ from .api import FileReport, Options, RunReport, options_from_config, process_fi
 from .codes import CODES, code_table_markdown
 from .config import ConfigError, load_config
 from .engine import AVAILABLE_FRAMEWORKS, FRAMEWORKS
+from .policy import DEFAULT_MIN_TRIP_COUNT, EAGER_MODES
 from .report import check_line, explain_loop, file_error_line, loop_line, summary_text, to_json, to_sarif
 
 FRAMEWORK_HELP = "Target API: auto (per file, from its imports), jax, flax, flax-linen, torch_xla."
@@ -37,7 +38,24 @@ def _check_framework(framework: Optional[str], source: str) -> None:
             f"use --framework jax (or auto)")
 
 
-def _options(paths, framework, config_path, write=False, layout=None) -> Options:
+def _policy_options(f):
+    """The options that choose which loops pay for a scan, shared by ``rewrite`` and ``explain``."""
+    f = click.option("--include-tests", is_flag=True, default=None,
+                     help="Also process test files met while walking directories (tests/, test_*.py, *_test.py; "
+                          "`test-files` in [tool.loop2scan]). Test files named on the command line are always "
+                          "processed.")(f)
+    f = click.option("--eager", type=click.Choice(EAGER_MODES), default=None,
+                     help="Loops in functions that may run outside a JAX transformation: 'compile-once' (default) "
+                          "rewrites them only into a step whose eager calls compile once; 'skip' leaves them "
+                          "alone.")(f)
+    f = click.option("--min-trip-count", type=click.IntRange(min=0), default=None,
+                     help=f"Leave loops with a constant trip count below N alone (default "
+                          f"{DEFAULT_MIN_TRIP_COUNT}; 0 rewrites every length).", metavar="N")(f)
+    return f
+
+
+def _options(paths, framework, config_path, write=False, layout=None, min_trip_count=None, eager=None,
+             include_tests=None) -> Options:
     _check_framework(framework, "--framework")
     try:
         cfg = load_config(list(paths), config_path)
@@ -45,7 +63,8 @@ def _options(paths, framework, config_path, write=False, layout=None) -> Options
         raise click.UsageError(str(e)) from None
     if framework is None:
         _check_framework(cfg.framework, f"framework in {cfg.path}")
-    return options_from_config(cfg, framework=framework, write=write, layout=layout)
+    return options_from_config(cfg, framework=framework, write=write, layout=layout, min_trip_count=min_trip_count,
+                               eager=eager, include_tests=include_tests)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,12 +95,13 @@ def main() -> None:
 @click.option("--atol", type=float, default=None, help="--check: absolute tolerance (default: by dtype).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per loop (rewritten, declined, skipped).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the diff unless --no-diff).")
+@_policy_options
 def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check, device, rtol, atol,
-            verbose, quiet) -> None:
+            verbose, quiet, min_trip_count, eager, include_tests) -> None:
     """Find loops in PATHS, prove them safe, and rewrite them into scans.
 
     Without --write, prints a unified diff and exits 1 when a rewrite is available."""
-    options = _options(paths, framework, config_path, write, layout)
+    options = _options(paths, framework, config_path, write, layout, min_trip_count, eager, include_tests)
     options.jobs = jobs
     options.check, options.device, options.rtol, options.atol = check, device, rtol, atol
     try:
@@ -142,12 +162,15 @@ def _split_target(target: str) -> tuple[str, Optional[int]]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str), default=None)
 @click.option("--all", "show_all", is_flag=True, help="Also list loops that are not array loops.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
-def explain(targets, framework, layout, fmt, config_path, show_all, jobs) -> None:
+@_policy_options
+def explain(targets, framework, layout, fmt, config_path, show_all, jobs, min_trip_count, eager,
+            include_tests) -> None:
     """Explain each loop: its carry / xs / ys / broadcast split, or why it is not rewritten.
 
     PATH:LINE explains the loop on that line (or the innermost loop around it)."""
     split = [_split_target(t) for t in targets]
-    options = _options([p for p, _ in split], framework, config_path, layout=layout)
+    options = _options([p for p, _ in split], framework, config_path, layout=layout, min_trip_count=min_trip_count,
+                       eager=eager, include_tests=include_tests)
     options.jobs = jobs
     exit_code = 0
     try:

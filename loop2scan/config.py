@@ -10,6 +10,13 @@ changes nothing.
     layout = "stacked"                # per-layer parameter lists: stacked (at construction) | keep
     exclude = ["build", "third_party"]  # replaces the default excludes
     extend-exclude = ["*_pb2.py"]      # adds to them
+    min-trip-count = 4                # leave constant trip counts below this alone (L2S701)
+    eager = "compile-once"            # or "skip": decline loops with no JAX transformation seen (L2S702)
+    include-tests = false             # directory runs skip test files (explicit file arguments never are)
+    test-files = ["tests", "test_*.py", "*_test.py"]  # what counts as a test file
+
+The line length of emitted code is ``line-length`` of ``[tool.ruff]`` (or else
+``[tool.black]``) in the same file, 88 when neither sets it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude"}
+from .files import DEFAULT_TEST_FILES
+from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, EAGER_MODES, line_length_from
+
+KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude", "min-trip-count", "eager", "include-tests",
+              "test-files"}
 
 
 class ConfigError(Exception):
@@ -37,6 +48,11 @@ class Config:
     layout: str = "stacked"
     exclude: tuple[str, ...] = ()
     extend_exclude: tuple[str, ...] = ()
+    min_trip_count: int = DEFAULT_MIN_TRIP_COUNT
+    eager: str = "compile-once"
+    include_tests: bool = False
+    test_files: tuple[str, ...] = DEFAULT_TEST_FILES
+    line_length: int = DEFAULT_LINE_LENGTH  # from [tool.ruff] / [tool.black]
     examples: list = field(default_factory=list)  # check.Example, from [tool.loop2scan.examples]
     path: Optional[str] = None  # the pyproject.toml it came from
     root: Optional[str] = None  # its directory
@@ -85,11 +101,28 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
     table = data.get("tool", {}).get("loop2scan", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.loop2scan] must be a table")
+    line_length = line_length_from(data)
     unknown = sorted(set(table) - KNOWN_KEYS - {"examples"})
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) in [tool.loop2scan]: {', '.join(unknown)} "
                           f"(known: {', '.join(sorted(KNOWN_KEYS))})")
     cfg = Config(path=path, root=os.path.dirname(path), raw=table)
+    if line_length is not None:
+        cfg.line_length = line_length
+    if "min-trip-count" in table:
+        value = table["min-trip-count"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{path}: min-trip-count must be a non-negative integer, not {value!r}")
+        cfg.min_trip_count = value
+    if "eager" in table:
+        if table["eager"] not in EAGER_MODES:
+            raise ConfigError(f"{path}: eager must be one of {', '.join(repr(m) for m in EAGER_MODES)}, "
+                              f"not {table['eager']!r}")
+        cfg.eager = table["eager"]
+    if "include-tests" in table:
+        if not isinstance(table["include-tests"], bool):
+            raise ConfigError(f"{path}: include-tests must be true or false")
+        cfg.include_tests = table["include-tests"]
     if "framework" in table:
         if not isinstance(table["framework"], str):
             raise ConfigError(f"{path}: framework must be a string")
@@ -107,7 +140,7 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
             cfg.examples = parse_examples(table["examples"], f"{path}: [tool.loop2scan.examples]")
         except ExampleConfigError as e:
             raise ConfigError(str(e)) from None
-    for key, attr in (("exclude", "exclude"), ("extend-exclude", "extend_exclude")):
+    for key, attr in (("exclude", "exclude"), ("extend-exclude", "extend_exclude"), ("test-files", "test_files")):
         if key in table:
             value = table[key]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

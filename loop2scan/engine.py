@@ -17,9 +17,11 @@ from .analysis.context import ModuleContext
 from .analysis.imports import ImportTable
 from .analysis.decline import short
 from .analysis.loop import analyze_module
+from .analysis.style import all_names
 from .frontend import SyntaxProblem, parse_for_analysis
 from .analysis.checks.layer_lists import standalone_edits
 from .plan import LayoutEdit, LoopResult, ScanPlan
+from .policy import DEFAULT_POLICY, DEFAULT_STYLE, Policy, Style
 
 FRAMEWORKS = ("auto", "jax", "flax", "flax-linen", "torch_xla")
 AVAILABLE_FRAMEWORKS = ("auto", "jax")
@@ -67,30 +69,34 @@ LAYOUTS = ("stacked", "keep")
 
 
 def analyze_source(text: str, framework: str = "auto", layout: str = "stacked", project=None,
-                   path: Optional[str] = None) -> tuple[list[LoopResult], Optional[str]]:
+                   path: Optional[str] = None, policy: Policy = DEFAULT_POLICY) -> tuple[list[LoopResult], Optional[str]]:
     """Analyse without rewriting: ``(loops, framework)``; raises SyntaxProblem."""
     tree, _ = parse_for_analysis(text)
     fw = detect_framework(tree, framework)
-    mctx = _module_context(tree, text, fw, layout, project, path)
+    mctx = _module_context(tree, text, fw, layout, project, path, policy)
     return analyze_module(mctx), fw
 
 
-def _module_context(tree: ast.Module, text: str, fw: Optional[str], layout: str, project, path: Optional[str]):
+def _module_context(tree: ast.Module, text: str, fw: Optional[str], layout: str, project, path: Optional[str],
+                    policy: Policy = DEFAULT_POLICY):
     name = project.name_of(path) if project is not None and path is not None else None
     if name is not None:
         # the project may have read this module already (another module's analysis looked at it):
         # one context per module, so that what was found there holds here
         known = project.loaded(name)
-        if known is not None and known.text == text and known.framework == fw and known.layout == layout:
+        if known is not None and known.text == text and known.framework == fw and known.layout == layout \
+                and known.policy == policy:
             return known
-    mctx = ModuleContext(tree, text, fw, layout, project=project if name is not None else None, name=name)
+    mctx = ModuleContext(tree, text, fw, layout, project=project if name is not None else None, name=name,
+                         policy=policy, path=path)
     if name is not None:
         project.register(name, mctx)
     return mctx
 
 
 def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", project=None,
-                   path: Optional[str] = None) -> SourceResult:
+                   path: Optional[str] = None, policy: Policy = DEFAULT_POLICY,
+                   style: Style = DEFAULT_STYLE) -> SourceResult:
     """Analyse ``text`` and rewrite every loop that is proven safe.
 
     ``layout`` decides loops over per-layer parameter lists: ``"stacked"``
@@ -101,7 +107,8 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
     ``project`` (a :class:`loop2scan.analysis.project.ProjectIndex`) and ``path``
     place the source among the other modules of its project, for the rules that
     look at them (helpers defined elsewhere, importers of a parameter-list
-    builder).
+    builder, callers that show whether a function runs under a transformation).
+    ``policy`` says which loops pay for a scan, ``style`` how emitted code is laid out.
 
     Never raises for bad input: a syntax error is reported in ``error``.  The
     returned ``new_text`` is guaranteed to parse."""
@@ -112,7 +119,7 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
     except SyntaxProblem as e:
         return SourceResult([], error=str(e))
     fw = detect_framework(tree, framework)
-    mctx = _module_context(tree, text, fw, layout, project, path)
+    mctx = _module_context(tree, text, fw, layout, project, path, policy)
     try:
         loops = analyze_module(mctx)
     except RecursionError:
@@ -122,10 +129,11 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
     extra = standalone_edits(mctx, loops) if mctx.project is not None and fw is not None else []
     if not plans and not extra:
         return SourceResult(loops, framework=fw)
-    return _emit(text, mctx, loops, fw, extra)
+    return _emit(text, mctx, loops, fw, extra, style)
 
 
-def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extra=()) -> SourceResult:
+def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extra=(),
+          style: Style = DEFAULT_STYLE) -> SourceResult:
     """Parse with libcst only the top-level statements that hold a planned loop,
     rewrite them, splice them back, and add the imports the rewrites need."""
     import libcst as cst
@@ -159,9 +167,19 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extr
     imports: list = []
     emitter_cls = emitter_for(fw)
     target = None
+    taken = all_names(mctx.tree)  # a step defined at module level takes a name no part of the module uses
     for lo, hi, group in merged:
         stmt = mctx.tree.body[lo]
         first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
+        if any(isinstance(p, ScanPlan) and p.hoisted is not None for p in group):
+            # a step goes before the statement: the comment lines right above it stay with it
+            # (not the comments that open the file: a license or a `#!` line stays first)
+            top = first
+            while top > 1 and line_text[top - 2].lstrip().startswith("#") and \
+                    (lo == 0 or top - 1 > mctx.tree.body[lo - 1].end_lineno):
+                top -= 1
+            if top > 1:
+                first = top
         last = mctx.tree.body[hi].end_lineno
         segment = "".join(line_text[i] + line_end[i] for i in range(first - 1, last))
         try:
@@ -171,7 +189,8 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extr
             for plan in group:
                 failures[plan.loop] = f"libcst could not parse this part of the file ({type(e).__name__})"
             continue
-        emitter = emitter_cls(module, mctx.lines, mctx.module_names, mctx.imports.all_aliases(), first - 1)
+        emitter = emitter_cls(module, mctx.lines, mctx.module_names, mctx.imports.all_aliases(), first - 1,
+                              style=style, module_name=mctx.dotted_name, taken=taken)
         target = emitter.target
         group_plans = [p for p in group if isinstance(p, ScanPlan)]
         group_edits = [e for e in group if isinstance(e, LayoutEdit)]
@@ -249,8 +268,11 @@ def _top_level_statement(mctx: ModuleContext, line: int) -> int:
 
 def _import_insertion_line(mctx: ModuleContext) -> int:
     """Index into the file's lines after which new imports go: after the last
-    import of the module's leading block of docstring and imports."""
+    ``jax`` import (``import jax...``, ``from jax... import ...``) of the
+    module's leading block of docstring and imports, else after the last
+    import of that block."""
     at = 0
+    jax_at = None
     for i, stmt in enumerate(mctx.tree.body):
         if i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) \
                 and isinstance(stmt.value.value, str):
@@ -258,9 +280,18 @@ def _import_insertion_line(mctx: ModuleContext) -> int:
             continue
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             at = stmt.end_lineno
+            if _imports_jax(stmt):
+                jax_at = stmt.end_lineno
             continue
         break
-    return at
+    return jax_at if jax_at is not None else at
+
+
+def _imports_jax(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.Import):
+        return any(a.name == "jax" or a.name.startswith("jax.") for a in stmt.names)
+    return isinstance(stmt, ast.ImportFrom) and not stmt.level and stmt.module is not None and (
+        stmt.module == "jax" or stmt.module.startswith("jax."))
 
 
 def _first_newline(text: str) -> str:

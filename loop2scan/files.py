@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_EXCLUDE",
+    "DEFAULT_TEST_FILES",
     "SourceError",
     "SourceFile",
     "discover",
@@ -66,6 +67,11 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     ".eggs",
     "*.egg-info",
 )
+
+#: Test files (fnmatch patterns, like :data:`DEFAULT_EXCLUDE`): skipped while
+#: walking directories unless tests are included.  A loop in a test is often a
+#: reference the test compares a scan against, or runs eagerly per sample.
+DEFAULT_TEST_FILES: tuple[str, ...] = ("tests", "test_*.py", "*_test.py")
 
 _BOM = codecs.BOM_UTF8
 # The same expressions as ``tokenize.cookie_re`` and ``tokenize.blank_re``.
@@ -651,6 +657,7 @@ def discover(
     exclude: Sequence[str] = (),
     extend_exclude: Sequence[str] = (),
     root: str | None = None,
+    skip: Sequence[str] = (),
 ) -> tuple[list[str], list[SourceError]]:
     """Expand command-line paths into the source files to process.
 
@@ -665,7 +672,8 @@ def discover(
       use :func:`fnmatch.fnmatchcase`; ``*`` also matches ``/``.  A directory
       named explicitly is walked even if its own name matches.
     * ``exclude`` replaces :data:`DEFAULT_EXCLUDE` when it is non-empty;
-      ``extend_exclude`` adds to whichever list applies.
+      ``extend_exclude`` adds to whichever list applies.  ``skip`` adds more
+      patterns (the test files of a run that leaves tests out).
 
     Args:
         paths: Files and directories as given by the user.
@@ -681,6 +689,7 @@ def discover(
     """
     active = list(exclude) if exclude else list(DEFAULT_EXCLUDE)
     active.extend(extend_exclude)
+    active.extend(skip)
     patterns = [_normalise_pattern(pattern) for pattern in active if pattern]
 
     files: list[str] = []

@@ -93,6 +93,9 @@ class XsItem:
     range_args: list[str] = field(default_factory=list)  # for "arange": the range(...) arguments as written
     layer_slice: Optional[str] = None  # for "layers": `a:b` when the loop iterates `params[a:b]`
     layout: str = "stacked"  # for "layers": "stacked" or "keep"
+    # statements `NAME = <a read this input replaces>` made redundant by binding the input to NAME
+    # (``bind``): they are removed from the step
+    drop: list[Span] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.kind == "arange":
@@ -126,6 +129,10 @@ class LayoutEdit:
     span: Span
     arg: Optional[Span] = None
     text: str = ""
+    # for "builder-return": the comprehension variable when the list `[f(k, ...) for k in keys]` is
+    # built stacked as `jax.vmap(lambda k: f(k, ...))(keys)` (loop2scan.analysis.builders); ``None``:
+    # the built list is stacked with `jax.tree.map(lambda *layer: jnp.stack(layer), *E)`
+    vmap: Optional[str] = None
 
 
 @dataclass
@@ -171,6 +178,9 @@ class Consumer:
     axis: int = 0
     flipped: bool = False
     arg: Optional[Span] = None  # the argument expression (``outs`` or ``outs[::-1]``)
+    # the statement ``outs = <consumer>`` when the consumer is its whole value: removed when the
+    # consumer becomes ``outs`` itself (no ``outs = outs``)
+    statement: Optional[Span] = None
 
 
 @dataclass
@@ -215,6 +225,24 @@ class Counter:
     step: int = 1
 
 
+@dataclass(frozen=True)
+class Context:
+    """Where the loop's function runs, as far as the project shows.
+
+    kind: ``"traced"`` (under a JAX transformation: ``jit``, ``grad``, ``vmap``,
+    a scan or while body...), ``"eager"`` (module top level, constructors,
+    functions only called from such places) or ``"unknown"`` (no caller seen,
+    or callers of both kinds).  ``reason`` says what showed it, for ``explain``."""
+
+    kind: Literal["traced", "eager", "unknown"]
+    reason: str
+
+    def describe(self) -> str:
+        what = {"traced": "under a JAX transformation", "eager": "eager",
+                "unknown": "may run eagerly"}[self.kind]
+        return f"{what} ({self.reason})"
+
+
 @dataclass
 class ScanPlan:
     loop: Span
@@ -241,6 +269,15 @@ class ScanPlan:
     # what the rewrite relies on that the code does not show (docs/assumptions.md), one sentence each
     assumptions: list[str] = field(default_factory=list)
     dtype_assumed: bool = False  # a carry's dtype is not visible: `--check` also runs it in bfloat16
+    context: Optional[Context] = None  # where the function runs (traced, eager, unknown)
+    # ``None``: the step is a closure defined in place of the loop (inside a transformation it is
+    # traced once with the enclosing function).  A list: the step is defined once at module level,
+    # before the top-level statement holding the loop, and these names of the function (its
+    # broadcast values) ride in the carry unchanged, so that an eager call compiles it only once.
+    hoisted: Optional[list[str]] = None
+    role: str = "step"  # what the loop does, for the step's name: "rnn" -> `_rnn_step`, "layer" -> `_layer_step`
+    discard: Optional[str] = "_"  # a name the scan's unused results may be bound to (None: none is free)
+    nested_in: Optional[tuple[int, int]] = None  # (line, col) of the enclosing loop whose step holds this one
 
 
 Status = Literal["rewritten", "declined", "skipped", "not-candidate"]
@@ -284,6 +321,10 @@ class LoopResult:
         if plan:
             data["reverse"] = plan.reverse
             data["assumptions"] = list(plan.assumptions)
+            if plan.context is not None:
+                data["context"] = {"kind": plan.context.kind, "reason": plan.context.reason}
+            data["step"] = {"form": "closure" if plan.hoisted is None else "module-level",
+                            "passed": list(plan.hoisted or [])}
             if plan.length:
                 data["length"] = plan.length
             if plan.layout is not None:

@@ -121,8 +121,13 @@ def explain_loop(path: str, loop: LoopResult) -> str:
             lines.append("    direction: reverse=True (the loop ran from the last index to the first)")
         if plan.layout is not None:
             lines.append(f"    layout:    {plan.layout.describe()}")
+        if plan.context is not None:
+            lines.append(f"    context:   {plan.context.describe()}")
+            lines.append(f"    step:      {step_form(plan)}")
         for i, a in enumerate(plan.assumptions):
             lines.append(f"    {'assumes:' if i == 0 else '':<11}{a}")
+        for i, note in enumerate(plan.notes):
+            lines.append(f"    {'note:' if i == 0 else '':<11}{note}")
         return "\n".join(lines)
     code = CODES.get(loop.code)
     word = status_word(loop)
@@ -132,6 +137,15 @@ def explain_loop(path: str, loop: LoopResult) -> str:
     if loop.status == "declined" and code is not None:
         lines.append(f"    fix: {code.fix}")
     return "\n".join(lines)
+
+
+def step_form(plan) -> str:
+    """How the step is defined, in words."""
+    if plan.hoisted is None:
+        return "a closure defined in place of the loop (traced with the function around it)"
+    names = ", ".join(f"`{n}`" for n in plan.hoisted or ())
+    passed = f"; {names} {'rides' if len(plan.hoisted or ()) == 1 else 'ride'} in the carry unchanged" if names else ""
+    return f"defined once at module level, so that an eager call compiles it only once{passed}"
 
 
 def loop_line(path: str, loop: LoopResult) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import types
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -80,7 +80,6 @@ def check_equivalent(src: str, fn: str, cases: Iterable[Sequence], *, rewritten:
     random cotangent with respect to every floating-point argument leaf.
     Returns the rewrite result."""
     import jax
-    import jax.numpy as jnp
 
     result = rewrite(src)
     n = sum(1 for loop in result.loops if loop.status == "rewritten")

@@ -28,6 +28,8 @@ PYPROJECT = """\
 """
 
 MODEL = '''\
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from .helpers import cell
@@ -49,6 +51,7 @@ class Model:
     def __init__(self, w):
         self.w = w
 
+    @partial(jax.jit, static_argnums=0)
     def __call__(self, xs):
         h = jnp.zeros(self.w.shape[0])
         for x in xs:
@@ -128,12 +131,13 @@ def test_check_reports_every_verdict(project):
     assert code == 1  # a DIFFERS and unverified rewrites
     checks = _checks(out)
     # the shape-changing carry: runs in Python, differs in the scan; the carry is named with its cause
-    differs = checks[("model.py", 8)]
-    assert differs["verdict"] == "differs"
-    assert any("carry `h`" in d and "float32[] before, float32[4] after" in d and "`h0` (line 7)" in d
-               for d in differs["differences"])
-    # a method, built from the module's own class, through a relative import
     lines = MODEL.splitlines()
+    accumulate_line = lines.index("    for x in xs:", lines.index("def accumulate(xs, h0):")) + 1
+    differs = checks[("model.py", accumulate_line)]
+    assert differs["verdict"] == "differs"
+    assert any("carry `h`" in d and "float32[] before, float32[4] after" in d
+               and f"`h0` (line {accumulate_line - 1})" in d for d in differs["differences"])
+    # a method, built from the module's own class, through a relative import
     method_line = lines.index("        for x in xs:", lines.index("class Model:")) + 1
     broken_line = lines.index("    for x in xs:", lines.index("def broken(xs):")) + 1
     method = checks[("model.py", method_line)]

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest

@@ -1141,6 +1141,6 @@ def test_module_loads_without_heavy_dependencies() -> None:
 
 
 def test_public_names() -> None:
-    assert set(files.__all__) == {"DEFAULT_EXCLUDE", "SourceError", "SourceFile", "discover",
+    assert set(files.__all__) == {"DEFAULT_EXCLUDE", "DEFAULT_TEST_FILES", "SourceError", "SourceFile", "discover",
                                   "encode_source", "read_source", "write_source"}
     assert SourceFile.__dataclass_params__.frozen  # type: ignore[attr-defined]

@@ -49,9 +49,9 @@ CASES: dict[str, list[tuple[int, str, str]]] = {
     "gru_cell_from_helper": [(37, R, "L2S000"), (44, R, "L2S000"), (58, R, "L2S000")],
     "lstm_two_carries": [(23, R, "L2S000"), (42, R, "L2S000")],
     "bidirectional": [(24, R, "L2S000"), (31, R, "L2S000"), (47, R, "L2S000")],
-    "discounted_returns": [(15, R, "L2S000"), (41, R, "L2S000"), (55, R, "L2S000")],
+    "discounted_returns": [(15, R, "L2S000"), (41, R, "L2S000"), (56, R, "L2S000")],
     "running_stats": [(20, R, "L2S000"), (37, R, "L2S000")],
-    "time_embedding": [(20, R, "L2S000"), (36, R, "L2S000")],
+    "time_embedding": [(22, R, "L2S000"), (38, R, "L2S000")],
     "shifted_reads": [(20, R, "L2S000"), (34, R, "L2S000")],
     "batch_major_time_axis": [(21, R, "L2S000"), (34, R, "L2S000")],
     "prealloc_buffer": [(16, R, "L2S000"), (34, R, "L2S000")],
@@ -61,6 +61,12 @@ CASES: dict[str, list[tuple[int, str, str]]] = {
     "mixed_file": [(15, N, "L2S001"), (23, D, "L2S101"), (36, R, "L2S000")],
     "unicode_and_comments": [(25, R, "L2S000"), (44, R, "L2S000")],
     "channels_last_and_counters": [(13, R, "L2S000"), (23, R, "L2S000"), (32, R, "L2S000")],
+    "emitted_style": [(20, R, "L2S000"), (31, R, "L2S000"), (41, R, "L2S000"), (51, R, "L2S000"), (61, R, "L2S000"),
+                      (71, R, "L2S000"), (82, R, "L2S000"), (85, R, "L2S000"), (100, R, "L2S000"),
+                      (103, R, "L2S000")],
+    "module_level_steps": [(25, R, "L2S000"), (39, R, "L2S000"), (51, R, "L2S000")],
+    "import_placement": [(15, R, "L2S000")],
+    "layer_builders": [(23, R, "L2S000"), (31, D, "L2S501"), (41, R, "L2S000")],
 }
 
 # cases whose files must keep Windows line endings (CRLF on every line)

@@ -176,7 +176,7 @@ def test_write_round_trip_on_installed_sources(tree, tmp_path):
     py_files = sorted(rel for rel in before if rel.endswith(".py"))
     assert py_files
 
-    report = run([str(r) for r in roots], Options(write=True))
+    report = run([str(r) for r in roots], Options(write=True, include_tests=True))
 
     # No crash: every file processed, no emitter failure.
     assert [(f.path, f.error) for f in report.errors] == []
@@ -212,7 +212,7 @@ def test_write_round_trip_on_installed_sources(tree, tmp_path):
     assert not [rel for rel in after if rel.endswith(TEMP_SUFFIX)]
 
     # A second --write finds nothing to do and changes no byte.
-    again = run([str(r) for r in roots], Options(write=True))
+    again = run([str(r) for r in roots], Options(write=True, include_tests=True))
     assert [(f.path, f.error) for f in again.errors] == []
     assert [f.path for f in again.files if f.changed] == []
     assert again.count("rewritten") == 0
@@ -234,13 +234,13 @@ def test_preview_of_the_subset_matches_what_write_does(tmp_path):
     root = tmp_path / "site"
     roots = copy_tree("subset", root)
     before = snapshot(root)
-    preview = run([str(r) for r in roots], Options(write=False, jobs=1))
+    preview = run([str(r) for r in roots], Options(write=False, jobs=1, include_tests=True))
     assert snapshot(root) == before
     assert [(f.path, f.error) for f in preview.errors] == []
     previewed = {rel: f.new_text for f in preview.files if f.changed
                  for rel in [Path(os.path.abspath(f.path)).relative_to(root).as_posix()]}
     assert previewed
-    run([str(r) for r in roots], Options(write=True))
+    run([str(r) for r in roots], Options(write=True, include_tests=True))
     after = snapshot(root)
     changed = {rel for rel in before if after[rel] != before[rel]}
     assert changed == set(previewed)

@@ -290,7 +290,7 @@ def _with_endings(text: str, ends: list[str]) -> str:
 
 def _generated_lines(raw: bytes) -> list[bytes]:
     """Lines that the rewrite created (not present in any form in the original)."""
-    keys = (b"def _step", b"return h, ", b"lax.scan(", b"import jax\r\n", b"import jax\n")
+    keys = (b"_step(", b"return h, ", b"return (h, ", b"lax.scan(", b"import jax\r\n", b"import jax\n")
     return [line for line in lines_with_ends(raw)
             if any(k in line for k in keys) and b"import jax.numpy" not in line]
 
@@ -353,6 +353,7 @@ TABS_SRC = (
     "\t\treturn h, jnp.stack(hs)\n"
     "\n"
     "\n"
+    "@jax.jit\n"
     "def rnn(params, xs, h0):\n"
     "\treturn Model().rnn(params, xs, h0)\n"
 )
@@ -365,8 +366,8 @@ def test_tab_indentation_is_used_for_the_step_function(tmp_path):
     raw = write_and_check(path, original)
     text = raw.decode("utf-8")
     lines = text.splitlines()
-    step = next(i for i, line in enumerate(lines) if line.lstrip().startswith("def _step"))
-    assert lines[step].startswith("\t\tdef _step") and not lines[step].startswith("\t\t\t")
+    step = next(i for i, line in enumerate(lines) if line.lstrip().startswith("def _rnn_step"))
+    assert lines[step].startswith("\t\tdef _rnn_step") and not lines[step].startswith("\t\t\t")
     scan = next(line for line in lines if "lax.scan(" in line)
     assert scan.startswith("\t\t") and not scan.startswith("\t\t\t")
     ret = next(line for line in lines[step:] if line.strip().startswith("return") and "_step" not in line)
@@ -503,14 +504,19 @@ def test_ten_megabyte_file(tmp_path, monkeypatch):
     new = path.read_bytes().decode("utf-8")
     ast.parse(new)
     old_chunks, new_chunks = _chunks(text), _chunks(new)
-    assert len(new_chunks) == len(old_chunks)
-    differing = [i for i, (a, b) in enumerate(zip(old_chunks, new_chunks)) if a != b]
-    assert [new_chunks[i].split("(")[0] for i in differing] == [f"rnn_{i}" for i in loops]
-    for i in differing:
+    # no caller is seen: each step is defined once, at module level, right before its function
+    steps = [i for i, chunk in enumerate(new_chunks) if chunk.startswith("_rnn_")]
+    assert [new_chunks[i].split("(")[0] for i in steps] == [f"_rnn_{i}_step" for i in loops]
+    kept = [chunk for i, chunk in enumerate(new_chunks) if i not in steps]
+    assert len(kept) == len(old_chunks)
+    differing = [i for i, (a, b) in enumerate(zip(old_chunks, kept)) if a != b]
+    assert [kept[i].split("(")[0] for i in differing] == [f"rnn_{i}" for i in loops]
+    header = "import jax\nimport jax.numpy as jnp\n\n\ndef "
+    for i, step in zip(differing, steps):
         name = old_chunks[i].split("(")[0]
-        before = exec_source("import jax\nimport jax.numpy as jnp\n\n\ndef " + old_chunks[i])[name]
-        after = exec_source("import jax\nimport jax.numpy as jnp\n\n\ndef " + new_chunks[i])[name]
-        assert "lax.scan(" in new_chunks[i]
+        before = exec_source(header + old_chunks[i])[name]
+        after = exec_source(header + new_chunks[step] + "\n\n\ndef " + kept[i])[name]
+        assert "lax.scan(" in kept[i]
         assert_same_outputs(before, after)
 
 
@@ -582,7 +588,7 @@ def test_python_312_syntax_file_is_processed_and_rewritten(tmp_path, monkeypatch
     # Everything up to the first rewritten function is byte-for-byte the same, but
     # for the import the rewrite may add after the existing ones.
     head_old = PY312_SRC[: PY312_SRC.index("def rnn(")]
-    head_new = new[: new.index("def rnn(")]
+    head_new = new[: new.index("def _rnn_step(")]  # no caller is seen: the step is defined before `rnn`
     assert head_new.replace("import jax\n", "", 1) == head_old
     for line in ("type Params = dict[str, jnp.ndarray]", "type Pair[T] = tuple[T, T]", "class Box[T]:",
                  "def first[T](items: list[T]) -> T:", "def last_state[T](params, xs: T, h0: T) -> T:",
@@ -596,7 +602,7 @@ def test_python_312_syntax_file_is_processed_and_rewritten(tmp_path, monkeypatch
     # The rewritten function runs (it uses no 3.12 syntax itself) and computes the same.
     prelude = "import jax\nimport jax.numpy as jnp\n\n\n"
     before = exec_source(prelude + _region(PY312_SRC, "def rnn(", "def last_state"))["rnn"]
-    after = exec_source(prelude + _region(new, "def rnn(", "def last_state"))["rnn"]
+    after = exec_source(prelude + _region(new, "def _rnn_step(", "def last_state"))["rnn"]
     assert_same_outputs(before, after)
 
     again = cli("rewrite", "proj/model312.py", "--write")

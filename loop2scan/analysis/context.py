@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Iterator, Optional
 
 from ..plan import Span
+from ..policy import DEFAULT_POLICY, Policy
 from .activity import (
     arg_names,
     statements,
@@ -41,11 +42,14 @@ STATEMENT_BLOCKS = ("body", "orelse", "finalbody")
 
 class ModuleContext:
     def __init__(self, tree: ast.Module, text: str, framework: Optional[str], layout: str = "stacked",
-                 project=None, name: Optional[str] = None) -> None:
+                 project=None, name: Optional[str] = None, policy: Policy = DEFAULT_POLICY,
+                 path: Optional[str] = None) -> None:
         self.tree = tree
         self.text = text
         self.project = project  # the project index (other modules), when there is one
         self.name = name  # this module's dotted name in the project
+        self.path = path  # the file, when the source came from one
+        self.policy = policy  # which loops pay for a scan (loop2scan.policy)
         self.layout = layout  # "stacked" (change where parameter lists are built) or "keep" (stack per call)
         self.lines = _LINE_SPLIT.split(text)
         self.framework = framework
@@ -273,6 +277,18 @@ class ModuleContext:
             if isinstance(stmt, FUNCTION_TYPES):
                 out[stmt.name] = stmt
         return out
+
+    @cached_property
+    def dotted_name(self) -> Optional[str]:
+        """This module's dotted name: in the project, or else from the packages
+        (``__init__.py`` files) around its file."""
+        if self.name is not None:
+            return self.name
+        if self.path is None:
+            return None
+        from .project import module_name
+
+        return module_name(self.path)[0]
 
     def display_path(self) -> str:
         """This module's file as the user knows it (relative to the project root), or its name."""

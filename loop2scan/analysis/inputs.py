@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..naming import fresh_name
-from ..plan import Bound, Counter, LoopResult, XsItem
-from .activity import all_read_names, full_slice, int_literal, walk_all
+from ..plan import Bound, Counter, LoopResult, XsItem, is_atomic
+from .activity import all_read_names, full_slice, header_effects, int_literal, walk_all
 from .checks import iteration as iteration_checks
 from .context import ModuleContext
 from .decline import Decline
@@ -53,6 +53,7 @@ def plan_inputs(la) -> None:
     if r is not None:
         la.xs, la.length, la.reverse, la.length_reason, la.index_info = _range_inputs(la, r, accs, la.reverse)
         la.xs_tree = list(range(len(la.xs))) if len(la.xs) != 1 else 0
+        bind_aliases(la, la.xs)
     else:
         # element loops: sources mirror the target
         source = iteration.source
@@ -348,14 +349,84 @@ def _counter(la, r: RangeSource, start: Optional[Lin], stop: Optional[Lin], step
 
 
 def _trip_text(la, r: RangeSource, start: Optional[Lin], stop: Optional[Lin], step: int) -> str:
+    """The number of steps of ``range(...)`` as a scan ``length``: the count
+    itself where it is certainly not negative, else ``max(count, 0)`` (``range``
+    runs no step for a negative count, while a scan of a negative length with
+    outputs raises)."""
     mctx = la.mctx
-    if step == 1 and start is not None and stop is not None:
-        diff = stop - start
-        text = mctx.source(r.stop) if r.start is None else diff.render()
-        # `range(T - 1)` runs no step when T is 0; a scan length must not be negative
-        return f"max({text}, 0)" if diff.may_go_negative() else text
+    consts = [int_literal(a) for a in r.args()]
+    if all(c is not None for c in consts) and (len(consts) < 3 or consts[2] != 0):
+        return str(len(range(*consts)))
+    if step in (1, -1) and start is not None and stop is not None:
+        diff = stop - start if step == 1 else start - stop
+        text = mctx.source(r.stop) if step == 1 and r.start is None else diff.render()
+        return text if diff.nonnegative() else f"max({text}, 0)"
+    if step in (1, -1):
+        # bounds the linear forms do not cover (`self.n_steps`, `cfg.steps - 1`)
+        first, end = (r.start, r.stop) if step == 1 else (r.stop, r.start)
+        end_text = mctx.source(end)
+        if first is None or int_literal(first) == 0:
+            return end_text if _nonnegative_text(end) else f"max({end_text}, 0)"
+        left = end_text if is_atomic(end_text) else f"({end_text})"
+        first_text = mctx.source(first)
+        right = first_text if is_atomic(first_text) else f"({first_text})"
+        return f"max({left} - {right}, 0)"
     args = ", ".join(mctx.source(a) for a in r.args())
     return f"len(range({args}))"
+
+
+def _nonnegative_text(expr: ast.AST) -> bool:
+    """``expr`` is certainly a non-negative integer: ``len(x)``, ``x.shape[k]``,
+    ``x.size``, ``x.ndim``, a non-negative literal."""
+    if int_literal(expr) is not None:
+        return int_literal(expr) >= 0
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "len" \
+            and len(expr.args) == 1 and not expr.keywords:
+        return True
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "shape" \
+            and int_literal(expr.slice) is not None:
+        return True
+    return isinstance(expr, ast.Attribute) and expr.attr in ("size", "ndim")
+
+
+def bind_aliases(la, xs: list[XsItem]) -> None:
+    """A body statement ``x_t = xs[t]`` that only names a per-step read: the
+    step binds the input to ``x_t`` itself and the statement goes (no
+    ``x_t = xs_t`` left in the step).  Only where ``x_t`` is a plain name bound
+    nowhere else in the body, not carried, not read after the loop, and not
+    used anywhere else in the function."""
+    mctx = la.mctx
+    taken = {x.bind for x in xs}
+    writes: dict[str, int] = {}
+    for stmt in la.body_statements():
+        for n in header_effects(stmt).writes:
+            writes[n] = writes.get(n, 0) + 1
+    outside = {n.id for n in ast.walk(la.func) if isinstance(n, ast.Name) and not la.inside_loop(n)}
+    outside |= set(la.fctx.params)
+    for item in xs:
+        if item.kind not in ("slice", "layers") or not item.replaces:
+            continue
+        for stmt in la.loop.body:
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                    and isinstance(stmt.value, ast.Subscript)):
+                continue
+            span = mctx.span(stmt.value)
+            if span not in item.replaces:
+                continue
+            k = item.replaces.index(span)
+            drops = item.replace_drop or [None] * len(item.replaces)
+            name = stmt.targets[0].id
+            if drops[k] is not None or writes.get(name, 0) != 1 or name in taken or name in outside \
+                    or name in la.carries or name in la.last_values or name in la.live_out or name in la.accs \
+                    or name in la.targets or name in mctx.module_names:
+                continue
+            item.bind = name
+            item.drop.append(mctx.span(stmt))
+            del item.replaces[k]
+            if item.replace_drop:
+                del item.replace_drop[k]
+            taken.add(name)
+            break
 
 
 def elements_pattern(la, iteration: Iteration, xs: list[XsItem]) -> str:

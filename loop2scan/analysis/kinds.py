@@ -139,7 +139,7 @@ def changes(before: DType, after: DType) -> Optional[str]:
     if before.category and after.category and before.category != after.category:
         return f"{before.describe()} before, {after.describe()} after"
     if before.category and after.at_least and _rank(after.at_least) > _rank(before.category):
-        return f"{before.describe()} before, {after.at_least} after (a Python {after.at_least} promotes it)"
+        return f"{before.describe()} before, at least {after.at_least} after"
     named = {s for s in after.sources | before.sources}
     if len(named) > 1:
         return f"two dtype sources meet: {' and '.join(f'`{s}`' for s in sorted(named))}"
@@ -380,6 +380,8 @@ class ValueFacts:
     # directly to per-step inputs, are arrays whatever they were outside
     known_nodes: set = field(default_factory=set)
     known_names: set = field(default_factory=set)
+    # the kinds of the arguments a call passes, when what a function returns for them is asked
+    param_kinds: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.module = self.fctx.module
@@ -567,9 +569,15 @@ class ValueFacts:
                 return Kind(CONTAINER, container={"frozenset": "set", "zip": "list", "enumerate": "list",
                                                   "map": "list", "filter": "list"}.get(name, name))
             if name in ("slice",):
-                return Kind(OBJECT, why="a slice")
+                return Kind(OBJECT, pytree=False, why="a slice")
             if name in self.module.module_functions:
-                result = function_result_kind(self.module, self.module.module_functions[name], depth + 1)
+                fn = self.module.module_functions[name]
+                result = function_result_kind(self.module, fn, depth + 1)
+                if result.tag == UNKNOWN and depth < 4:
+                    # what it returns for these arguments (`td(rewards, jnp.concatenate(...))`)
+                    args = self._argument_kinds(fn, call, defs_of, depth)
+                    if args:
+                        result = function_result_kind(self.module, fn, depth + 1, args)
                 return replace(result, why=f"what `{name}` returns") if result.tag != UNKNOWN else UNKNOWN_KIND
             cls = self.module.module_classes.get(name)
             if cls is not None:
@@ -666,8 +674,12 @@ class ValueFacts:
                 out = promote(out, d)
             if last in ("tanh", "exp", "log", "sin", "cos", "sqrt", "sigmoid", "gelu", "softplus", "silu",
                         "softmax", "log_softmax", "logsumexp", "mean", "logistic", "log1p", "expm1", "exp2",
-                        "norm", "true_divide", "divide") and out.category in ("int", "bool"):
-                return DType("float32", "float", sources=out.sources, unseen=out.unseen)
+                        "norm", "true_divide", "divide"):
+                if out.category in ("int", "bool"):
+                    return DType("float32", "float", sources=out.sources, unseen=out.unseen)
+                if out.category is None:  # whatever its argument, the result is inexact
+                    return DType(None, None, at_least=max(out.at_least, "float", key=_rank), sources=out.sources,
+                                 unseen=out.unseen)
             if out.weak:
                 return DType(out.name, out.category, unseen=out.unseen)
             return out
@@ -675,6 +687,26 @@ class ValueFacts:
 
     def dtype(self, expr: ast.AST, defs_of=None, depth: int = 0) -> DType:
         return self.kind(expr, defs_of, depth).dtype
+
+    def _argument_kinds(self, fn: ast.AST, call: ast.Call, defs_of, depth: int) -> Optional[tuple]:
+        """The kinds of the arguments of ``call`` by parameter of ``fn``, where
+        some argument's kind is known: ``((name, kind), ...)``, or ``None``."""
+        if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+            return None
+        a = fn.args
+        positional = [x.arg for x in a.posonlyargs + a.args]
+        if len(call.args) > len(positional):
+            return None
+        out = {}
+        for param, arg in zip(positional, call.args):
+            out[param] = self.kind(arg, defs_of, depth + 1)
+        names = set(positional) | {x.arg for x in a.kwonlyargs}
+        for k in call.keywords:
+            if k.arg not in names:
+                return None
+            out[k.arg] = self.kind(k.value, defs_of, depth + 1)
+        known = {k: v for k, v in out.items() if v.tag != UNKNOWN}
+        return tuple(sorted(known.items(), key=lambda kv: kv[0])) if known else None
 
     def name_kind(self, name: str, defs=None, depth: int = 0) -> Kind:
         fctx = self.fctx
@@ -768,8 +800,11 @@ class ValueFacts:
         return UNKNOWN_KIND
 
     def param_kind(self, name: str) -> Kind:
-        """A parameter's kind from its annotation and default."""
+        """A parameter's kind from its annotation and default (or from the
+        argument of the call being followed, ``param_kinds``)."""
         fctx = self.fctx
+        if name in self.param_kinds:
+            return self.param_kinds[name]
         ann = fctx.param_annotations.get(name)
         default = fctx.param_defaults.get(name)
         kind = self.annotation_kind(ann) if ann is not None else None
@@ -885,18 +920,21 @@ class ValueFacts:
         return fn is not None and function_result_kind(self.module, fn, depth).is_array
 
 
-def function_result_kind(mctx, fn: ast.AST, depth: int = 0) -> Kind:
-    """The kind of what a visible function returns (the join over its ``return``s)."""
+def function_result_kind(mctx, fn: ast.AST, depth: int = 0, args: Optional[tuple] = None) -> Kind:
+    """The kind of what a visible function returns (the join over its
+    ``return``s); ``args`` (``((param, kind), ...)``) are the kinds of the
+    arguments of one call, where they are known."""
     if depth > 4:
         return UNKNOWN_KIND
     cache = mctx.__dict__.setdefault("_result_kinds", {})
-    if id(fn) in cache:
-        return cache[id(fn)]
-    cache[id(fn)] = UNKNOWN_KIND  # recursion
+    key = id(fn) if args is None else (id(fn), args)
+    if key in cache:
+        return cache[key]
+    cache[key] = UNKNOWN_KIND  # recursion
     returns = [n for n in walk_body_returns(fn)]
     if not returns or any(r.value is None for r in returns):
         return UNKNOWN_KIND
-    facts = ValueFacts(mctx.function(fn))
+    facts = ValueFacts(mctx.function(fn), param_kinds=dict(args or ()))
     rd = facts.fctx.reaching
 
     def defs_at(stmt):
@@ -906,7 +944,7 @@ def function_result_kind(mctx, fn: ast.AST, depth: int = 0) -> Kind:
         return lookup
 
     kind = join([facts.kind(r.value, defs_at(r), depth + 1) for r in returns])
-    cache[id(fn)] = kind
+    cache[key] = kind
     return kind
 
 
@@ -931,6 +969,10 @@ def _arith(left: Kind, right: Kind, op: ast.operator) -> Kind:
     dtype = promote(left.dtype, right.dtype)
     if isinstance(op, ast.Div) and dtype.category in ("int", "bool"):
         dtype = DType("float32", "float", weak=dtype.weak, sources=dtype.sources, unseen=dtype.unseen)
+    elif isinstance(op, ast.Div) and dtype.category is None and (left.is_array or right.is_array):
+        # true division of arrays is inexact, whatever the operands' dtypes
+        dtype = DType(None, None, at_least=max(dtype.at_least, "float", key=_rank), sources=dtype.sources,
+                      unseen=dtype.unseen)
     if left.tag == JAX or right.tag == JAX:
         return Kind(JAX, dtype)
     if left.tag == NUMPY or right.tag == NUMPY:

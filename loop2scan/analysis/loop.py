@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import Callable, Iterable, Optional
 
 from ..plan import LoopResult, ScanPlan, XsItem
-from . import inputs, outputs
+from . import inputs, outputs, style
 from .activity import (
     all_read_names,
     all_written_names,
@@ -39,6 +39,7 @@ from .checks import (
     framework,
     iteration,
     layer_lists,
+    pays,
     side_effects,
     static_uses,
     structure,
@@ -81,6 +82,9 @@ class LoopAnalysis:
         self.tainted: set[str] = set()
         self.index_tainted: set[str] = set()
         self.element_tainted: set[str] = set()
+        self.context = None  # where the function runs (checks.pays.plan_context)
+        self.hoisted: Optional[list[str]] = None  # the step's form (ScanPlan.hoisted)
+        self.nested_in: Optional[ast.AST] = None  # the rewritten loop whose step holds this one
 
     @cached_property
     def fctx(self) -> Optional[FunctionContext]:
@@ -110,6 +114,7 @@ class LoopAnalysis:
             for step in PIPELINE:
                 step(self)
             plan = self.plan()
+            style.finish_plan(self, plan)  # the step's role, the discard name, notes
         except Decline as d:
             message = d.message
             where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
@@ -230,6 +235,10 @@ class LoopAnalysis:
             counter=self.counter,
             assumptions=self.assumptions(),
             dtype_assumed=self.dtype_assumed(),
+            context=self.context,
+            hoisted=self.hoisted,
+            nested_in=(mctx.span(self.nested_in).line, mctx.span(self.nested_in).col)
+            if self.nested_in is not None else None,
         )
 
     # ------------------------------------------------------------ assumptions
@@ -294,10 +303,12 @@ class LoopAnalysis:
     def step_reads(self, xs: list[XsItem]) -> set[str]:
         """Names the step function reads once index reads became slices."""
         replaced = {x_span for item in xs for x_span in item.replaces}
+        dropped = {d_span for item in xs for d_span in item.drop}
         skip: set[int] = set()
         for stmt in self.loop.body:
             for node in ast.walk(stmt):
-                if isinstance(node, ast.Subscript) and self.mctx.span(node) in replaced:
+                if (isinstance(node, ast.Subscript) and self.mctx.span(node) in replaced) or \
+                        (isinstance(node, ast.stmt) and self.mctx.span(node) in dropped):
                     skip.update(id(n) for n in ast.walk(node))
         out: set[str] = set()
         for stmt in self.loop.body:
@@ -504,6 +515,9 @@ PIPELINE: tuple[Step, ...] = (
     iteration.check_trip_count,         # L2S301: the number of steps is static
     inputs.plan_inputs,                 # per-step inputs, trip count, direction (L2S301, L2S307, L2S309)
     outputs.plan_outputs,               # per-step outputs
+    pays.check_short_loop,              # L2S701: a small constant trip count
+    pays.check_unrolled_on_purpose,     # L2S703: unroll remainders, loops beside lax loops, test references
+    pays.plan_context,                  # L2S702: traced (closure step) or eager (step defined once) or declined
 )
 
 
@@ -516,7 +530,9 @@ def analyze_module(mctx: ModuleContext) -> list[LoopResult]:
             out.append(LoopResult(s.line, s.col, s.end_line, "skipped", SKIPPED,
                                   "skipped by `# loop2scan: skip-file`"))
         return out
-    results = [LoopAnalysis(mctx, loop).run() for loop in mctx.loops]
+    results = [mctx.first_pass_result(loop) for loop in mctx.loops]
     inputs.inputs_of_enclosing_steps(mctx, results)
     layer_lists.layouts_change_together(mctx, results)
+    pays.nested_steps_rewritten(results)
+    style.name_steps(mctx, results)  # distinct step names per function (and module, for module-level steps)
     return results

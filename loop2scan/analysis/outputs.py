@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..plan import Consumer, YsItem
-from .activity import all_written_names, full_slice, int_literal, reads, walk_body, walk_scope
+from .activity import all_written_names, full_slice, header_effects, int_literal, reads, walk_body, walk_scope
 from .decline import Decline, position, short
-from .kinds import UNKNOWN
+from .kinds import UNKNOWN, _rank
 
 STACK_FUNCS = {"jax.numpy.stack"}
 ARRAY_FUNCS = {"jax.numpy.array", "jax.numpy.asarray"}
@@ -423,12 +423,13 @@ def plan_outputs(la) -> None:
                           "as one pytree of stacked leaves, where that would mean something else", c.node)
         # `jnp.stack(outs)` turns each item into an array: the step does that for items that may be
         # Python values or containers; pytrees collected for a leaf-wise stack pass through unchanged
+        wrap = array_consumers and not kind.is_array and not _carry_of_array_type(la, acc.value, is_name)
         item = YsItem("append" if acc.kind in ("list", "tuple") else "at_set", acc.name, mctx.span(acc.value),
-                      is_name, bind_value, wrap_asarray=array_consumers and not kind.is_array,
+                      is_name, bind_value, wrap_asarray=wrap,
                       statement=mctx.span(acc.stmt), init=init)
         for c in acc.consumers:
             item.consumers.append(Consumer(mctx.span(c.node), c.kind, c.axis if c.kind != "index" else c.index,
-                                           c.flipped, mctx.span(c.arg)))
+                                           c.flipped, mctx.span(c.arg), _self_assignment(mctx, c.node, acc.name)))
         if acc.kind == "at_set":
             item.wrap_asarray = False  # `.set` converts the value like the original did
             item.at_index_before = [mctx.source(p) for p in acc.index_parts]
@@ -448,6 +449,113 @@ def plan_outputs(la) -> None:
             else:
                 item.at_arange = list(info["arange_args"])
         ys.append(item)
+    notes = la.__dict__.setdefault("notes", [])
     for name in last_values:
+        why = _stacked_for_last_value(la, name)
+        if why is None:
+            # its value before the loop has the per-step value's shape and dtype: carried, not stacked
+            la.carries.append(name)
+            continue
+        notes.append(f"`{name}` is stacked and its last row taken: {why}")
         ys.append(YsItem("last", name, None, name, False, wrap_asarray=False))
     la.ys = ys
+
+
+def _self_assignment(mctx, node: ast.AST, name: str):
+    """The span of ``name = node`` when ``node`` is the whole value of a plain
+    assignment back to the accumulator (``outs = jnp.stack(outs)``)."""
+    stmt = mctx.parent(node)
+    if isinstance(stmt, ast.Assign) and stmt.value is node and len(stmt.targets) == 1 \
+            and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name:
+        return mctx.span(stmt)
+    return None
+
+
+_LIKE = {"zeros_like", "ones_like", "full_like", "empty_like"}
+
+
+def _stacked_for_last_value(la, name: str):
+    """Why the last value of ``name`` (assigned in every step, read after the
+    loop) must be stacked and its last row taken, or ``None`` when it can be
+    carried instead: it has a value before the loop whose shape and dtype are
+    provably those of every per-step value (the scan keeps one carry type)."""
+    from .checks.carries import _defs_in_body, _scalar, _scalar_literal
+
+    defs = la.fctx.defs_before(la.loop, name)
+    if not defs or any(d.kind in ("undef", "del") for d in defs):
+        return "nothing before the loop gives it a value"
+    inits = []
+    for d in defs:
+        node = d.node
+        if d.kind != "assign" or not isinstance(node, ast.Assign) or len(node.targets) != 1 \
+                or not isinstance(node.targets[0], ast.Name):
+            return "its value before the loop is not a plain assignment"
+        inits.append(node.value)
+    updates = []
+    for stmt in la.body_statements():
+        if name not in header_effects(stmt).writes:
+            continue
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            return "not every per-step value is a plain assignment"
+        updates.append(stmt)
+    if not updates:
+        return "no per-step value is a plain assignment"
+    why = "nothing shows that its value before the loop has the shape and dtype of the per-step values"
+    # a scalar before the loop and scalars in the loop, of dtypes the carry can hold
+    if all(_scalar_literal(la, v) for v in inits) and all(_scalar(la, u.value, name, u, 0) for u in updates):
+        before = la.facts.name_kind(name, defs).dtype
+        for u in updates:
+            after = la.facts.dtype(u.value, _defs_in_body(la, u))
+            if after.category is None:
+                return why
+            if before.weak and before.category is not None and _rank(before.category) <= _rank(after.category):
+                continue
+            if before.name is None or before.name != after.name or after.weak != before.weak:
+                return why
+        return None
+    # `v = a` / `v = jnp.zeros_like(a)` before the loop and `v = a` in it, where `a` keeps its type
+    # from step to step (a carry of this loop, or a value the loop does not change)
+    # (a carry written once in the body has the carry's type wherever it is read)
+    writes: dict[str, int] = {}
+    for stmt in la.body_statements():
+        for n in header_effects(stmt).writes:
+            writes[n] = writes.get(n, 0) + 1
+    stable = {c for c in la.carries if writes.get(c, 0) == 1} | \
+        {n for n in la.fctx.locals | set(la.fctx.params) if n not in la.written}
+    sources = set()
+    for v in inits:
+        if isinstance(v, ast.Name):
+            sources.add(v.id)
+        elif isinstance(v, ast.Call) and len(v.args) >= 1 and isinstance(v.args[0], ast.Name) and not v.keywords:
+            q = la.qual(v.func) or ""
+            last = q.rsplit(".", 1)[-1]
+            if q.startswith("jax.numpy.") and last in _LIKE and len(v.args) == (2 if last == "full_like" else 1):
+                sources.add(v.args[0].id)
+            else:
+                return why
+        else:
+            return why
+    if len(sources) != 1:
+        return why
+    (source,) = sources
+    if source not in stable or source in la.targets:
+        return why
+    if all(isinstance(u.value, ast.Name) and u.value.id == source for u in updates):
+        return None
+    return why
+
+
+def _carry_of_array_type(la, value: ast.AST, read_at_end: Optional[str]) -> bool:
+    """``value`` is a carry whose value before the loop is one array: inside the
+    scan it is an array of that type wherever the step reads it (read at the
+    step's end, or anywhere when the body writes it only once), so stacking it
+    needs no ``jnp.asarray``."""
+    if not isinstance(value, ast.Name) or value.id not in la.carries:
+        return False
+    name = value.id
+    if not la.facts.name_kind(name, la.fctx.defs_before(la.loop, name)).is_array:
+        return False
+    if read_at_end == name:
+        return True
+    writes = sum(1 for stmt in la.body_statements() if name in header_effects(stmt).writes)
+    return writes == 1

@@ -231,10 +231,20 @@ def describe(check: dict) -> str:
     run = check.get("run_s")
     if run and run.get("before") is not None and run.get("after") is not None:
         parts.append(f"run {_sec(run['before'])} -> {_sec(run['after'])}")
+    eager = check.get("eager") or {}
+    if eager.get("before") and eager.get("after"):
+        b, a = eager["before"], eager["after"]
+        parts.append(f"eager call {_sec(b['repeat_call_s'])} -> {_sec(a['repeat_call_s'])} "
+                     f"({_compiles(b)} -> {_compiles(a)} compiles per call)")
     if verdict == "differs":
         diffs = "; ".join(check.get("differences", [])[:3]) or check.get("reason", "")
         return f"DIFFERS: {diffs}" + (f" ({', '.join(parts)})" if parts else "")
     return "verified " + ", ".join(parts)
+
+
+def _compiles(timing: dict) -> str:
+    n = timing["compiles_per_repeat_call"]
+    return f"{n:g}"
 
 
 def _sec(x: float) -> str:

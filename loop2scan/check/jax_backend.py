@@ -238,6 +238,45 @@ class JaxBackend:
                 pass
         return compile_s, run_s
 
+    def eager_calls(self, fn_before, fn_after, args, kwargs, args_after, kwargs_after, calls: int = 3) -> dict:
+        """Calls outside ``jit``, before and after: the median time of the calls
+        after the first and the XLA compilations they triggered.  A scan whose
+        step is a closure made on every call compiles on every eager call; a step
+        defined once compiles on the first call only."""
+        out = {}
+        for label, fn, a, k in (("before", fn_before, args, kwargs), ("after", fn_after, args_after, kwargs_after)):
+            compiles = []
+
+            def listener(event: str, duration: float, **_: Any) -> None:
+                if event == "/jax/core/compile/backend_compile_duration":
+                    compiles.append(duration)
+
+            jax.monitoring.register_event_duration_secs_listener(listener)
+            try:
+                jax.block_until_ready(fn(*a, **k))  # the first call compiles what it needs
+                first = len(compiles)
+                samples = []
+                for _ in range(calls - 1):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(fn(*a, **k))
+                    samples.append(time.perf_counter() - t0)
+                out[label] = {"repeat_call_s": statistics.median(samples),
+                              "compiles_per_repeat_call": (len(compiles) - first) / (calls - 1)}
+            except Exception:  # noqa: BLE001 - timing is informative; the comparison stands
+                out[label] = None
+            finally:
+                _unregister(listener)
+        return out
+
+
+def _unregister(listener) -> None:
+    try:
+        from jax._src import monitoring
+
+        monitoring.unregister_event_duration_listener(listener)
+    except (ImportError, AttributeError, ValueError):  # pragma: no cover - older or newer JAX
+        pass
+
 
 def _static(x: Any) -> bool:
     """Arguments that must be Python values at trace time (sizes, flags, functions)."""

@@ -148,6 +148,8 @@ def run_example(job: dict, spec: dict, backend, original, rewritten) -> dict:
     # compile and steady-state run time, before and after, in this one process
     result["compile_s"], result["run_s"] = backend.timings(fn_before, fn_after, args, kwargs, args_after,
                                                            kwargs_after)
+    # eager calls (outside jit): does every call compile the scan again?
+    result["eager"] = backend.eager_calls(fn_before, fn_after, args, kwargs, args_after, kwargs_after)
     if differences:
         return dict(result, verdict="differs", differences=differences)
     return dict(result, verdict="verified")

@@ -19,11 +19,30 @@
   parsing, must-decline loops), but nothing is run.
 
 Outputs are compared leaf by leaf after ``jnp.asarray`` (a Python ``0.0``
-left by a zero-step loop is the float32 scalar JAX would make of it), with
-``helpers.assert_tree_close``.  Gradients: a VJP with a random cotangent with
-respect to every floating-point argument, eagerly and inside one
-``jax.jit``-compiled function.  A mode in which the *original* raises (a
-NumPy buffer written under ``jax.jit``, say) is not compared, and is counted.
+left by a zero-step loop is the float32 scalar JAX would make of it; a leaf
+without a dtype of its own, a Python number or a weakly typed array, takes
+the rewritten leaf's dtype of the same kind, which matters with 64-bit
+types), with ``helpers.assert_tree_close``.  Gradients: a VJP with a random
+cotangent with respect to every floating-point argument, eagerly and inside
+one ``jax.jit``-compiled function.  A program's extra dtype modes
+(``Program.modes``: ``"strict"`` dtype promotion, ``"x64"``) repeat the
+comparison of outputs, eagerly and under ``jax.jit``, inside
+``jax.numpy_dtype_promotion("strict")`` / ``jax.enable_x64(True)``.
+A mode in which the *original* raises (a NumPy buffer written under
+``jax.jit``, strict promotion of a mixed-dtype expression) is not compared,
+and is counted.
+
+A package program (``Program.files``) is written to a temporary directory
+twice, one copy is rewritten in place with ``loop2scan.api.run`` (the whole
+project, as the command line does), and the original and rewritten packages
+are imported afresh (same package name, ``sys.modules`` cleared between
+them); the outputs at ``Program.stacked_outputs`` (per-layer parameter
+lists) are compared after :func:`loop2scan.layout.stack_layers` of the
+original's (when the rewritten project returns them stacked), and the
+gradient is that of the first output with respect to the array arguments.
+A loop a must-decline package forbids may still be rewritten with the list
+layout kept (each call stacks the list, which no importer sees): that
+rewrite is run, and is a wrong rewrite only if it differs or raises.
 """
 
 from __future__ import annotations
@@ -31,24 +50,38 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import importlib
 import io
+import itertools
+import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import traceback
+import types
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from fuzz.grammar import MUST_DECLINE, MUST_REWRITE, Program
-from helpers import assert_tree_close, load
+from fuzz.program import MUST_DECLINE, MUST_REWRITE, Program
+from helpers import assert_tree_close, dtype_mode
 from loop2scan import rewrite_source
+from loop2scan.policy import Policy
+
+# the programs are judged for correctness, not for whether a scan pays: their loops are short
+# (0 to a few steps) to keep the runs fast, so no trip count is too small here
+FUZZ_POLICY = Policy(min_trip_count=0)
 
 RTOL, ATOL = 1e-5, 1e-5  # outputs
 GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-4  # gradients
 
 INTERNAL = "L2S901"
+#: The status recorded for a package's forbidden loop rewritten with the list layout kept (judged by running it).
+KEPT_LAYOUT = "rewritten-list-layout-kept"
 
 
 @dataclass
@@ -82,15 +115,57 @@ class Outcome:
         return [code for _, status, code in self.statuses if status != "rewritten"]
 
 
-def make_args(program: Program, seed: int = 0) -> tuple:
-    """Random arguments for ``program.fn``: JAX arrays, or Python lists of them."""
+_modules = itertools.count()
+
+
+def load(src: str) -> types.ModuleType:
+    """Execute ``src`` as a fresh module, registered in ``sys.modules`` while it
+    runs (a dataclass looks its module up there)."""
+    name = f"_l2s_fuzz_module_{next(_modules)}"
+    module = types.ModuleType(name)
+    module.__file__ = f"<{name}>"
+    sys.modules[name] = module
+    try:
+        exec(compile(src, module.__file__, "exec"), module.__dict__)  # noqa: S102 - the program under test
+    finally:
+        del sys.modules[name]
+    return module
+
+
+def make_args(program: Program, seed: int = 0, module=None) -> tuple:
+    """Arguments for ``program.fn`` (see :class:`fuzz.program.ArgSpec`); the
+    ``python`` ones are evaluated in ``module`` (the original's or the
+    rewritten one's: each gets objects of its own classes).  The same seed
+    gives the same numbers."""
+    import jax
     import jax.numpy as jnp
 
     rng = np.random.default_rng(seed)
     out = []
-    for spec in program.args:
-        value = (rng.standard_normal(spec.shape) * spec.scale).astype(spec.dtype)
-        out.append([jnp.asarray(v) for v in value] if spec.kind == "list" else jnp.asarray(value))
+    for i, spec in enumerate(program.args):
+        if not spec.passed:
+            continue
+        if spec.kind in ("array", "list", "numpy"):
+            value = (rng.standard_normal(spec.shape) * spec.scale).astype(spec.dtype)
+            if spec.kind == "numpy":
+                out.append(value)
+            else:
+                out.append([jnp.asarray(v) for v in value] if spec.kind == "list" else jnp.asarray(value))
+        elif spec.kind == "ints":
+            out.append(jnp.asarray(rng.integers(0, spec.high, spec.shape).astype(np.int32)))
+        elif spec.kind == "key":
+            out.append(jax.random.PRNGKey(seed))
+        elif spec.kind == "python":
+            values = np.random.default_rng([seed, i])  # its own stream: the other arguments stay the same
+
+            def rand(*shape, values=values):
+                return jnp.asarray(values.standard_normal(shape).astype(np.float32))
+
+            namespace = dict(vars(module)) if module is not None else {"jax": jax, "jnp": jnp, "np": np}
+            namespace["rand"] = rand
+            out.append(eval(spec.value, namespace))  # noqa: S307 - the grammar's own expressions
+        else:
+            raise ValueError(f"unknown argument kind {spec.kind!r}")
     return tuple(out)
 
 
@@ -99,6 +174,29 @@ def _normal(tree):
     import jax.numpy as jnp
 
     return jax.tree.map(jnp.asarray, tree)
+
+
+def _weak_like(want, got):
+    """``want`` (the original's normalised outputs) with each leaf that had no
+    dtype of its own (a Python number, or a weakly typed array: a value that
+    never met an array, such as ``total = 0.0`` after zero steps) cast to the
+    dtype of the rewritten function's leaf of the same kind.  With 64-bit
+    types enabled JAX would make such a leaf float64 where the scan's carry,
+    having met float32 in its traced step, is float32."""
+    import jax
+    import jax.numpy as jnp
+
+    la, ta = jax.tree.flatten(want)
+    lb, tb = jax.tree.flatten(got)
+    if len(la) != len(lb):
+        return want
+    out = []
+    for x, y in zip(la, lb):
+        if getattr(x, "weak_type", False) and x.dtype != y.dtype and (
+                jnp.issubdtype(x.dtype, jnp.floating) == jnp.issubdtype(y.dtype, jnp.floating)):
+            x = x.astype(y.dtype)
+        out.append(x)
+    return jax.tree.unflatten(ta, out)
 
 
 def _floats(tree):
@@ -129,6 +227,9 @@ def run_program(program: Program, seed: int = 0, jit: bool = True, grad: bool = 
     start = time.perf_counter()
     out = Outcome(program.label)
     try:
+        if program.is_package:
+            _judge_package(program, out, seed, jit, grad, execute)
+            return out
         _judge(program, out, seed, jit, grad, execute)
         if out.failure_kind == "mismatch":
             _zero_step(program, out, seed, jit, grad)
@@ -163,7 +264,7 @@ def loops_without_steps(program: Program, seed: int = 0) -> set[int]:
             ran.add(frame.f_lineno)
         return tracer
 
-    args = make_args(program, seed)
+    args = make_args(program, seed, module)
     sys.settrace(tracer)
     try:
         _quiet(getattr(module, program.fn), *args)
@@ -201,7 +302,7 @@ def _zero_step(program: Program, out: Outcome, seed: int, jit: bool, grad: bool)
 def _judge(program: Program, out: Outcome, seed: int, jit: bool, grad: bool, execute: bool) -> None:
     # ------------------------------------------------------------------ the rewrite, judged statically
     try:
-        result = rewrite_source(program.source, "jax")
+        result = rewrite_source(program.source, "jax", policy=FUZZ_POLICY)
     except Exception as e:  # noqa: BLE001 - any exception from the tool is a failure
         out.fail("crash", f"rewrite_source raised {_error(e)}\n{traceback.format_exc()}")
         return
@@ -243,13 +344,11 @@ def _judge(program: Program, out: Outcome, seed: int, jit: bool, grad: bool, exe
         return
 
     # ------------------------------------------------------------------ the original must run
-    import jax
-    import jax.numpy as jnp
-
-    args = make_args(program, seed)
     try:
-        original = getattr(load(program.source), program.fn)
-        want = _normal(_quiet(original, *args))
+        module = load(program.source)
+        original = getattr(module, program.fn)
+        args = make_args(program, seed, module)
+        want = _normal(_quiet(original, *args))  # Python numbers become weakly typed arrays
     except Exception as e:  # noqa: BLE001
         out.discarded = _error(e)
         return
@@ -258,80 +357,244 @@ def _judge(program: Program, out: Outcome, seed: int, jit: bool, grad: bool, exe
 
     # ------------------------------------------------------------------ original vs rewritten
     try:
-        rewritten = getattr(load(result.new_text), program.fn)
+        new_module = load(result.new_text)
+        rewritten = getattr(new_module, program.fn)
+        new_args = make_args(program, seed, new_module)
     except Exception as e:  # noqa: BLE001
         out.fail("mismatch", f"the rewritten module does not load: {_error(e)}")
         return
+    _compare_functions(program, out, (original, args), (rewritten, new_args), seed, jit, grad, want=want)
 
-    def compare(what, a, b, rtol=RTOL, atol=ATOL):
+
+def _compare_functions(program: Program, out: Outcome, a, b, seed: int, jit: bool, grad: bool,
+                       convert=None, want=None) -> None:
+    """Compare ``a = (function, args)`` with ``b`` in the default mode, then in
+    each of ``program.modes``.  ``convert`` maps the original's outputs to the
+    rewritten one's layout (packages: parameter lists stacked); ``want`` is the
+    original's eager output in the default mode, when already computed."""
+    for mode in ("default",) + tuple(program.modes):
+        with dtype_mode(mode):
+            if not _compare_in_mode(program, out, a, b, seed, jit, grad, mode, convert or (lambda tree: tree),
+                                    want if mode == "default" else None):
+                return
+
+
+def _compare_in_mode(program: Program, out: Outcome, a, b, seed: int, jit: bool, grad: bool, mode: str,
+                     convert, want=None) -> bool:
+    """One mode: outputs eagerly, then outputs and VJP eagerly and under
+    ``jax.jit``.  False when the comparison stopped (a failure)."""
+    import jax
+
+    original, args = a
+    rewritten, new_args = b
+    prefix = "" if mode == "default" else f"{mode}: "
+
+    def compare(what, x, y, rtol=RTOL, atol=ATOL):
         try:
-            assert_tree_close(a, b, rtol, atol, what)
+            assert_tree_close(x, y, rtol, atol, prefix + what)
         except AssertionError as e:
-            out.fail("mismatch", f"{what}: {str(e).strip()}")
+            out.fail("mismatch", f"{prefix}{what}: {str(e).strip()}")
             return False
         return True
 
-    def run_both(mode, fa, fb):
+    def run_both(what, fa, fb):
         """(original's result, rewritten's result), or None when the mode is not compared."""
         try:
-            a = _quiet(fa)
+            x = _quiet(fa)
         except Exception as e:  # noqa: BLE001
-            out.skipped_modes.append(f"{mode}: original raises {_error(e)}")
+            out.skipped_modes.append(f"{prefix}{what}: original raises {_error(e)}")
             return None
         try:
-            b = _quiet(fb)
+            y = _quiet(fb)
         except Exception as e:  # noqa: BLE001
-            out.fail("mismatch", f"{mode}: the rewritten function raises {_error(e)} where the original runs")
+            out.fail("mismatch", f"{prefix}{what}: the rewritten function raises {_error(e)} where the original runs")
             return None
-        return a, b
+        return x, y
 
-    try:
-        got = _normal(_quiet(rewritten, *args))
-    except Exception as e:  # noqa: BLE001
-        out.fail("mismatch", f"eager: the rewritten function raises {_error(e)} where the original runs")
-        return
+    if want is None:
+        pair = run_both("eager", lambda: _normal(convert(original(*args))), lambda: _normal(rewritten(*new_args)))
+    else:
+        pair = run_both("eager", lambda: want, lambda: _normal(rewritten(*new_args)))
+    if pair is None:
+        return not out.failures
+    want, got = pair
+    want = _weak_like(want, got)
     if not compare("eager output", want, got):
-        return
-    diff_idx = [i for i, spec in enumerate(program.args) if np.issubdtype(np.dtype(spec.dtype), np.floating)
-                and (spec.kind != "list" or spec.shape[0] > 0)] if grad else []
+        return False
+    passed = [spec for spec in program.args if spec.passed]
+    # the extra dtype modes compare outputs (eagerly and under jit), not gradients
+    diff_idx = [i for i, spec in enumerate(passed) if spec.differentiable
+                and (spec.kind != "list" or spec.shape[0] > 0)] if grad and mode == "default" else []
     if not diff_idx:
         if jit:
-            pair = run_both("jit", lambda: _normal(jax.jit(original)(*args)),
-                            lambda: _normal(jax.jit(rewritten)(*args)))
+            pair = run_both("jit", lambda: _normal(convert(jax.jit(original)(*args))),
+                            lambda: _normal(jax.jit(rewritten)(*new_args)))
             if pair is not None:
-                compare("jit output", *pair)
-        return
+                return compare("jit output", _weak_like(*pair), pair[1])
+        return not out.failures
 
-    # one function gives the outputs and their VJP, so that under jit one compile serves both
-    primals = [args[i] for i in diff_idx]
+    # one function gives the outputs and their VJP, so that under jit one compile serves both;
+    # a package's gradient is that of its first output (the parameter lists differ in layout)
+    first_only = program.is_package
     rng = np.random.default_rng(seed + 1)
-    leaves, tree = jax.tree.flatten(_floats(want))
-    cot = jax.tree.unflatten(tree, [rng.standard_normal(np.shape(x)).astype(x.dtype) for x in leaves])
+    leaves, tree = jax.tree.flatten(_floats(want[0] if first_only else want))
+    cot_leaves = [rng.standard_normal(np.shape(x)).astype(x.dtype) for x in leaves]
+    cot = jax.tree.unflatten(tree, cot_leaves)
+    # the same leaves in the rewritten function's own output structure (its NamedTuple classes are its own)
+    cot_b = jax.tree.unflatten(jax.tree.structure(_floats(got[0] if first_only else got)), cot_leaves)
 
-    def with_vjp(fn):
+    def with_vjp(fn, fargs):
+        primals = [fargs[i] for i in diff_idx]
+
         def run(primals, cot):
             def g(*diff):
-                full = list(args)
+                full = list(fargs)
                 for i, d in zip(diff_idx, diff):
                     full[i] = d
                 res = fn(*full)
-                return _floats(res), res
+                return _floats(res[0] if first_only else res), res
             _, pull, res = jax.vjp(g, *primals, has_aux=True)
             return res, pull(cot)
-        return run
+        return run, primals
 
-    for mode, wrap in (("eager", lambda fn: fn), ("jit", jax.jit)):
-        if mode == "jit" and not jit:
+    for how, wrap in (("eager", lambda fn: fn), ("jit", jax.jit)):
+        if how == "jit" and not jit:
             continue
-        pair = run_both(f"{mode} gradient", lambda: wrap(with_vjp(original))(primals, cot),
-                        lambda: wrap(with_vjp(rewritten))(primals, cot))
+        run_a, primals_a = with_vjp(original, args)
+        run_b, primals_b = with_vjp(rewritten, new_args)
+        pair = run_both(f"{how} gradient", lambda: wrap(run_a)(primals_a, cot), lambda: wrap(run_b)(primals_b, cot_b))
         if pair is None:
             continue
         (res_a, grad_a), (res_b, grad_b) = pair
-        if mode == "jit" and not compare("jit output", _normal(res_a), _normal(res_b)):
+        res_a = convert(res_a)  # outside any trace (the layout conversion is NumPy's)
+        if how == "jit" and not compare("jit output", _weak_like(_normal(res_a), _normal(res_b)), _normal(res_b)):
+            return False
+        if not compare(f"{how} gradient", grad_a, grad_b, GRAD_RTOL, GRAD_ATOL):
+            return False
+    return not out.failures
+
+
+# ----------------------------------------------------------------------------- packages
+
+def _write_package(root: Path, files) -> None:
+    for rel, text in files:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def _import_fresh(root: Path, module: str, package: str):
+    """Import ``module`` (dotted) of ``package`` from ``root`` afresh, leaving
+    no module of the package behind in ``sys.modules``."""
+    def forget():
+        for name in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
+            del sys.modules[name]
+
+    forget()
+    importlib.invalidate_caches()
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.remove(str(root))
+        forget()
+
+
+def _judge_package(program: Program, out: Outcome, seed: int, jit: bool, grad: bool, execute: bool) -> None:
+    from loop2scan.api import Options, run
+    from loop2scan.layout import stack_layers
+
+    package = program.files[0][0].split("/")[0]
+    module_name = program.entry[:-len(".py")].replace("/", ".")
+    with tempfile.TemporaryDirectory(prefix="l2s_fuzz_") as tmp:
+        before, after = Path(tmp, "before"), Path(tmp, "after")
+        _write_package(before, program.files)
+        shutil.copytree(before, after)
+        # ------------------------------------------------------------------ the rewrite, judged statically
+        try:
+            report = run([str(after)], Options(write=True, jobs=1, min_trip_count=FUZZ_POLICY.min_trip_count))
+        except Exception as e:  # noqa: BLE001 - any exception from the tool is a failure
+            out.fail("crash", f"loop2scan.api.run raised {_error(e)}\n{traceback.format_exc()}")
             return
-        if not compare(f"{mode} gradient", grad_a, grad_b, GRAD_RTOL, GRAD_ATOL):
+        for f in report.errors:
+            out.fail("crash", f"{f.path}: {f.error}")
+        if out.failures:
             return
+        by_loop = {}
+        for f in report.files:
+            rel = Path(os.path.relpath(f.path, after)).as_posix()
+            for lp in f.loops:
+                by_loop[(rel, lp.line)] = lp
+                if lp.code == INTERNAL:
+                    out.fail("crash", f"{rel}:{lp.line}: internal error {lp.code}: {lp.message}")
+                if (lp.status == "rewritten") != (lp.code == "L2S000"):
+                    out.fail("bad-report", f"{rel}:{lp.line}: status {lp.status} with code {lp.code}")
+            if f.new_text is not None:
+                try:
+                    ast.parse(f.new_text)
+                except SyntaxError as e:
+                    out.fail("unparseable", f"{rel}: the rewritten text does not parse: {e}")
+        out.statuses = [(key, lp.status, lp.code) for key, lp in sorted(by_loop.items())]
+        out.messages = {key: lp.message for key, lp in by_loop.items() if lp.status != "rewritten"}
+        if sorted(by_loop) != sorted(program.loops):
+            out.fail("bad-report", f"loops reported at {sorted(by_loop)}, the package has loops at "
+                                   f"{sorted(program.loops)}")
+            return
+        out.rewritten_any = any(lp.status == "rewritten" for lp in by_loop.values())
+        out.rewritten_all = all(lp.status == "rewritten" for key, lp in by_loop.items()
+                                if key not in program.free_loops)
+        out.statuses = [s for s in out.statuses if s[0] not in program.free_loops]  # what the label speaks about
+        # a forbidden loop may still be rewritten with the list layout kept (each call stacks the
+        # list, which the importers' uses cannot see): that is judged by running it; a rewrite
+        # that changed the builder (the stacked layout) is what the construct forbids
+        builder = f"{package}/params.py"
+        layout_changed = any(f.changed for f in report.files
+                             if Path(os.path.relpath(f.path, after)).as_posix() == builder)
+        kept_layout_rewrite = False
+        if program.label == MUST_DECLINE:
+            for key in program.must_not_rewrite:
+                lp = by_loop[key]
+                status = lp.status if lp.status != "rewritten" or layout_changed else KEPT_LAYOUT
+                out.forbidden.append((status, lp.code))
+                if lp.status != "rewritten":
+                    continue
+                if layout_changed:
+                    out.fail("wrong-rewrite", f"{key[0]}:{key[1]}: the loop over the parameter list was rewritten "
+                                              f"with the stacked layout, which `{program.construct}` forbids")
+                else:
+                    kept_layout_rewrite = True
+        if out.failures or not execute:
+            return
+
+        # ------------------------------------------------------------------ run both
+        try:
+            original = getattr(_import_fresh(before, module_name, package), program.fn)
+            args = make_args(program, seed)
+            _quiet(original, *args)
+        except Exception as e:  # noqa: BLE001
+            out.discarded = _error(e)
+            return
+        if not any(f.changed for f in report.files):
+            return
+        try:
+            rewritten = getattr(_import_fresh(after, module_name, package), program.fn)
+            got = _quiet(rewritten, *args)
+        except Exception as e:  # noqa: BLE001
+            kind = "wrong-rewrite" if kept_layout_rewrite else "mismatch"
+            out.fail(kind, f"the rewritten package raises {_error(e)} where the original runs")
+            return
+        # parameter lists the rewritten project returns stacked are compared with the original's stacked
+        stacked = [i for i in program.stacked_outputs if not isinstance(got[i], list)]
+
+        def convert(outputs):
+            outputs = list(outputs)
+            for i in stacked:
+                outputs[i] = stack_layers(outputs[i])
+            return tuple(outputs)
+
+        _compare_functions(program, out, (original, args), (rewritten, args), seed, jit, grad, convert)
+        if kept_layout_rewrite and out.failure_kind == "mismatch":
+            out.failure_kind = "wrong-rewrite"  # the forbidden loop's rewrite, run: it differs
 
 
 # ----------------------------------------------------------------------------- tallies
@@ -357,10 +620,16 @@ class Tally:
     seconds: float = 0.0
     failures: list = field(default_factory=list)  # (failure text, program source), at most a few kept
     declined_examples: dict = field(default_factory=dict)  # code -> (message, source) of one example
+    modes_compared: int = 0  # programs compared in extra dtype modes
+    by_class: dict = field(default_factory=dict)  # class -> counts (see `_class_counts`)
 
     def add(self, program: Program, outcome: Outcome, keep: int = 20) -> None:
         self.programs += 1
         self.seconds += outcome.seconds
+        _class_counts(self.by_class.setdefault(program.klass, {}), program, outcome)
+        if program.modes and outcome.rewritten_any and not outcome.discarded and outcome.failure_kind in (
+                None, "mismatch"):
+            self.modes_compared += 1
         if program.label == MUST_REWRITE:
             self.must_rewrite += 1
         else:
@@ -423,6 +692,8 @@ class Tally:
             "crashes": self.crashes,
             "programs_with_a_mode_not_compared": self.skipped_modes,
             "zero_step_limitation": self.zero_step,
+            "programs_compared_in_extra_modes": self.modes_compared,
+            "by_class": {k: dict(sorted(v.items())) for k, v in sorted(self.by_class.items())},
             "seconds": round(self.seconds, 1),
             "seconds_per_program": round(self.seconds / self.programs, 3) if self.programs else 0.0,
         }
@@ -430,8 +701,17 @@ class Tally:
     def merge(self, other: "Tally", keep: int = 20) -> None:
         for name in ("programs", "must_rewrite", "must_decline", "discarded", "discarded_must_rewrite",
                      "rewritten", "must_rewrite_run", "mismatches", "crashes", "wrong_rewrites",
-                     "skipped_modes", "zero_step", "seconds"):
+                     "skipped_modes", "zero_step", "seconds", "modes_compared"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for klass, counts in other.by_class.items():
+            mine = self.by_class.setdefault(klass, {})
+            for k, v in counts.items():
+                if isinstance(v, dict):
+                    sub = mine.setdefault(k, {})
+                    for kk, vv in v.items():
+                        sub[kk] = sub.get(kk, 0) + vv
+                else:
+                    mine[k] = mine.get(k, 0) + v
         for name in ("declined_must_rewrite", "must_decline_codes"):
             mine = getattr(self, name)
             for k, v in getattr(other, name).items():
@@ -439,3 +719,42 @@ class Tally:
         for k, v in other.declined_examples.items():
             self.declined_examples.setdefault(k, v)
         self.failures.extend(other.failures[: max(0, keep - len(self.failures))])
+
+
+def _class_counts(counts: dict, program: Program, outcome: Outcome) -> None:
+    """One program's contribution to its class's counts: programs, labels,
+    discarded, failures by kind, must-rewrite programs run and rewritten
+    completely, codes of declined must-rewrite loops, and status and code of
+    each loop a must-decline construct forbids."""
+    def bump(key, sub=None):
+        if sub is None:
+            counts[key] = counts.get(key, 0) + 1
+        else:
+            d = counts.setdefault(key, {})
+            d[sub] = d.get(sub, 0) + 1
+
+    bump("programs")
+    bump("must_rewrite" if program.label == MUST_REWRITE else "must_decline")
+    if outcome.discarded:
+        bump("discarded")
+    if outcome.failed:
+        bump("failures", outcome.failure_kind)
+    if outcome.skipped_modes:
+        bump("programs_with_a_mode_not_compared")
+    if program.label == MUST_REWRITE and not outcome.discarded and outcome.failure_kind in (None, "mismatch"):
+        bump("must_rewrite_run")
+        if outcome.rewritten_all:
+            bump("rewritten")
+        for _, status, code in outcome.statuses:
+            if status != "rewritten":
+                bump("declined_must_rewrite_by_code", code)
+    for status, code in outcome.forbidden:
+        bump("must_decline_loops_by_status_code", f"{status} {code}")
+
+
+def confirm_wrong_rewrite(program: Program, seed: int = 0, jit: bool = True, grad: bool = True) -> Outcome:
+    """Run a must-decline program whose forbidden loop was rewritten as if it
+    were must-rewrite: its failures show what the rewrite does wrong (the
+    rewritten function raising where the original runs, or different
+    numbers); none means the rewrite computed the same values on these inputs."""
+    return run_program(dataclasses.replace(program, label=MUST_REWRITE), seed, jit, grad)

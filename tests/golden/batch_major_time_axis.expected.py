@@ -13,17 +13,30 @@ def layer_norm(h, eps=1e-5):
     return (h - mu) / jnp.sqrt(var + eps)
 
 
+def _attention_free_rnn_step(carry, x_t):
+    h, params = carry
+    # x[:, t] is the [B, D] slice of time step t
+    h = layer_norm(jnp.tanh(x_t @ params["w"] + h @ params["u"]))
+    return (h, params), h
+
+
 def attention_free_rnn(params, x):
     """x: [B, T, D] -> states [B, T, H] (batch-major in and out)."""
     B, T, _ = x.shape
     h = jnp.zeros((B, params["u"].shape[0]))
-    def _step(h, x_t):
-        # x[:, t] is the [B, D] slice of time step t
-        h = layer_norm(jnp.tanh(x_t @ params["w"] + h @ params["u"]))
-        return h, h
-    h, states = jax.lax.scan(_step, h, jnp.moveaxis(x, 1, 0))
+    (h, _), states = jax.lax.scan(
+        _attention_free_rnn_step,
+        (h, params),
+        jnp.moveaxis(x, 1, 0),
+    )
     # put time back on axis 1
     return jnp.moveaxis(states, 0, 1)
+
+
+def _pool_step(carry, x_t):
+    acc, x = carry
+    acc = acc + x_t / x.shape[1]
+    return (acc, x), None
 
 
 class MeanPoolOverTime:
@@ -31,10 +44,7 @@ class MeanPoolOverTime:
 
     def pool(self, x):
         acc = jnp.zeros((x.shape[0], x.shape[2]))
-        def _step(acc, x_t):
-            acc = acc + x_t / x.shape[1]
-            return acc, None
-        acc, _ = jax.lax.scan(_step, acc, jnp.moveaxis(x, 1, 0))
+        (acc, _), _ = jax.lax.scan(_pool_step, (acc, x), jnp.moveaxis(x, 1, 0))
         return acc
 
 

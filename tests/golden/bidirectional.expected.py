@@ -13,6 +13,18 @@ def rnn_step(w, u, h, x):
     return jnp.tanh(x @ w + h @ u)
 
 
+def _birnn_step(carry, xs_t):
+    h, fwd = carry
+    h = rnn_step(fwd["w"], fwd["u"], h, xs_t)
+    return (h, fwd), h
+
+
+def _birnn_reverse_step(carry, xs_t):
+    g, bwd = carry
+    g = rnn_step(bwd["w"], bwd["u"], g, xs_t)
+    return (g, bwd), g
+
+
 def birnn(fwd, bwd, xs):
     """xs: [T, B, D] -> features [T, B, 2H]."""
     T, B = xs.shape[0], xs.shape[1]
@@ -20,17 +32,16 @@ def birnn(fwd, bwd, xs):
 
     # forward direction: t = 0 .. T-1
     h = jnp.zeros((B, H))
-    def _step(h, xs_t):
-        h = rnn_step(fwd["w"], fwd["u"], h, xs_t)
-        return h, h
-    h, forward_states = jax.lax.scan(_step, h, xs)
+    (h, _), forward_states = jax.lax.scan(_birnn_step, (h, fwd), xs)
 
     # backward direction: t = T-1 .. 0
     g = jnp.zeros((B, H))
-    def _step_1(g, xs_t):
-        g = rnn_step(bwd["w"], bwd["u"], g, xs_t)
-        return g, g
-    g, backward_states = jax.lax.scan(_step_1, g, xs, reverse=True)
+    (g, _), backward_states = jax.lax.scan(
+        _birnn_reverse_step,
+        (g, bwd),
+        xs,
+        reverse=True,
+    )
 
     # features of both directions, aligned in time
     return jnp.concatenate([forward_states, backward_states], axis=-1)
@@ -44,13 +55,16 @@ class BackwardSummary:
 
     def summary(self, xs):
         g = jnp.zeros((xs.shape[1], self.params["u"].shape[0]))
-        def _step(g, xs_t):
+
+        def _summary_step(g, xs_t):
             g = rnn_step(self.params["w"], self.params["u"], g, xs_t)
             return g, None
-        g, _ = jax.lax.scan(_step, g, xs, reverse=True)
+
+        g, _ = jax.lax.scan(_summary_step, g, xs, reverse=True)
         return g
 
 
+@jax.jit
 def backward_summary(params, xs):
     return BackwardSummary(params).summary(xs)
 

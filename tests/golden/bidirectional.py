@@ -49,6 +49,7 @@ class BackwardSummary:
         return g
 
 
+@jax.jit
 def backward_summary(params, xs):
     return BackwardSummary(params).summary(xs)
 

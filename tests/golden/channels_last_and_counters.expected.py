@@ -6,38 +6,55 @@ import jax
 import jax.numpy as jnp
 
 
+def _smooth_last_axis_step(carry, x_t):
+    s, alpha = carry
+    s = alpha * x_t + (1.0 - alpha) * s
+    return (s, alpha), s  # channels-last buffer
+
+
 def smooth_last_axis(x, alpha):
     """Exponential smoothing along the last (time) axis of a [..., T] signal."""
     s = x[..., 0]
     out = jnp.zeros(x.shape)
-    def _step(s, x_t):
-        s = alpha * x_t + (1.0 - alpha) * s
-        return s, s  # channels-last buffer
-    s, out_steps = jax.lax.scan(_step, s, jnp.moveaxis(x, -1, 0))
-    out = out.at[..., :x.shape[-1]].set(jnp.moveaxis(out_steps, 0, -1))
+    (s, _), out_steps = jax.lax.scan(
+        _smooth_last_axis_step,
+        (s, alpha),
+        jnp.moveaxis(x, -1, 0),
+    )
+    out = out.at[..., : x.shape[-1]].set(jnp.moveaxis(out_steps, 0, -1))
     return out
+
+
+def _write_rows_step(carry, frame):
+    h, w = carry
+    h = jnp.tanh(frame @ w + h)
+    return (h, w), h
 
 
 def write_rows(frames, w):
     """One output row per frame, written one slot below the frame's number."""
     h = jnp.zeros(w.shape[1])
     rows = jnp.zeros((len(frames) + 1, w.shape[1]))
-    def _step(h, frame):
-        h = jnp.tanh(frame @ w + h)
-        return h, h
-    h, rows_steps = jax.lax.scan(_step, h, jnp.asarray(frames))
-    rows = rows.at[1:len(frames) + 1].set(rows_steps)
+    (h, _), rows_steps = jax.lax.scan(_write_rows_step, (h, w), jnp.asarray(frames))
+    rows = rows.at[1 : len(frames) + 1].set(rows_steps)
     return rows, h
+
+
+def _trailing_context_step(carry, inputs):
+    acc, k = carry
+    x_t, x_t_p3 = inputs
+    acc = acc * k + x_t * x_t_p3
+    return (acc, k), None
 
 
 def trailing_context(x, k):
     """Mixes each step with the step three later; runs no step for T <= 3."""
     acc = jnp.zeros(x.shape[1:])
-    def _step(acc, inputs):
-        x_t, x_t_p3 = inputs
-        acc = acc * k + x_t * x_t_p3
-        return acc, None
-    acc, _ = jax.lax.scan(_step, acc, (x[:max(x.shape[0] - 3, 0)], x[3:]))
+    (acc, _), _ = jax.lax.scan(
+        _trailing_context_step,
+        (acc, k),
+        (x[: max(x.shape[0] - 3, 0)], x[3:]),
+    )
     return acc
 
 

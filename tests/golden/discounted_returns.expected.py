@@ -7,15 +7,23 @@ import jax
 import jax.numpy as jnp
 
 
+def _discounted_returns_step(carry, inputs):
+    ret, gamma = carry
+    rewards_t, dones_t = inputs
+    ret = rewards_t + gamma * (1.0 - dones_t) * ret
+    return (ret, gamma), ret
+
+
 def discounted_returns(rewards, dones, gamma):
     """G_t = r_t + gamma * (1 - done_t) * G_{t+1}, for every t; [T, B]."""
     ret = jnp.zeros(rewards.shape[1:])
     # walk from the last step to the first
-    def _step(ret, inputs):
-        rewards_t, dones_t = inputs
-        ret = rewards_t + gamma * (1.0 - dones_t) * ret
-        return ret, ret
-    ret, returns = jax.lax.scan(_step, ret, (rewards, jnp.asarray(dones)[:rewards.shape[0]]), reverse=True)
+    (ret, _), returns = jax.lax.scan(
+        _discounted_returns_step,
+        (ret, gamma),
+        (rewards, jnp.asarray(dones)[: rewards.shape[0]]),
+        reverse=True,
+    )
     # returns were collected last step first
     return returns
 
@@ -38,25 +46,42 @@ class GAE:
         next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
         deltas = td_errors(rewards, values, next_values, self.gamma)
         adv = jnp.zeros_like(last_value)
-        def _step(adv, deltas_t):
+
+        def _advantages_step(adv, deltas_t):
             adv = deltas_t + self.gamma * self.lam * adv
             return adv, adv
-        adv, out = jax.lax.scan(_step, adv, jnp.asarray(deltas)[:T], length=T, reverse=True)
+
+        adv, out = jax.lax.scan(
+            _advantages_step,
+            adv,
+            deltas[:T],
+            length=T,
+            reverse=True,
+        )
         return out
 
 
+@jax.jit
 def gae(rewards, values, last_value):
     return GAE(0.99, 0.95).advantages(rewards, values, last_value)
+
+
+def _n_step_return_step(carry, r):
+    g, gamma = carry
+    g = jnp.clip(r, -1.0, 1.0) + gamma * g
+    return (g, gamma), None
 
 
 def n_step_return(rewards, bootstrap, gamma):
     """Return of the first state over n rewards [n, B], bootstrapped with V(s_n) [B]."""
     g = bootstrap
     # fold the rewards in from the last one, clipped as in the training loss
-    def _step(g, r):
-        g = jnp.clip(r, -1.0, 1.0) + gamma * g
-        return g, None
-    g, _ = jax.lax.scan(_step, g, jnp.asarray(rewards), reverse=True)
+    (g, _), _ = jax.lax.scan(
+        _n_step_return_step,
+        (g, gamma),
+        jnp.asarray(rewards),
+        reverse=True,
+    )
     return g
 
 

@@ -44,6 +44,7 @@ class GAE:
         return jnp.stack(out[::-1])
 
 
+@jax.jit
 def gae(rewards, values, last_value):
     return GAE(0.99, 0.95).advantages(rewards, values, last_value)
 

@@ -18,16 +18,19 @@ def init_params(key, d_in, hidden):
     }
 
 
+def _rnn_forward_step(carry, xs_t):
+    h, params = carry
+    # Elman update: the new state mixes the input and the previous state
+    pre = xs_t @ params["wx"] + h @ params["wh"] + params["b"]
+    h = jnp.tanh(pre)
+    return (h, params), h  # keep every hidden state
+
+
 def rnn_forward(params, xs, h0):
     """xs: [T, B, D], h0: [B, H]."""
     h = h0
     # one step per time index; xs[t] is the [B, D] slice at time t
-    def _step(h, xs_t):
-        # Elman update: the new state mixes the input and the previous state
-        pre = xs_t @ params["wx"] + h @ params["wh"] + params["b"]
-        h = jnp.tanh(pre)
-        return h, h  # keep every hidden state
-    h, hs = jax.lax.scan(_step, h, xs)
+    (h, _), hs = jax.lax.scan(_rnn_forward_step, (h, params), xs)
 
     # stack along time: [T, B, H]
     return h, hs
@@ -43,13 +46,16 @@ class ElmanClassifier:
     def logits(self, xs, h0):
         """Only the final state is needed, so nothing is collected."""
         h = h0
-        def _step(h, xs_t):
+
+        def _logits_step(h, xs_t):
             h = jnp.tanh(xs_t @ self.params["wx"] + h @ self.params["wh"] + self.params["b"])
             return h, None
-        h, _ = jax.lax.scan(_step, h, xs)
+
+        h, _ = jax.lax.scan(_logits_step, h, xs)
         return h @ self.readout
 
 
+@jax.jit
 def final_logits(params, readout, xs, h0):
     return ElmanClassifier(params, readout).logits(xs, h0)
 

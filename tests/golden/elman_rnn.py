@@ -48,6 +48,7 @@ class ElmanClassifier:
         return h @ self.readout
 
 
+@jax.jit
 def final_logits(params, readout, xs, h0):
     return ElmanClassifier(params, readout).logits(xs, h0)
 

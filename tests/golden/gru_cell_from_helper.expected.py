@@ -30,23 +30,29 @@ def gru_cell(p, h, x):
     return (1.0 - z) * n + z * h
 
 
+def _encode_decode_step(carry, xs_t):
+    h, enc = carry
+    h = gru_cell(enc, h, xs_t)
+    return (h, enc), None
+
+
+def _encode_decode_y_step(carry, _):
+    y, dec = carry
+    # the decoder input is its own previous output (projected by the cell)
+    y = gru_cell(dec, y, jnp.tanh(y))
+    return (y, dec), y
+
+
 def encode_decode(enc, dec, xs, h0):
     """xs: [T, B, D] -> (decoder outputs [T, B, H], final encoder state [B, H])."""
     # --- encoder: read the whole sequence
     h = h0
-    def _step(h, xs_t):
-        h = gru_cell(enc, h, xs_t)
-        return h, None
-    h, _ = jax.lax.scan(_step, h, xs)
+    (h, _), _ = jax.lax.scan(_encode_decode_step, (h, enc), xs)
     context = h
 
     # --- decoder: start from the context, feed back the previous state
     y = context
-    def _step_1(y, _):
-        # the decoder input is its own previous output (projected by the cell)
-        y = gru_cell(dec, y, jnp.tanh(y))
-        return y, y
-    y, outputs = jax.lax.scan(_step_1, y, length=xs.shape[0])
+    (y, _), outputs = jax.lax.scan(_encode_decode_y_step, (y, dec), length=xs.shape[0])
     return outputs, context
 
 
@@ -57,13 +63,16 @@ class GRUEncoder:
     def __call__(self, xs, h0):
         """Return the final state; an empty sequence returns h0."""
         h = h0
-        def _step(h, xs_t):
+
+        def _gru_encoder_step(h, xs_t):
             h = gru_cell(self.params, h, xs_t)  # same cell, method form
             return h, None
-        h, _ = jax.lax.scan(_step, h, xs)
+
+        h, _ = jax.lax.scan(_gru_encoder_step, h, xs)
         return h
 
 
+@jax.jit
 def encode(params, xs, h0):
     return GRUEncoder(params)(xs, h0)
 

@@ -60,6 +60,7 @@ class GRUEncoder:
         return h
 
 
+@jax.jit
 def encode(params, xs, h0):
     return GRUEncoder(params)(xs, h0)
 

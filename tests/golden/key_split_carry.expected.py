@@ -7,16 +7,22 @@ import jax
 import jax.numpy as jnp
 
 
+def _noisy_rnn_step(carry, x):
+    key, h, noise_scale, w = carry
+    # fresh noise for this step only
+    key, sub = jax.random.split(key)
+    noise = noise_scale * jax.random.normal(sub, h.shape)
+    h = jnp.tanh(x @ w + h) + noise
+    return (key, h, noise_scale, w), h
+
+
 def noisy_rnn(key, w, xs, h, noise_scale):
     """xs: [T, B, D]; returns (states [T, B, D], final key)."""
-    def _step(carry, x):
-        key, h = carry
-        # fresh noise for this step only
-        key, sub = jax.random.split(key)
-        noise = noise_scale * jax.random.normal(sub, h.shape)
-        h = jnp.tanh(x @ w + h) + noise
-        return (key, h), h
-    (key, h), states = jax.lax.scan(_step, (key, h), jnp.asarray(xs))
+    (key, h, _, _), states = jax.lax.scan(
+        _noisy_rnn_step,
+        (key, h, noise_scale, w),
+        jnp.asarray(xs),
+    )
     return states, key
 
 
@@ -28,16 +34,18 @@ class DropoutRNN:
         self.rate = rate
 
     def __call__(self, key, xs, h):
-        def _step(carry, xs_t):
+        def _dropout_rnn_step(carry, xs_t):
             key, h = carry
             key, mask_key = jax.random.split(key)
             keep = jax.random.bernoulli(mask_key, 1.0 - self.rate, h.shape)
             h = jnp.where(keep, jnp.tanh(xs_t @ self.w + h) / (1.0 - self.rate), 0.0)
             return (key, h), None
-        (key, h), _ = jax.lax.scan(_step, (key, h), xs)
+
+        (key, h), _ = jax.lax.scan(_dropout_rnn_step, (key, h), xs)
         return h
 
 
+@jax.jit
 def dropout_rnn(key, w, xs, h):
     return DropoutRNN(w, 0.25)(key, xs, h)
 

@@ -34,6 +34,7 @@ class DropoutRNN:
         return h
 
 
+@jax.jit
 def dropout_rnn(key, w, xs, h):
     return DropoutRNN(w, 0.25)(key, xs, h)
 

@@ -16,18 +16,20 @@ def init_lstm(key, d_in, hidden):
     }
 
 
+def _lstm_step(carry, x):
+    h, c, params = carry
+    # all four gates in one matmul, then split
+    z = x @ params["wx"] + h @ params["wh"] + params["b"]
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (h, c, params), h
+
+
 def lstm(params, xs, state):
     """xs: [T, B, D]; state: (h, c), each [B, H]. Outputs are batch-major."""
     h, c = state
-    def _step(carry, x):
-        h, c = carry
-        # all four gates in one matmul, then split
-        z = x @ params["wx"] + h @ params["wh"] + params["b"]
-        i, f, g, o = jnp.split(z, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        return (h, c), h
-    (h, c), outs = jax.lax.scan(_step, (h, c), jnp.asarray(xs))
+    (h, c, _), outs = jax.lax.scan(_lstm_step, (h, c, params), jnp.asarray(xs))
     # [B, T, H]: batch first for the caller
     return jnp.moveaxis(outs, 0, 1), (h, c)
 
@@ -40,7 +42,7 @@ class PeepholeLSTM:
         self.peep = peep
 
     def run(self, xs, h, c):
-        def _step(carry, x):
+        def _run_step(carry, x):
             h, c = carry
             z = x @ self.params["wx"] + h @ self.params["wh"] + self.params["b"]
             i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -50,10 +52,12 @@ class PeepholeLSTM:
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
             h = jax.nn.sigmoid(o) * jnp.tanh(c)
             return (h, c), None
-        (h, c), _ = jax.lax.scan(_step, (h, c), jnp.asarray(xs))
+
+        (h, c), _ = jax.lax.scan(_run_step, (h, c), jnp.asarray(xs))
         return h, c
 
 
+@jax.jit
 def peephole(params, peep, xs, h, c):
     return PeepholeLSTM(params, peep).run(xs, h, c)
 

@@ -50,6 +50,7 @@ class PeepholeLSTM:
         return h, c
 
 
+@jax.jit
 def peephole(params, peep, xs, h, c):
     return PeepholeLSTM(params, peep).run(xs, h, c)
 

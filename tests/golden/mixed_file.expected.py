@@ -28,15 +28,18 @@ def fixed_point(f_w, x0, max_iters):
     return x
 
 
+def _smooth_step(carry, frame):
+    level, alpha = carry
+    # clip outliers before they enter the average
+    level = alpha * jnp.clip(frame, -3.0, 3.0) + (1 - alpha) * level
+    return (level, alpha), level
+
+
 def smooth(signal, alpha):
     """Exponential smoothing of a [T, C] signal; returns every smoothed frame."""
     # start from the first frame, treated as a constant
     level = lax.stop_gradient(signal[0])
-    def _step(level, frame):
-        # clip outliers before they enter the average
-        level = alpha * jnp.clip(frame, -3.0, 3.0) + (1 - alpha) * level
-        return level, level
-    level, smoothed = lax.scan(_step, level, jnp.asarray(signal))
+    (level, _), smoothed = lax.scan(_smooth_step, (level, alpha), jnp.asarray(signal))
     return smoothed
 
 

@@ -11,20 +11,33 @@ def mix(a, b, w):
     return jnp.tanh(a @ w + b)
 
 
+def _hierarchical_encode_step(carry, chars_i):
+    sentence, chars, w_char, w_word = carry
+    # read the characters of word i
+    word = jnp.zeros(chars.shape[-1])
+
+    def _hierarchical_encode_word_step(word, j):
+        word = mix(word, chars_i[j], w_char)
+        return word, None
+
+    word, _ = jax.lax.scan(
+        _hierarchical_encode_word_step,
+        word,
+        jnp.arange(chars.shape[1]),
+    )
+    # then fold the word into the sentence
+    sentence = mix(sentence, word, w_word)
+    return (sentence, chars, w_char, w_word), word
+
+
 def hierarchical_encode(chars, w_char, w_word):
     """chars: [W, C, D] (words x characters x features) -> (word states [W, D], sentence state [D])."""
     sentence = jnp.zeros(chars.shape[-1])
-    def _step(sentence, chars_i):
-        # read the characters of word i
-        word = jnp.zeros(chars.shape[-1])
-        def _step_1(word, j):
-            word = mix(word, chars_i[j], w_char)
-            return word, None
-        word, _ = jax.lax.scan(_step_1, word, jnp.arange(chars.shape[1]))
-        # then fold the word into the sentence
-        sentence = mix(sentence, word, w_word)
-        return sentence, word
-    sentence, word_states = jax.lax.scan(_step, sentence, chars)
+    (sentence, _, _, _), word_states = jax.lax.scan(
+        _hierarchical_encode_step,
+        (sentence, chars, w_char, w_word),
+        chars,
+    )
     return word_states, sentence
 
 
@@ -36,18 +49,23 @@ class GridSmoother:
 
     def smooth(self, grid):
         total = jnp.zeros(grid.shape[2:])
-        def _step(total, row):
+
+        def _smooth_step(total, row):
             level = jnp.zeros(row.shape[1:])
-            def _step_1(level, value):
+
+            def _smooth_level_step(level, value):
                 level = self.alpha * level + (1 - self.alpha) * value
                 return level, None
-            level, _ = jax.lax.scan(_step_1, level, row)
+
+            level, _ = jax.lax.scan(_smooth_level_step, level, row)
             total = total + level
             return total, None
-        total, _ = jax.lax.scan(_step, total, grid)
+
+        total, _ = jax.lax.scan(_smooth_step, total, grid)
         return total
 
 
+@jax.jit
 def smooth_grid(grid):
     return GridSmoother(0.7).smooth(grid)
 

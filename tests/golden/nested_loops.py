@@ -42,6 +42,7 @@ class GridSmoother:
         return total
 
 
+@jax.jit
 def smooth_grid(grid):
     return GridSmoother(0.7).smooth(grid)
 

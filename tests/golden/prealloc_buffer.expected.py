@@ -7,16 +7,19 @@ import jax
 import jax.numpy as jnp
 
 
+def _leaky_integrate_step(carry, x_t):
+    v, tau = carry
+    v = v + (x_t - v) / tau
+    return (v, tau), v  # functional update
+
+
 def leaky_integrate(x, tau):
     """Leaky integrator: v <- v + (x_t - v) / tau; returns all potentials."""
     T = x.shape[0]
     v = jnp.zeros(x.shape[1:])
     # one row per time step, filled in by the loop
     potentials = jnp.zeros((T,) + x.shape[1:])
-    def _step(v, x_t):
-        v = v + (x_t - v) / tau
-        return v, v  # functional update
-    v, potentials_steps = jax.lax.scan(_step, v, x)
+    (v, _), potentials_steps = jax.lax.scan(_leaky_integrate_step, (v, tau), x)
     potentials = potentials.at[:T].set(potentials_steps)
     return potentials, v
 
@@ -33,14 +36,17 @@ class EchoStateReservoir:
         B, T, _ = u.shape
         state = jnp.zeros((B, self.w_res.shape[0]))
         states = jnp.zeros((B, T, self.w_res.shape[0]))
-        def _step(state, u_t):
+
+        def _harvest_step(state, u_t):
             state = jnp.tanh(u_t @ self.w_in + state @ self.w_res)
             return state, state
-        state, states_steps = jax.lax.scan(_step, state, jnp.moveaxis(u, 1, 0))
+
+        state, states_steps = jax.lax.scan(_harvest_step, state, jnp.moveaxis(u, 1, 0))
         states = states.at[:, :T].set(jnp.moveaxis(states_steps, 0, 1))
         return states
 
 
+@jax.jit
 def reservoir_states(w_in, w_res, u):
     return EchoStateReservoir(w_in, w_res).harvest(u)
 

@@ -37,6 +37,7 @@ class EchoStateReservoir:
         return states
 
 
+@jax.jit
 def reservoir_states(w_in, w_res, u):
     return EchoStateReservoir(w_in, w_res).harvest(u)
 

@@ -12,17 +12,23 @@ def batch_energy(x):
     return jnp.mean(x * x)
 
 
+def _running_mean_energy_step(carry, x):
+    total, count = carry
+    total = total + batch_energy(x)
+    count = count + 1
+    # the running mean so far
+    return (total, count), total / count
+
+
 def running_mean_energy(batches):
     """batches: [T, B, D] -> (mean energy after each batch [T], overall mean)."""
     total = 0.0
     count = jnp.zeros((), jnp.int32)
-    def _step(carry, x):
-        total, count = carry
-        total = total + batch_energy(x)
-        count = count + 1
-        # the running mean so far
-        return (total, count), total / count
-    (total, count), history = jax.lax.scan(_step, (total, count), jnp.asarray(batches))
+    (total, count), history = jax.lax.scan(
+        _running_mean_energy_step,
+        (total, count),
+        jnp.asarray(batches),
+    )
     return history, total / jnp.maximum(count, 1)
 
 
@@ -35,17 +41,24 @@ class EMATracker:
     def track(self, batches):
         mean = 0.0
         second = 0.0
-        def _step(carry, x):
+
+        def _track_step(carry, x):
             mean, second = carry
             # statistics of this batch (scalars, like the initial values)
             m = jnp.mean(x)
             mean = self.decay * mean + (1 - self.decay) * m
             second = self.decay * second + (1 - self.decay) * m * m
             return (mean, second), None
-        (mean, second), _ = jax.lax.scan(_step, (mean, second), jnp.asarray(batches))
+
+        (mean, second), _ = jax.lax.scan(
+            _track_step,
+            (mean, second),
+            jnp.asarray(batches),
+        )
         return mean, second - mean * mean
 
 
+@jax.jit
 def ema_stats(batches):
     return EMATracker(0.8).track(batches)
 

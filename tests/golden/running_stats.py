@@ -42,6 +42,7 @@ class EMATracker:
         return mean, second - mean * mean
 
 
+@jax.jit
 def ema_stats(batches):
     return EMATracker(0.8).track(batches)
 

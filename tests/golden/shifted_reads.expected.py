@@ -13,16 +13,18 @@ def smooth_abs(v, eps=1e-3):
     return jnp.sqrt(v * v + eps)
 
 
+def _path_length_step(length, inputs):
+    x_t_next, x_t = inputs
+    # distance between consecutive frames
+    length = length + jnp.sum(smooth_abs(x_t_next - x_t))
+    return length, None
+
+
 def path_length(x):
     """x: [T, D] trajectory -> total length; T = 1 gives 0."""
     T = x.shape[0]
     length = jnp.zeros(())
-    def _step(length, inputs):
-        x_t_next, x_t = inputs
-        # distance between consecutive frames
-        length = length + jnp.sum(smooth_abs(x_t_next - x_t))
-        return length, None
-    length, _ = jax.lax.scan(_step, length, (x[1:], x[:T - 1]))
+    length, _ = jax.lax.scan(_path_length_step, length, (x[1:], x[: T - 1]))
     return length
 
 
@@ -33,15 +35,22 @@ class VelocityRNN:
 
     def __call__(self, frames, h):
         """frames: [T, B, D] -> states [T - 1, B, H]."""
-        def _step(h, inputs):
+
+        def _velocity_rnn_step(h, inputs):
             frames_t_next, frames_t = inputs
             velocity = frames_t_next - frames_t
             h = jnp.tanh(velocity @ self.w + h @ self.u)
             return h, h
-        h, states = jax.lax.scan(_step, h, (frames[1:], frames[:frames.shape[0] - 1]))
+
+        h, states = jax.lax.scan(
+            _velocity_rnn_step,
+            h,
+            (frames[1:], frames[: frames.shape[0] - 1]),
+        )
         return states
 
 
+@jax.jit
 def velocity_rnn(w, u, frames, h):
     return VelocityRNN(w, u)(frames, h)
 

@@ -38,6 +38,7 @@ class VelocityRNN:
         return jnp.stack(states)
 
 
+@jax.jit
 def velocity_rnn(w, u, frames, h):
     return VelocityRNN(w, u)(frames, h)
 

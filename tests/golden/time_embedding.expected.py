@@ -4,6 +4,8 @@ The step index is used as a number (sinusoidal features, a decaying step
 size), not only to index the inputs.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -15,15 +17,17 @@ def sinusoid(t, dim):
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)])
 
 
+def _clocked_rnn_step(carry, xs_t):
+    h, t, xs, w = carry
+    # position features, broadcast over the batch
+    pos = sinusoid(t, xs.shape[-1])
+    h = jnp.tanh((xs_t + pos) @ w + h)
+    return (h, t + 1, xs, w), None
+
+
 def clocked_rnn(w, xs, h):
     """xs: [T, B, D], h: [B, D]; the cell sees sin/cos features of t."""
-    def _step(carry, xs_t):
-        h, t = carry
-        # position features, broadcast over the batch
-        pos = sinusoid(t, xs.shape[-1])
-        h = jnp.tanh((xs_t + pos) @ w + h)
-        return (h, t + 1), None
-    (h, _), _ = jax.lax.scan(_step, (h, 0), xs)
+    (h, _, _, _), _ = jax.lax.scan(_clocked_rnn_step, (h, 0, xs, w), xs)
     return h
 
 
@@ -35,16 +39,19 @@ class AnnealedDescent:
 
     def minimise(self, x0, n_steps):
         x = x0
-        def _step(carry, _):
+
+        def _minimise_step(carry, _):
             x, step = carry
             lr = 0.5 / (step + 1)
             grad = self.a @ x
             x = x - lr * grad
             return (x, step + 1), jnp.sum(x * (self.a @ x))
-        (x, _), trace = jax.lax.scan(_step, (x, 0), length=n_steps)
+
+        (x, _), trace = jax.lax.scan(_minimise_step, (x, 0), length=max(n_steps, 0))
         return x, trace
 
 
+@partial(jax.jit, static_argnames="n_steps")
 def anneal(a, x0, n_steps):
     return AnnealedDescent(a).minimise(x0, n_steps)
 

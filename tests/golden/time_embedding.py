@@ -4,6 +4,8 @@ The step index is used as a number (sinusoidal features, a decaying step
 size), not only to index the inputs.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -41,6 +43,7 @@ class AnnealedDescent:
         return x, jnp.stack(trace)
 
 
+@partial(jax.jit, static_argnames="n_steps")
 def anneal(a, x0, n_steps):
     return AnnealedDescent(a).minimise(x0, n_steps)
 

@@ -14,14 +14,17 @@ def highway(p, h, x):
     return gate * cand + (1.0 - gate) * h
 
 
+def _encoder_step(carry, x):
+    h, params = carry
+    h = highway(params, h, x)
+    # like output_hidden_states=True
+    return (h, params), h
+
+
 def encoder(params, xs):
     """xs: [T, B, D] -> (h [B, H], all_hidden [B, H, T], n_states)."""
     h = jnp.zeros((xs.shape[1], params["ug"].shape[0]))
-    def _step(h, x):
-        h = highway(params, h, x)
-        # like output_hidden_states=True
-        return h, h
-    h, all_hidden = jax.lax.scan(_step, h, xs)
+    (h, _), all_hidden = jax.lax.scan(_encoder_step, (h, params), xs)
     return h, jnp.moveaxis(all_hidden, 0, -1), len(all_hidden)
 
 
@@ -32,13 +35,16 @@ class Summariser:
     def first_and_last(self, xs):
         """States after the first and after the last step."""
         h = jnp.zeros((xs.shape[1], self.params["ug"].shape[0]))
-        def _step(h, x):
+
+        def _first_and_last_step(h, x):
             h = highway(self.params, h, x)
             return h, h
-        h, states = jax.lax.scan(_step, h, xs)
+
+        h, states = jax.lax.scan(_first_and_last_step, h, xs)
         return states[0], states[-1]
 
 
+@jax.jit
 def first_and_last(params, xs):
     return Summariser(params).first_and_last(xs)
 

@@ -39,6 +39,7 @@ class Summariser:
         return states[0], states[-1]
 
 
+@jax.jit
 def first_and_last(params, xs):
     return Summariser(params).first_and_last(xs)
 

@@ -17,18 +17,25 @@ def activation(z, α=0.1):
     return jnp.tanh(z) + α * z
 
 
+def _prévision_step(carry, températures_τ):  # τ = pas de temps
+    état, paramètres = carry
+    # ① entrée du pas τ
+    entrée = températures_τ @ paramètres[CLÉ_ENTRÉE]
+    # ② récurrence
+    état = activation(entrée + état @ paramètres[CLÉ_ÉTAT])  # « cellule »
+    return (état, paramètres), état
+    # ③ fin du pas — rien d'autre ici
+
+
 def prévision(paramètres, températures, état):
     """températures : [T, B, D] ; état : [B, H] → (état final, états [T, B, H])."""
     # Σ des états au fil du temps ↓
     # boucle sur le temps ⏱
-    def _step(état, températures_τ):  # τ = pas de temps
-        # ① entrée du pas τ
-        entrée = températures_τ @ paramètres[CLÉ_ENTRÉE]
-        # ② récurrence
-        état = activation(entrée + état @ paramètres[CLÉ_ÉTAT])  # « cellule »
-        return état, état
-        # ③ fin du pas — rien d'autre ici
-    état, historique = jax.lax.scan(_step, état, températures)
+    (état, _), historique = jax.lax.scan(
+        _prévision_step,
+        (état, paramètres),
+        températures,
+    )
     # après la boucle : on empile ✓
     return état, historique
 
@@ -41,13 +48,16 @@ class Thermomètre:
 
     def lisser(self, mesures):
         niveau = jnp.zeros(mesures.shape[1:])
-        def _step(niveau, mesure):  # 🌡 une mesure par pas
+
+        def _lisser_step(niveau, mesure):  # 🌡 une mesure par pas
             niveau = self.β * niveau + (1 - self.β) * mesure  # moyenne mobile
             return niveau, None
-        niveau, _ = jax.lax.scan(_step, niveau, mesures)
+
+        niveau, _ = jax.lax.scan(_lisser_step, niveau, mesures)
         return niveau
 
 
+@jax.jit
 def lisser(mesures):
     return Thermomètre(0.6).lisser(mesures)
 

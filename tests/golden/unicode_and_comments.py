@@ -46,6 +46,7 @@ class Thermomètre:
         return niveau
 
 
+@jax.jit
 def lisser(mesures):
     return Thermomètre(0.6).lisser(mesures)
 

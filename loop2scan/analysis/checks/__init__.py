@@ -13,6 +13,7 @@ module             codes       what it decides
 ``carries``        L2S4xx      values carried from step to step
 ``outputs``        L2S5xx      per-step outputs (accumulators)
 ``static_uses``    L2S307      per-step values where Python values are needed
+``pays``           L2S70x      where a scan pays: short loops, unrolled on purpose, eager calls
 =================  ==========  ==================================================
 
 The order in which they run is :data:`loop2scan.analysis.loop.PIPELINE`.
@@ -26,6 +27,7 @@ from . import (
     iteration,
     layer_lists,
     outputs,
+    pays,
     side_effects,
     static_uses,
     structure,
@@ -34,5 +36,5 @@ from . import (
 #: Every code the rules can give, in code order.
 RULE_CODES = tuple(sorted(
     (c for module in (candidate, structure, control_flow, side_effects, iteration, layer_lists, static_uses,
-                      carries, outputs, framework) for c in module.CODES),
+                      carries, outputs, framework, pays) for c in module.CODES),
     key=lambda c: c.code))

@@ -251,13 +251,20 @@ def check_dtypes(la) -> None:
     names (``param_dtype`` and the layer's ``dtype``), unless a cast pins it."""
     for name in la.carries:
         defs = la.fctx.defs_before(la.loop, name)
-        before = la.facts.name_kind(name, defs).dtype
+        # the carry's dtype where the loop starts, and that of each definition reaching it on its own
+        # (in a nested loop, the value an enclosing loop's previous step left is one of them)
+        befores = [la.facts.name_kind(name, defs).dtype]
+        if defs and len(defs) > 1:
+            befores += [la.facts.name_kind(name, {d}).dtype for d in defs]
         for stmt, value in _carry_updates(la, name):
             defs_of = _defs_in_body(la, stmt)
-            after = la.facts.dtype(value, defs_of)
-            if isinstance(stmt, ast.AugAssign):
-                after = promote(before, after)
-            why = changes(before, after)
+            after_value = la.facts.dtype(value, defs_of)
+            why = None
+            for before in befores:
+                after = promote(before, after_value) if isinstance(stmt, ast.AugAssign) else after_value
+                why = changes(before, after)
+                if why is not None:
+                    break
             if why is not None:
                 raise Decline("L2S405", f"`{name}` may change dtype from step to step ({why}): "
                               f"`{short(ast.unparse(stmt))}`; a scan carry keeps one dtype, so cast the update "
@@ -488,6 +495,13 @@ INVALID = (
                 acc = acc + jnp.tanh(x) * 0.5  # <-
             return acc
         """, says=("`acc`", "int32")),
+    Invalid("L2S405", "int-accumulator-plus-tanh-of-a-parameter", """
+        def count(h, n):
+            cnt = jnp.full((3, 4), 0, jnp.int32)
+            for _ in range(n):
+                cnt = cnt + jnp.tanh(h)  # <-
+            return cnt
+        """, says=("`cnt`", "int32 before, at least float after")),
     Invalid("L2S405", "bfloat16-state-updated-with-float32", """
         def run(xs, d):
             h = jnp.zeros(d, jnp.bfloat16)

@@ -421,6 +421,8 @@ VALID = (
                     h = h + b
                 h = jnp.tanh(h)
             return h
+
+        rnn_jit = jax.jit(rnn, static_argnums=3)
         """, "rnn", ('f32[5,3,4], f32[3,4], f32[4], True', 'f32[2,3,4], f32[3,4], f32[4], False'),
           static_argnums=(3,)),
     Valid("L2S109", "static-shape-condition", """
@@ -463,6 +465,8 @@ NOT_THIS = (
                         break
                     h = jnp.tanh(h + x)
             return h
+
+        rnn_jit = jax.jit(rnn, static_argnums=2)
         """, "rnn", ('f32[5,3,4], f32[3,4], 3', 'f32[2,3,4], f32[3,4], 1'),
         static_argnums=(2,)),
     NotThis("L2S102", "continue-in-inner-loop", """

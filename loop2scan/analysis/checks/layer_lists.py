@@ -8,6 +8,7 @@ from typing import Optional
 
 from ...plan import LayoutChange, LayoutEdit, LoopResult
 from ..activity import int_literal, target_names, walk_all
+from ..builders import vmap_variable
 from ..decline import Code, Decline
 from ..examples import Invalid, Valid
 from ..iteration import ElementSource
@@ -188,8 +189,12 @@ def _edits_in(st, mctx) -> list[LayoutEdit]:
     for use in st.uses:
         if use.mctx is not None and use.mctx is not mctx:
             continue
-        edits.append(LayoutEdit(use.kind, mctx.span(use.node), mctx.span(use.arg) if use.arg is not None else None,
-                                use.text))
+        edit = LayoutEdit(use.kind, mctx.span(use.node), mctx.span(use.arg) if use.arg is not None else None,
+                          use.text)
+        if use.kind == "builder-return":
+            # `[f(k, ...) for k in keys]` builds the stacked layout as `jax.vmap(lambda k: f(k, ...))(keys)`
+            edit.vmap = vmap_variable(mctx, st.builder.func, use.node)
+        edits.append(edit)
     edits.sort(key=lambda e: (e.span.line, e.span.col))
     return edits
 

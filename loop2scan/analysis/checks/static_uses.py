@@ -130,9 +130,59 @@ def _describe(la, name: str) -> tuple[str, str]:
     return "L2S307", what
 
 
+#: Functions whose result's shape depends on the values of their first argument (unless `size=` fixes it).
+DATA_SHAPED = frozenset({"nonzero", "argwhere", "flatnonzero", "compress", "extract", "unique", "unique_values",
+                         "unique_counts", "unique_inverse", "unique_all"})
+
+
+def _data_shaped_call(call: ast.Call, q: str) -> bool:
+    """A call whose result's shape comes from the values of its first argument."""
+    if any(k.arg == "size" for k in call.keywords):
+        return False
+    last = q.rsplit(".", 1)[-1]
+    if not is_under(q, "jax.numpy", "jax._src.numpy", "numpy"):
+        return False
+    return last in DATA_SHAPED or (last == "where" and len(call.args) == 1 and not call.keywords)
+
+
+def _mask_expression(e: ast.AST) -> bool:
+    """A comparison, or comparisons joined with ``&``/``|``/``~``: a boolean mask."""
+    if isinstance(e, ast.Compare):
+        return not isinstance(e.ops[0], (ast.Is, ast.IsNot, ast.In, ast.NotIn))
+    if isinstance(e, ast.BinOp) and isinstance(e.op, (ast.BitAnd, ast.BitOr, ast.BitXor)):
+        return _mask_expression(e.left) or _mask_expression(e.right)
+    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Invert):
+        return _mask_expression(e.operand)
+    return False
+
+
+def _data_shaped_use(la, node: ast.Name, code: str, what: str) -> Optional[Decline]:
+    """``jnp.nonzero(x == i)``, ``jnp.compress(mask, a)``, ``(x == i).nonzero()``:
+    the result's shape comes from the per-step values."""
+    cur: ast.AST = node
+    parent = la.mctx.parent(cur)
+    while isinstance(parent, (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp)) or \
+            isinstance(parent, _PASS_THROUGH):
+        cur, parent = parent, la.mctx.parent(parent)
+    if isinstance(parent, ast.Attribute) and parent.value is cur and parent.attr in DATA_SHAPED:
+        call = la.mctx.parent(parent)
+        if isinstance(call, ast.Call) and call.func is parent and not any(k.arg == "size" for k in call.keywords):
+            return Decline(code, f"`{short(la.mctx.source(call))}` has a shape that depends on {what}, which a "
+                           "scan cannot trace (give it `size=`)", node)
+    if not (isinstance(parent, ast.Call) and parent.args and parent.args[0] is cur):
+        return None
+    if _data_shaped_call(parent, la.qual(parent.func) or ""):
+        return Decline(code, f"`{short(la.mctx.source(parent))}` has a shape that depends on {what}, which a scan "
+                       "cannot trace (give it `size=`)", node)
+    return None
+
+
 def _static_use(la, node: ast.Name) -> Optional[Decline]:
     code, what = _describe(la, node.id)
     index_like = node.id in la.index_tainted
+    shaped = _data_shaped_use(la, node, code, what)
+    if shaped is not None:
+        return shaped
     cur: ast.AST = node
     parent = la.mctx.parent(cur)
     while isinstance(parent, _PASS_THROUGH) or (isinstance(parent, ast.Subscript) and parent.value is cur) \
@@ -146,8 +196,12 @@ def _static_use(la, node: ast.Name) -> Optional[Decline]:
     if isinstance(parent, ast.Dict) and any(k is cur for k in parent.keys):
         return Decline(code, f"{what} is a dict key; inside a scan it is a traced array", node)
     if isinstance(parent, ast.Compare) and not isinstance(parent.ops[0], (ast.Is, ast.IsNot)):
-        mask = la.mctx.parent(parent)
-        if isinstance(mask, ast.Subscript) and mask.slice is parent:
+        # `x[k == i]`, `x[(k == i) & m]`, `x[~(k == i)]`
+        top, mask = parent, la.mctx.parent(parent)
+        while isinstance(mask, (ast.BoolOp, ast.UnaryOp)) or (
+                isinstance(mask, ast.BinOp) and isinstance(mask.op, (ast.BitAnd, ast.BitOr, ast.BitXor))):
+            top, mask = mask, la.mctx.parent(mask)
+        if isinstance(mask, ast.Subscript) and mask.slice is top:
             return Decline(code, f"`{short(la.mctx.source(mask))}` selects with a boolean mask computed from "
                            f"{what}: the result's shape depends on the data, which a scan cannot trace", node)
     if isinstance(parent, ast.Subscript) and parent.slice is cur and isinstance(parent.ctx, ast.Load):
@@ -155,6 +209,19 @@ def _static_use(la, node: ast.Name) -> Optional[Decline]:
         if base.tag == CONTAINER and base.container == "dict":
             return Decline(code, f"{what} is a key of the dict `{short(la.mctx.source(parent.value))}`; inside a "
                            "scan it is a traced array", node)
+        if isinstance(cur, ast.Name) and _is_mask_name(la, cur):
+            return Decline(code, f"`{short(la.mctx.source(parent))}` selects with `{cur.id}`, a boolean mask "
+                           f"computed from {what}: the result's shape depends on the data, which a scan cannot "
+                           "trace", node)
+        if isinstance(parent.value, ast.Name) and parent.value.id not in la.fctx.locals \
+                and any(isinstance(v, (ast.Dict, ast.DictComp)) for v in la.mctx.module_assigned_values(
+                    parent.value.id)):
+            return Decline(code, f"{what} is a key of the module's dict `{parent.value.id}`; inside a scan it is "
+                           "a traced array", node)
+        if index_like and isinstance(parent.value, ast.Name) and _defaults_to_none(la, parent.value.id):
+            return Decline(code, f"{what} indexes `{parent.value.id}`, a parameter that defaults to `None`: "
+                           "nothing shows it is an array rather than a Python list, which a traced index cannot "
+                           "index (pass it as an array, or iterate over it)", node)
         if isinstance(cur, ast.Compare):
             return Decline(code, f"`{short(la.mctx.source(parent))}` selects with a boolean mask computed from "
                            f"{what}: the result's shape depends on the data, which a scan cannot trace", node)
@@ -190,6 +257,26 @@ def _static_use(la, node: ast.Name) -> Optional[Decline]:
                        "here: the loop gives it a Python `int`, a scan a traced integer, which it may not "
                        "accept", node)
     return None
+
+
+def _is_mask_name(la, name: ast.Name) -> bool:
+    """``name`` is assigned, in the loop body, only a comparison (a boolean mask)."""
+    values = [st.value for st in walk_all(la.loop.body) if isinstance(st, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == name.id for t in st.targets)]
+    return bool(values) and all(
+        isinstance(v, ast.Compare) and not isinstance(v.ops[0], (ast.Is, ast.IsNot, ast.In, ast.NotIn))
+        or isinstance(v, ast.BinOp) and isinstance(v.op, (ast.BitAnd, ast.BitOr)) and
+        isinstance(v.left, ast.Compare) for v in values)
+
+
+def _defaults_to_none(la, name: str) -> bool:
+    """``name`` is a parameter of the loop's function whose default is ``None``
+    (an optional argument: a list as often as an array)."""
+    a = la.func.args
+    positional = a.posonlyargs + a.args
+    pairs = list(zip(positional[len(positional) - len(a.defaults):], a.defaults))
+    pairs += [(p, d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+    return any(p.arg == name and isinstance(d, ast.Constant) and d.value is None for p, d in pairs)
 
 
 def _position(call: ast.Call, arg: ast.AST) -> tuple[Optional[int], Optional[str]]:
@@ -344,6 +431,13 @@ def _python_use_in_callee(la, call: ast.Call, arg: ast.AST) -> Optional[tuple[st
             return name, ast.unparse(node)
         if isinstance(node, ast.FormattedValue) and reads_param(node.value):
             return name, f"f-string with {param}"
+        if isinstance(node, ast.Slice) and any(reads_param(b) for b in (node.lower, node.upper, node.step)):
+            return name, ast.unparse(mctx.parent(node) or node)
+        if isinstance(node, ast.Subscript) and _mask_expression(node.slice) and reads_param(node.slice):
+            return name, ast.unparse(node)
+        if isinstance(node, ast.Call) and node.args and reads_param(node.args[0]) \
+                and _data_shaped_call(node, imports.qualname(node.func) or ""):
+            return name, ast.unparse(node)
         if isinstance(node, ast.keyword) and node.arg in STATIC_KEYWORDS and isinstance(node.value, ast.Name) \
                 and node.value.id == param:
             return name, ast.unparse(la.mctx.parent(node) if la.mctx.parent(node) is not None else node)
@@ -464,6 +558,15 @@ INVALID = (
                 p = p - warmup(step) * jnp.sign(g)  # <-
             return p
         """, says=("`step`", "`warmup`", "not visible")),
+    Invalid("L2S307", "index-into-optional-parameter", """
+        @jax.jit
+        def rnn(xs, h, masks=None):
+            for t in range(xs.shape[0]):
+                h = jnp.tanh(h + xs[t])
+                if masks is not None:
+                    h = h * masks[t]  # <-
+            return h
+        """, says=("`masks`", "defaults to `None`")),
     Invalid("L2S307", "index-as-dict-key", """
         def gather(tables, x):
             lookup = {0: jnp.ones(3), 1: jnp.zeros(3)}
@@ -532,7 +635,7 @@ VALID = (
         """, "rnn", ('f32[5,3,4], f32[5,4,4], f32[3,4]',)),
     Valid("L2S307", "index-into-stacked-arrays", """
         def rnn(x, h):
-            weights = jnp.stack([jnp.eye(4), 0.5 * jnp.eye(4), -jnp.eye(4)])
+            weights = jnp.stack([s * jnp.eye(4) for s in (1.0, 0.5, -1.0, 0.25, 2.0, -0.5, 0.75, 1.5, -0.25)])
             for t in range(len(weights)):
                 h = jnp.tanh(h @ weights[t] + x)
             return h
