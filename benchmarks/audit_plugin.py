@@ -688,6 +688,7 @@ class Auditor:
         self.pending = list(self.targets)
         self.entries: list[tuple[Target, Any, Any]] = []  # index -> (target, original copy, rewritten)
         self.added_names: dict[str, dict] = {}  # rewritten path -> names bound by the added imports
+        self.added_steps: dict[str, object] = {}  # rewritten path -> code of the module-level steps it added
         self.rewritten_code: dict[str, types.CodeType] = {}
         self._realpaths: dict[str, str] = {}
         self._modules_seen = 0
@@ -773,8 +774,18 @@ class Auditor:
                 exec(compile(ast.Module(body=added, type_ignores=[]), target.rewritten_path, "exec"), namespace)
             names = self.added_names[target.rewritten_path] = {
                 k: v for k, v in namespace.items() if k not in ("__name__", "__package__", "__builtins__")}
+            # the step functions the rewrite defined at module level (the original module has no such names)
+            old_names = {s.name for s in old_tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                          ast.ClassDef))}
+            steps = [s for s in new_tree.body if isinstance(s, ast.FunctionDef) and s.name not in old_names]
+            self.added_steps[target.rewritten_path] = compile(ast.Module(body=steps, type_ignores=[]),
+                                                              target.rewritten_path, "exec") if steps else None
         for k, v in names.items():
             fn.__globals__.setdefault(k, v)
+        steps_code = self.added_steps.get(target.rewritten_path)
+        if steps_code is not None:
+            # defined in the original module's namespace, so that they see its helpers; their names are new
+            exec(steps_code, fn.__globals__)
 
     def _install(self, target: Target, fn: types.FunctionType) -> None:
         if fn.__code__.co_flags & CO_GENERATOR_LIKE:

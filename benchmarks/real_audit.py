@@ -175,8 +175,9 @@ def git(*args: str) -> str:
 class Tool:
     """loop2scan at one git revision (a worktree under ``build/audit-tools``) or the working tree."""
 
-    def __init__(self, rev: Optional[str]) -> None:
+    def __init__(self, rev: Optional[str], args: tuple[str, ...] = ()) -> None:
         self.rev = rev
+        self.args = tuple(args)  # more options of every `loop2scan rewrite`
         if rev is None:
             self.root = REPO_ROOT
             info = machine_info()["loop2scan_source"]
@@ -211,7 +212,8 @@ class Tool:
 
     def rewrite(self, cwd: str, paths: list[str], write: bool, jobs: int) -> dict:
         """The JSON report of ``loop2scan rewrite PATHS [--write]`` run in ``cwd``."""
-        cmd = [sys.executable, "-P", "-m", "loop2scan", "rewrite", *paths, "--format", "json", "--jobs", str(jobs)]
+        cmd = [sys.executable, "-P", "-m", "loop2scan", "rewrite", *paths, "--format", "json", "--jobs", str(jobs),
+               *self.args]
         if write:
             cmd.append("--write")
         code, out, err, seconds = run_cmd(cmd, cwd=cwd, env=self.env(), timeout=1800)
@@ -223,7 +225,8 @@ class Tool:
         return report
 
     def to_json(self) -> dict:
-        return {"rev": self.rev, "commit": self.commit, "source": self.describe, "loop2scan": self.version}
+        return {"rev": self.rev, "commit": self.commit, "source": self.describe, "loop2scan": self.version,
+                "options": list(self.args)}
 
 
 # --------------------------------------------------------------------------- the audit environment
@@ -1092,7 +1095,8 @@ def targets_met(total: dict) -> dict:
 def markdown(data: dict) -> str:
     t = data["total"]
     lines = ["# Real-code audit", "",
-             f"loop2scan {data['tool']['loop2scan']}, {data['tool']['source']}; "
+             f"loop2scan {data['tool']['loop2scan']}, {data['tool']['source']}"
+             + (f" with `{' '.join(data['tool']['options'])}`" if data["tool"].get("options") else "") + "; "
              + (f"baseline {data['baseline']['source']}; " if data.get("baseline") else "")
              + f"{data['finished']}, {data['seconds'] / 60:.1f} min.", "",
              *([] if data.get("complete", True) else
@@ -1164,6 +1168,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--baseline-rev", metavar="REV",
                     help="also run this revision and list the rewrites it made that the tool no longer makes")
     ap.add_argument("--jobs", type=int, default=1, help="packages audited at the same time (default 1)")
+    ap.add_argument("--tool-args", metavar="OPTIONS",
+                    help="more options of loop2scan rewrite, for the audited revision only (e.g. \"--include-tests "
+                         "--min-trip-count 0\": the analysis over more loops than the defaults rewrite)")
     ap.add_argument("--tool-jobs", type=int, default=None, help="loop2scan --jobs (default: all cores)")
     ap.add_argument("--test-timeout", type=float, default=300, help="seconds per pytest run (default 300)")
     ap.add_argument("--max-calls", type=int, default=20, help="calls compared per function and run (default 20)")
@@ -1207,7 +1214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if data["ok"] else 1
     started = time.time()
     t0 = time.perf_counter()
-    tool = Tool(args.tool_rev)
+    tool = Tool(args.tool_rev, tuple(args.tool_args.split()) if args.tool_args else ())
     baseline = Tool(args.baseline_rev) if args.baseline_rev else None
     env = AuditEnv(os.path.abspath(args.venv))
     env.ensure()

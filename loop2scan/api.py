@@ -157,7 +157,7 @@ def process_file(path: str, options: Options) -> FileReport:
 
 
 #: Files analysed between two runs of the cycle collector while a run holds it.
-COLLECT_EVERY = 200
+COLLECT_EVERY = 500
 _collector_held = False
 _files_since_collect = 0
 
@@ -167,7 +167,8 @@ def _hold_collector() -> bool:
     (and of the project's modules it looks at) are millions of objects, and
     the collector's repeated passes over them took about half of a whole-tree
     run.  Reference counting frees almost everything; the few cycles left are
-    collected every ``COLLECT_EVERY`` files (:func:`_file_done`).  True when
+    collected every ``COLLECT_EVERY`` files (:func:`_file_done`), and what
+    survives a collection is not looked at again.  True when
     this call paused it (and must release it)."""
     global _collector_held
     if not gc.isenabled():
@@ -180,6 +181,7 @@ def _hold_collector() -> bool:
 def _release_collector() -> None:
     global _collector_held
     _collector_held = False
+    gc.unfreeze()
     gc.enable()
 
 
@@ -191,6 +193,7 @@ def _file_done() -> None:
     if _files_since_collect >= COLLECT_EVERY:
         _files_since_collect = 0
         gc.collect()
+        gc.freeze()  # what survives is the project's index, mostly: the next collection skips it
 
 
 def _process_file(path: str, options: Options) -> FileReport:

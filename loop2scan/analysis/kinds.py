@@ -274,10 +274,12 @@ LAX_ARRAY_OPS = {
     "stop_gradient", "psum", "pmean", "pmax", "pmin", "all_gather", "ppermute", "pcast", "pvary",
     "reduce_sum", "reduce_max", "reduce_min", "axis_index",
 }
+#: Methods of arrays (JAX, NumPy, torch).  Not ``set``/``add``/``get``/``apply``: those are
+#: methods of ``x.at[i]``, and on anything else show an object (``tx.apply(x)``).
 ARRAY_METHODS = {
     "reshape", "astype", "sum", "mean", "max", "min", "prod", "transpose", "squeeze", "swapaxes", "ravel",
     "flatten", "std", "var", "cumsum", "cumprod", "clip", "round", "conj", "dot", "argmax", "argmin", "any",
-    "all", "repeat", "take", "set", "add", "multiply", "divide", "power", "get", "apply", "min", "max",
+    "all", "repeat", "take", "min", "max",
     "view", "T", "real", "imag", "mT", "softmax", "exp", "log", "tanh", "sigmoid", "relu", "matmul",
     "contiguous", "float", "half", "bfloat16", "double", "to", "detach", "clone", "unsqueeze", "permute",
     "expand", "expand_as", "masked_fill", "norm", "abs", "sqrt", "pow", "neg", "logsumexp", "argsort",

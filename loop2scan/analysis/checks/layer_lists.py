@@ -285,6 +285,14 @@ INVALID = (
                 x = jax.nn.relu(layer(x))  # <-
             return x
         """, says=("layer",)),
+    Invalid("L2S303", "objects-whose-apply-is-called", """
+        def compose(*transforms):
+            def apply_fn(x):
+                for tx in transforms:
+                    x = jnp.tanh(tx.apply(x))  # <-
+                return x
+            return apply_fn
+        """, says=("`tx.apply`",)),
     Invalid("L2S303", "layer-list-by-index", """
         def mlp(layers, x):
             for i in range(len(layers)):
