@@ -29,7 +29,7 @@ from ..activity import walk_all
 from ..calls import TRACED, function_context, transform_name
 from ..decline import Code, Decline, short
 from ..examples import Invalid, NotThis, Valid
-from ..imports import is_under
+from ..imports import is_array_call, is_under
 from ..kinds import ARRAY_METHODS, ARRAY_ONLY_ATTRIBUTES, CONTAINER, NONE, OBJECT, STRING
 
 CODES = (
@@ -343,9 +343,27 @@ def _not_passable(la, name: str) -> Optional[tuple[str, ast.AST]]:
     for node in walk_all(la.loop.body):
         if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load):
             why = _object_use(la, node)
+            if why is None and not kind.is_array:
+                why = _opaque_use(la, node)
             if why is not None:
                 return why, node
     return None
+
+
+def _opaque_use(la, node: ast.Name) -> Optional[str]:
+    """``node`` (a value not shown to be an array) is an argument of a function
+    whose source is not visible: it may need a Python value there (a shape, a
+    size), which the carry would turn into a traced one."""
+    parent = la.mctx.parent(node)
+    if isinstance(parent, ast.keyword):
+        parent = la.mctx.parent(parent)
+    if not isinstance(parent, ast.Call) or parent.func is node:
+        return None
+    q = la.qual(parent.func)
+    if is_array_call(q) or la.visible_function(parent.func) is not None:
+        return None  # array operations, and functions whose uses the static checks follow
+    return (f"`{node.id}` (not shown to be an array) is passed to `{short(ast.unparse(parent.func), 40)}`, whose "
+            "source is not visible: it may need a Python value there")
 
 
 def _object_use(la, node: ast.Name) -> Optional[str]:
@@ -478,6 +496,14 @@ INVALID = (
                 h = jnp.tanh(cell(h) + x)  # <-
             return h
         """, says=("`cell` is called", "compiled again on every eager call")),
+    Invalid("L2S702", "eager-value-to-function-out-of-sight", """
+        from features import embed
+
+        def rnn(xs, h, width):
+            for x in xs:
+                h = jnp.tanh(h + x + embed(h, width=width))  # <-
+            return h
+        """, says=("`width`", "whose source is not visible")),
     Invalid("L2S702", "eager-static", """
         def rnn(xs, h, width):
             for x in xs:
