@@ -37,7 +37,7 @@ class Options:
     atol: Optional[float] = None
     examples: tuple = ()  # check.Example entries from [tool.loop2scan.examples]
     min_trip_count: int = DEFAULT_MIN_TRIP_COUNT  # constant trip counts below this are left alone
-    eager: str = "compile-once"  # or "skip" (see loop2scan.policy.Policy)
+    eager: str = "compile-once"  # or "skip", "closure" (see loop2scan.policy.Policy)
     include_tests: bool = False  # directory runs skip test files unless this is set
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
     line_length: int = DEFAULT_LINE_LENGTH  # of emitted code

@@ -47,7 +47,8 @@ def _policy_options(f):
     f = click.option("--eager", type=click.Choice(EAGER_MODES), default=None,
                      help="Loops in functions that may run outside a JAX transformation: 'compile-once' (default) "
                           "rewrites them only into a step whose eager calls compile once; 'skip' leaves them "
-                          "alone.")(f)
+                          "alone; 'closure' rewrites them with the step as a closure, as under a transformation "
+                          "(for code that always runs under jax.jit where loop2scan cannot see it).")(f)
     f = click.option("--min-trip-count", type=click.IntRange(min=0), default=None,
                      help=f"Leave loops with a constant trip count below N alone (default "
                           f"{DEFAULT_MIN_TRIP_COUNT}; 0 rewrites every length).", metavar="N")(f)

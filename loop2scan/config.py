@@ -11,7 +11,8 @@ changes nothing.
     exclude = ["build", "third_party"]  # replaces the default excludes
     extend-exclude = ["*_pb2.py"]      # adds to them
     min-trip-count = 4                # leave constant trip counts below this alone (L2S701)
-    eager = "compile-once"            # or "skip": decline loops with no JAX transformation seen (L2S702)
+    eager = "compile-once"            # or "skip": decline loops with no JAX transformation seen (L2S702),
+                                      # or "closure": closure steps everywhere (code always run under jit)
     include-tests = false             # directory runs skip test files (explicit file arguments never are)
     test-files = ["tests", "test_*.py", "*_test.py"]  # what counts as a test file
 

@@ -16,7 +16,7 @@ from typing import Optional
 DEFAULT_MIN_TRIP_COUNT = 8
 
 #: ``eager``: how loops in functions that may run outside a JAX transformation are treated.
-EAGER_MODES = ("compile-once", "skip")
+EAGER_MODES = ("compile-once", "skip", "closure")
 
 #: The line length of emitted code when the project configures none (black's and ruff's default).
 DEFAULT_LINE_LENGTH = 88
@@ -30,7 +30,9 @@ class Policy:
     left alone.  ``eager``: ``"compile-once"`` rewrites a loop whose function
     may run eagerly only in a form whose eager calls compile the step once
     (declining where that form is not possible); ``"skip"`` declines every loop
-    with no JAX transformation seen around it."""
+    with no JAX transformation seen around it; ``"closure"`` writes every step
+    as a closure, for projects whose functions run under ``jax.jit`` out of the
+    analysis's sight (an eager call then compiles the step on every call)."""
 
     min_trip_count: int = DEFAULT_MIN_TRIP_COUNT
     eager: str = "compile-once"

@@ -189,6 +189,56 @@ def test_eager_skip_declines_loops_without_a_transformation(tmp_path, monkeypatc
     assert code == 2 and "eager must be one of" in err
 
 
+def test_eager_closure_keeps_closure_steps_where_no_transformation_is_seen(tmp_path, monkeypatch):
+    """`eager = "closure"`: a method using `self`, with no caller in sight, is
+    rewritten with its step as a closure (the default declines it, L2S702);
+    the rewrite computes what the loop computes."""
+    (tmp_path / ".git").mkdir()
+    write(tmp_path, {"m.py": textwrap.dedent("""
+        import jax.numpy as jnp
+
+
+        class Cell:
+            def __init__(self, w):
+                self.w = w
+
+            def run(self, xs, h):
+                for x in xs:
+                    h = jnp.tanh(self.w @ h + x)
+                return h
+        """)})
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = invoke("rewrite", "m.py", "--format", "json")
+    assert loops_by_file(out)["m.py"] == [(9, "L2S702")]
+    code, out, _ = invoke("rewrite", "m.py", "--format", "json", "--eager", "closure", "--write")
+    assert loops_by_file(out)["m.py"] == [(9, "L2S000")]
+    new = (tmp_path / "m.py").read_text()
+    assert "        def _run_step(h, x):\n" in new
+    ns_old, ns_new = {}, {}
+    exec(textwrap.dedent("""
+        import jax.numpy as jnp
+
+
+        class Cell:
+            def __init__(self, w):
+                self.w = w
+
+            def run(self, xs, h):
+                for x in xs:
+                    h = jnp.tanh(self.w @ h + x)
+                return h
+        """), ns_old)
+    exec(new, ns_new)
+    import jax
+    import numpy as np
+
+    w = jax.random.normal(jax.random.PRNGKey(0), (4, 4)) / 2
+    for n in (5, 1, 0):
+        xs = jax.random.normal(jax.random.PRNGKey(n + 1), (n, 4))
+        h = jax.random.normal(jax.random.PRNGKey(9), (4,))
+        np.testing.assert_allclose(ns_old["Cell"](w).run(xs, h), ns_new["Cell"](w).run(xs, h), rtol=1e-6, atol=1e-6)
+
+
 # ------------------------------------------------------------------ contexts
 RNN = """
 import jax.numpy as jnp

@@ -269,6 +269,9 @@ def plan_context(la) -> None:
         la.hoisted = None
         return
     name = la.func.name
+    if la.mctx.policy.eager == "closure":
+        la.hoisted = None  # the project says its functions run under a transformation out of sight
+        return
     if la.mctx.policy.eager == "skip":
         raise Decline("L2S702", f"no JAX transformation is seen around `{name}` ({ctx.reason}); "
                       "`eager = \"skip\"` leaves such loops alone", la.loop)
