@@ -15,6 +15,8 @@ this package)::
 
 from __future__ import annotations
 
+import io
+import tokenize
 from typing import Optional, Sequence
 
 import libcst as cst
@@ -288,6 +290,35 @@ class JaxScanEmitter:
         return n if n and i >= 0 else 2
 
 
+def _one_line(code: str) -> str:
+    """A multi-line expression on one line, its tokens and their spacing kept
+    (the layout pass wraps it again to the line length), unless it holds
+    comments, which only its own lines can keep."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code.strip()).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return f"({code})"
+    skip = (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
+    if any(t.type == tokenize.COMMENT for t in tokens):
+        return f"({code})"
+    out: list[str] = []
+    prev = None
+    for t in tokens:
+        if t.type in skip:
+            continue
+        if prev is None:
+            out.append(t.string)
+        elif t.start[0] == prev.end[0]:
+            out.append(t.line[prev.end[1]:t.start[1]] + t.string)
+        else:
+            if prev.string == "," and t.string in ")]}":
+                out.pop()  # a trailing comma would keep the bracket exploded
+                out.append(prev.string[:-1])
+            out.append(("" if prev.string in "([{" or t.string in ")]}" else " ") + t.string)
+        prev = t
+    return "".join(out)
+
+
 def _marked(tr: EditTransformer, expr: cst.BaseExpression) -> cst.BaseExpression:
     tr.written_exprs.add(id(expr))
     return expr
@@ -326,7 +357,7 @@ def layout_edit(module: cst.Module, refs: _Refs, node: cst.BaseExpression, edit:
         text = f"{vmap}({fn})({keys})"
     elif edit.kind == "builder-return":
         if "\n" in code:
-            code = f"({code})"
+            code = _one_line(code)
         text = f"{refs.tree_map}(lambda *layer: {refs.jnp}.stack(layer), *{code})"
     elif edit.kind == "len":
         arg = module.code_for_node(node.args[0].value)

@@ -247,7 +247,7 @@ def _run(paths: Sequence[str], options: Options) -> RunReport:
     reports = [FileReport(e.path, error=e.message) for e in errors]
     files = [os.path.normpath(p) for p in files]
     project = build_project(list(paths), files, project_root(list(paths)), options.exclude, options.extend_exclude,
-                            options.layout, options.framework)
+                            options.layout, options.framework, options.policy)
     jobs = options.jobs or os.cpu_count() or 1
     previous, _PROJECT = _PROJECT, project
     try:

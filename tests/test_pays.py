@@ -16,6 +16,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from helpers import rewrite
@@ -374,3 +375,56 @@ def test_explain_shows_the_context_and_the_form_of_the_step(tmp_path, monkeypatc
     code, out, _ = invoke("explain", "m.py")
     assert "context:   under a JAX transformation (decorated with `@jax.jit`)" in out
     assert "step:      a closure defined in place of the loop" in out
+
+
+# ------------------------------------------------------------------ a policy across modules
+@pytest.mark.parametrize("options", [(), ("--min-trip-count", "0"), ("--eager", "closure")])
+def test_layout_change_across_modules_under_any_policy(tmp_path, monkeypatch, options):
+    """The builder's module and the loop's module are analysed under the run's
+    policy alike: the loop over a parameter list built in another module is
+    rewritten together with the builder, whatever the options."""
+    (tmp_path / ".git").mkdir()
+    write(tmp_path, {"pk/__init__.py": "", "pk/params.py": """
+        import jax
+
+
+        def init_params(key, n, d):
+            return [{"w": jax.random.normal(k, (d, d)) / d, "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (d,))}
+                    for k in jax.random.split(key, n)]
+        """, "pk/net.py": """
+        import jax
+        import jax.numpy as jnp
+
+        from pk.params import init_params
+
+
+        def apply(params, x):
+            for p in params:
+                x = jnp.tanh(x @ p["w"] + p["b"])
+            return x
+
+
+        def run(key, x):
+            params = init_params(key, 3, x.shape[-1])
+            return apply(params, x), len(params)
+        """})
+    monkeypatch.chdir(tmp_path)
+    before = {name: (tmp_path / "pk" / name).read_text() for name in ("params.py", "net.py")}
+    code, out, _ = invoke("rewrite", "pk", "--format", "json", "--write", *options)
+    assert loops_by_file(out)["pk/net.py"] == [(8, "L2S000")]
+    after = {name: (tmp_path / "pk" / name).read_text() for name in ("params.py", "net.py")}
+    assert "jax.tree.map(" in after["params.py"] and "jax.lax.scan(" in after["net.py"]
+    import jax
+    import numpy as np
+
+    def load(texts):
+        params_ns: dict = {}
+        exec(texts["params.py"], params_ns)
+        net_ns: dict = {"init_params": params_ns["init_params"]}
+        exec(texts["net.py"].replace("from pk.params import init_params\n", ""), net_ns)
+        return net_ns["run"]
+
+    x = jax.random.normal(jax.random.PRNGKey(5), (2, 4))
+    want, got = load(before)(jax.random.PRNGKey(1), x), load(after)(jax.random.PRNGKey(1), x)
+    np.testing.assert_allclose(want[0], got[0], rtol=1e-5, atol=1e-6)
+    assert want[1] == got[1] == 3

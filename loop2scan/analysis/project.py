@@ -34,8 +34,12 @@ class ProjectIndex:
     """The modules of a project (see the module docstring)."""
 
     def __init__(self, files: Iterable[str], writable: Iterable[str] = (), root: Optional[str] = None,
-                 published: bool = False, layout: str = "stacked", framework: str = "auto") -> None:
+                 published: bool = False, layout: str = "stacked", framework: str = "auto",
+                 policy=None) -> None:
+        from ..policy import DEFAULT_POLICY
+
         self.root = root
+        self.policy = policy if policy is not None else DEFAULT_POLICY  # the run's policy: every module sees it
         self.framework = framework  # the target asked for (``auto``: per module, from its imports)
         self.layout = layout  # how parameter lists change layout in this run ("stacked" or "keep")
         self.published = published  # an installable library: its public names are seen by unknown importers
@@ -153,7 +157,7 @@ class ProjectIndex:
                 from ..engine import detect_framework
 
                 mctx = ModuleContext(tree, text, detect_framework(tree, self.framework), self.layout, project=self,
-                                     name=name)
+                                     name=name, policy=self.policy, path=self.paths.get(name))
         self._contexts[name] = mctx
         return mctx
 
@@ -344,7 +348,7 @@ def module_name(path: str) -> tuple[Optional[str], bool]:
 
 def build_project(paths: Sequence[str], files: Sequence[str], root: Optional[str],
                   exclude: Sequence[str] = (), extend_exclude: Sequence[str] = (),
-                  layout: str = "stacked", framework: str = "auto") -> ProjectIndex:
+                  layout: str = "stacked", framework: str = "auto", policy=None) -> ProjectIndex:
     """The project of a run: the files of the run, plus the files of the
     project whose ``pyproject.toml`` is ``root``/pyproject.toml (or the tree of
     the given paths when there is none)."""
@@ -362,7 +366,7 @@ def build_project(paths: Sequence[str], files: Sequence[str], root: Optional[str
     if root is not None and os.path.isdir(root):
         published = _published(root)
     return ProjectIndex(project_files, writable=files, root=root, published=published, layout=layout,
-                        framework=framework)
+                        framework=framework, policy=policy)
 
 
 def _top_package_dir(path: str) -> Optional[str]:
