@@ -720,7 +720,7 @@ WRONG_REWRITES = {
 
 # the counterexamples above that the tool still rewrites (the others are declined now, with the code
 # of the rule that covers them: `test_regression_wrong_rewrite_declined`)
-STILL_REWRITTEN = {"layers-of-different-widths-per-call", "numpy-loop-through-helper"}
+STILL_REWRITTEN = {"layers-of-different-widths-per-call"}
 
 
 @pytest.mark.xfail(strict=True, reason="tool bug: a loop that must stay a loop is rewritten (the rewrite raises)")

@@ -200,7 +200,10 @@ def numpy_loop(la) -> Optional[str]:
                                   and fctx.imports.qualname(node.func.func) in DIFFERENTIATE):
             return None
         elif isinstance(node.func, ast.Name) and la.mctx.is_array_function(node.func.id):
-            return None
+            uses = _framework_calls(la.mctx, node.func.id, set())
+            if uses != "numpy":
+                return None  # a helper of the module that computes with JAX (or with nothing known)
+            numpy_calls.append(node)
     numpy_values = []
     for name in sorted(all_read_names(loop.body) | set(_iterated_names(loop))):
         if name not in fctx.locals:
@@ -218,6 +221,31 @@ def numpy_loop(la) -> Optional[str]:
         return (f"NumPy host code: the loop computes with `{short(ast.unparse(call.func))}` and does no JAX "
                 "operation; it stays NumPy (a scan would move it to the accelerator and make float64 float32)")
     return None
+
+
+def _framework_calls(mctx, name: str, seen: set) -> Optional[str]:
+    """``"numpy"`` when the module function ``name`` (and the module functions it
+    calls) computes with NumPy and never with JAX; ``"jax"`` when it calls JAX;
+    ``None`` when it calls neither."""
+    fn = mctx.module_functions.get(name)
+    if fn is None or name in seen:
+        return None
+    seen.add(name)
+    found = None
+    for node in ast.walk(fn):
+        if not isinstance(node, ast.Call):
+            continue
+        q = mctx.imports.qualname(node.func)
+        if is_array_call(q) and not is_under(q, "numpy"):
+            return "jax"
+        if is_under(q, "numpy"):
+            found = "numpy"
+        elif isinstance(node.func, ast.Name):
+            inner = _framework_calls(mctx, node.func.id, seen)
+            if inner == "jax":
+                return "jax"
+            found = found or inner
+    return found
 
 
 def _iterated_names(loop: ast.AST) -> list[str]:
@@ -292,6 +320,18 @@ INVALID = (
                 acc = acc + r @ r
             return acc
         """, says=("NumPy", "`rows`"), status="not-candidate"),
+    Invalid("L2S003", "numpy-through-a-helper", """
+        import numpy as np
+
+        def cell(a, x, w):
+            return np.tanh(a @ w + x)
+
+        def run(xs, w):
+            h = np.zeros(w.shape[1])
+            for t in range(xs.shape[0]):
+                h = cell(h, xs[t] @ w, w)
+            return h
+        """, says=("NumPy host code",), status="not-candidate"),
     Invalid("L2S003", "numpy-calls-only", """
         import numpy as np
 
