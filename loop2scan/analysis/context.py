@@ -23,6 +23,7 @@ from .activity import (
 )
 from .flow import Def, Liveness, ReachingDefinitions
 from .imports import ImportTable, is_array_call
+from .project import KEY_WORDS
 
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 
@@ -208,6 +209,10 @@ class ModuleContext:
                 return False
             for stmt in self.tree.body:
                 if not isinstance(stmt, ast.FunctionDef) or found:
+                    continue
+                # a builder draws each layer from a PRNG key: its text names one
+                text = "\n".join(self.lines[stmt.lineno - 1:stmt.end_lineno or stmt.lineno])
+                if not any(w in text for w in KEY_WORDS):
                     continue
                 lists = set()
                 for node in ast.walk(stmt):

@@ -29,6 +29,9 @@ from typing import Iterable, Optional, Sequence
 
 from ..files import SourceError, discover, read_source
 
+# words one of which a parameter-list builder's text holds (it draws each layer from a PRNG key)
+KEY_WORDS = ("split", "fold_in", "key", "rng", "random", "Key", "RNG")
+
 
 class ProjectIndex:
     """The modules of a project (see the module docstring)."""
@@ -108,7 +111,8 @@ class ProjectIndex:
         if body is None:
             # not defined there: re-exported, maybe; decide on the module
             return name in self.words(module) and self.may_define_builder(module)
-        return ("return [" in body or ".append(" in body) and ("split" in body or "range(" in body)
+        return ("return [" in body or ".append(" in body) and ("split" in body or "range(" in body) \
+            and any(w in body for w in KEY_WORDS)
 
     def _function_texts(self, module: str) -> dict[str, str]:
         """The text of each module-level function of a module (read once)."""
