@@ -13,7 +13,7 @@ The runs are bounded and derandomized, so CI sees the same programs every
 time; ``benchmarks/fuzz_long.py`` runs the same grammar over thousands of
 seeds.  The regression tests at the end are shrunk counterexamples found by
 these runs, written out by hand: each asserts the correct behaviour (those
-marked ``xfail(strict=True)`` show a tool bug that is not fixed yet, and
+marked ``xfail(strict=True)`` show a tool limitation that is not lifted yet, and
 start failing once it is).
 """
 
@@ -718,18 +718,10 @@ WRONG_REWRITES = {
 }
 
 
-# the counterexamples above that the tool still rewrites (the others are declined now, with the code
-# of the rule that covers them: `test_regression_wrong_rewrite_declined`)
-STILL_REWRITTEN = {"layers-of-different-widths-per-call"}
+# every counterexample above is declined now, with the code of the rule that covers it
 
 
-@pytest.mark.xfail(strict=True, reason="tool bug: a loop that must stay a loop is rewritten (the rewrite raises)")
-@pytest.mark.parametrize("name", sorted(STILL_REWRITTEN))
-def test_tool_bug_wrong_rewrite(name):
-    _assert_declined(WRONG_REWRITES[name])
-
-
-@pytest.mark.parametrize("name", sorted(set(WRONG_REWRITES) - STILL_REWRITTEN))
+@pytest.mark.parametrize("name", sorted(WRONG_REWRITES))
 def test_regression_wrong_rewrite_declined(name):
     _assert_declined(WRONG_REWRITES[name])
 

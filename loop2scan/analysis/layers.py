@@ -216,11 +216,16 @@ class LayerAnalysis:
                 self._follow(b)
 
     def follow_differing_builders(self) -> None:
-        """Follow the home's builders whose layers may differ (within the modules
-        added already), so that a loop over one says so (``L2S308``)."""
-        for b in self._module_builders.get(id(self.home.tree), {}).values():
-            if b.problem is not None and id(b.func) not in self._followed:
-                self._follow(b, expand=False)
+        """Follow the builders whose layers may differ, of the home and of the
+        modules whose builders the home calls (within the modules added
+        already), so that a loop over one says so (``L2S308``)."""
+        others = imported_list_sources(self.home)
+        if others:
+            self._add_scopes(self.home)  # where those builders are called
+        for mctx in [self.home] + others:
+            for b in self._module_builders.get(id(mctx.tree), {}).values():
+                if b.problem is not None and id(b.func) not in self._followed:
+                    self._follow(b, expand=False)
 
     def _add_scopes(self, mctx) -> None:
         if id(mctx.tree) in self.modules:
