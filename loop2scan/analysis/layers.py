@@ -215,17 +215,22 @@ class LayerAnalysis:
             if b.problem is None:
                 self._follow(b)
 
-    def follow_differing_builders(self) -> None:
+    def follow_differing_builders(self, everywhere: bool = False) -> None:
         """Follow the builders whose layers may differ, of the home and of the
-        modules whose builders the home calls (within the modules added
-        already), so that a loop over one says so (``L2S308``)."""
+        modules whose builders the home calls (``everywhere``: of every module
+        added, the home's neighbourhood included, through the modules their
+        lists flow into), so that a loop over one says so (``L2S308``)."""
         others = imported_list_sources(self.home)
-        if others:
-            self._add_scopes(self.home)  # where those builders are called
-        for mctx in [self.home] + others:
+        if others or everywhere:
+            self._add_scopes(self.home)  # where those builders are called, or their lists arrive
+        sources = [self.modules.get(t) for t in list(self._module_builders)] if everywhere else \
+            [self.home] + others
+        for mctx in sources:
+            if mctx is None:
+                continue
             for b in self._module_builders.get(id(mctx.tree), {}).values():
                 if b.problem is not None and id(b.func) not in self._followed:
-                    self._follow(b, expand=False)
+                    self._follow(b, expand=everywhere)
 
     def _add_scopes(self, mctx) -> None:
         if id(mctx.tree) in self.modules:

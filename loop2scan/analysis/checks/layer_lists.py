@@ -12,6 +12,7 @@ from ..builders import vmap_variable
 from ..decline import Code, Decline
 from ..examples import Invalid, Valid
 from ..iteration import ElementSource
+from ..kinds import UNKNOWN
 from ..layers import imported_list_sources
 from ..outputs import index_offset
 
@@ -88,10 +89,14 @@ def _layer_loop(la, iteration) -> Optional[LayerLoop]:
             structure = la.mctx.layers.structure_of(func, seq)
         if structure is None:
             looks = _looks_like_parameter_list(la, iteration, seq)
-            if looks:
+            if looks or _unknown_parameter(la, seq):
                 # built in another module of the project, maybe: look where this one is used from
+                # (a parameter of unknown kind may be such a list even when its elements look like arrays)
                 la.mctx.layers.search_neighbourhood(la.mctx)
                 structure = la.mctx.layers.structure_of(func, seq)
+                if structure is None and not looks:
+                    la.mctx.layers.follow_differing_builders(everywhere=True)
+                    structure = la.mctx.layers.structure_of(func, seq)
     if structure is not None:
         if structure.builder.problem is not None:
             raise structure.builder.problem
@@ -254,6 +259,13 @@ def layouts_change_together(mctx, results: list[LoopResult]) -> None:
                                         f"every loop over the parameter list built by `{st.builder.name}` must "
                                         f"become a scan together; the loop at {where} cannot "
                                         f"({first.code}: {first.message})")
+
+
+def _unknown_parameter(la, seq: str) -> bool:
+    """``seq`` is a parameter of the loop's function whose kind nothing shows."""
+    if seq not in la.fctx.params:
+        return False
+    return la.facts.name_kind(seq, la.fctx.defs_before(la.loop, seq) or None).tag == UNKNOWN
 
 
 def standalone_edits(mctx, results: list[LoopResult]) -> list[LayoutEdit]:
