@@ -209,6 +209,16 @@ def _static_use(la, node: ast.Name) -> Optional[Decline]:
         if base.tag == CONTAINER and base.container == "dict":
             return Decline(code, f"{what} is a key of the dict `{short(la.mctx.source(parent.value))}`; inside a "
                            "scan it is a traced array", node)
+        row_parent = la.mctx.parent(parent)
+        if isinstance(row_parent, ast.keyword):
+            row_parent = la.mctx.parent(row_parent)
+        if index_like and isinstance(row_parent, ast.Call) and row_parent.func is not parent \
+                and _constructs_object(la, row_parent, la.qual(row_parent.func)):
+            # `Block(self.channels[i], ...)`: the row is a Python value configuring an object
+            return Decline(code, f"`{short(la.mctx.source(parent))}`, picked by {what}, configures "
+                           f"`{short(ast.unparse(row_parent.func))}` (`{short(ast.unparse(row_parent))}`); a "
+                           "constructor's arguments are Python values, and inside a scan the row is a traced "
+                           "array", node)
         if isinstance(cur, ast.Name) and _is_mask_name(la, cur):
             return Decline(code, f"`{short(la.mctx.source(parent))}` selects with `{cur.id}`, a boolean mask "
                            f"computed from {what}: the result's shape depends on the data, which a scan cannot "
@@ -567,6 +577,19 @@ INVALID = (
                     h = h * masks[t]  # <-
             return h
         """, says=("`masks`", "defaults to `None`")),
+    Invalid("L2S307", "row-configures-a-block", """
+        class Block:
+            def __init__(self, width, stride):
+                self.width, self.stride = width, stride
+
+            def __call__(self, x):
+                return jnp.tanh(x[:: self.stride] * self.width)
+
+        def net(x, widths, strides):
+            for i in range(len(strides)):
+                x = jnp.tanh(Block(widths[i], strides[i])(x))  # <-
+            return x
+        """, says=("configures `Block`",)),
     Invalid("L2S307", "index-as-dict-key", """
         def gather(tables, x):
             lookup = {0: jnp.ones(3), 1: jnp.zeros(3)}
