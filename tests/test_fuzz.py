@@ -715,6 +715,29 @@ WRONG_REWRITES = {
             params = init_params(key, 2, x.shape[-1])
             return apply(params, x), params
         """}, MUST_DECLINE),
+    # the same list passed from a third module to a loop over a parameter of unknown kind
+    "layers-of-different-widths-through-a-third-module": _package({"pk/params.py": """
+        import jax
+
+        def init_params(key, n, d):
+            sizes = [d] + [d + 2] * (n - 1) + [d]
+            return [jax.random.normal(k, (m, n_out)) / m
+                    for (m, n_out), k in zip(zip(sizes[:-1], sizes[1:]), jax.random.split(key, n))]
+        """, "pk/net.py": """
+        import jax
+
+        def apply(params, x):
+            for i in range(len(params)):
+                x = jax.nn.gelu(x @ params[i])
+            return x
+        """, "pk/main.py": """
+        from . import params as params_mod
+        from pk.net import apply
+
+        def run(key, x):
+            params = params_mod.init_params(key, 2, x.shape[-1])
+            return apply(params, x), params
+        """}, MUST_DECLINE, entry="pk/main.py"),
 }
 
 
