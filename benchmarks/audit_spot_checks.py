@@ -4,9 +4,10 @@ executed beside the original on inputs written here.
 
     python benchmarks/audit_spot_checks.py [--venv build/audit-venv]
 
-For each checked module the installed file is copied, rewritten with
-``loop2scan rewrite --write --include-tests --min-trip-count 0`` (the options
-of the widened audit, so that every rewrite the audit lists is exercised), and
+The installed packages of the checked modules are copied and rewritten whole
+with ``loop2scan rewrite --write --include-tests --min-trip-count 0`` (the
+options of the widened audit, so that every rewrite the audit lists is
+exercised; each checked module must hold a rewrite), and
 a script run in the audit environment (``real_audit.py`` creates it) executes
 the rewritten module's code in the namespace of the imported original and
 compares outputs, eagerly and under ``jax.jit`` where noted.  Exit 0 when
@@ -37,6 +38,7 @@ MODULES = (
     "dm_pix/_src/interpolation.py",
     "jax_md/mm_forcefields/nonbonded/electrostatics.py",
     "jax/experimental/sparse/linalg.py",
+    "augmax/geometric.py",
 )
 
 CHECKS = r'''
@@ -129,6 +131,19 @@ for n, k, j in ((12, 3, 2), (9, 4, 4), (7, 1, 3), (20, 5, 6)):
     close(span(m._project_out(basis, u)), span(ns["_project_out"](basis, u)), f"jax sparse _project_out span {n}",
           1e-4, 1e-5)
 
+m, ns = load_new("augmax.geometric")
+for shape, n in (((9, 7), 5), ((6, 6), 1)):
+    offsets = jnp.asarray(rng.normal(size=(2, *shape)) * 0.3, jnp.float32)
+    transform = jnp.asarray([[1.0, 0.1, 0.4], [-0.05, 0.95, -0.3], [0.0, 0.0, 1.0]], jnp.float32)
+    points = jnp.asarray(rng.uniform(0, min(shape), size=(n, 2)), jnp.float32)
+    outs = []
+    for cls in (m.LazyCoordinates, ns["LazyCoordinates"]):
+        c = cls(shape)
+        c.push_transform(transform)
+        c.apply_pixelwise_offsets(offsets)
+        outs.append(c.apply_to_points(points))
+    close(outs[0], outs[1], f"augmax LazyCoordinates.apply_to_points {shape}, {n} points", 1e-5, 1e-5)
+
 print(json.dumps(results))
 '''
 
@@ -142,13 +157,21 @@ def main() -> int:
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="l2s-spot-") as tmp:
-        new = {}
-        for rel in MODULES:
-            copy = os.path.join(tmp, rel.replace("/", "__"))
-            shutil.copyfile(os.path.join(site, rel), copy)
-            new[rel[:-3].replace("/", ".")] = copy
-        report = run(sorted(new.values()), Options(write=True, include_tests=True, min_trip_count=0, jobs=1))
-        rewrites = sum(1 for f in report.files for loop in f.loops if loop.status == "rewritten")
+        # each package is rewritten whole, as the audit does: helpers in other modules are visible
+        packages = sorted({rel.split("/")[0] for rel in MODULES})
+        for pkg in packages:
+            shutil.copytree(os.path.join(site, pkg), os.path.join(tmp, pkg),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        report = run([os.path.join(tmp, pkg) for pkg in packages],
+                     Options(write=True, include_tests=True, min_trip_count=0))
+        rewritten = {os.path.relpath(f.path, tmp): sum(1 for loop in f.loops if loop.status == "rewritten")
+                     for f in report.files}
+        missing = [rel for rel in MODULES if not rewritten.get(rel)]
+        if missing:
+            print(f"no rewrite in {', '.join(missing)}: nothing to check there", file=sys.stderr)
+            return 1
+        rewrites = sum(rewritten[rel] for rel in MODULES)
+        new = {rel[:-3].replace("/", "."): os.path.join(tmp, rel) for rel in MODULES}
         log(f"[spot] {rewrites} rewrites in {len(MODULES)} modules")
         proc = subprocess.run([python, "-c", CHECKS, json.dumps(new)], capture_output=True, text=True,
                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
