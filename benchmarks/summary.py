@@ -53,7 +53,8 @@ def throughput_section(t: dict) -> list[str]:
     by = loops.get("by_status") or {}
     n = t["repetitions"]
     out = [
-        f"**Whole-tree preview** of the installed jax + flax sources ({tree['files']} files, "
+        f"**Whole-tree preview** of the installed {' + '.join(tree.get('packages', ['jax', 'flax']))} sources "
+        f"({tree['files']} files, "
         f"{tree['lines']:,} lines), {t['jobs']} processes, wall time of the whole command, "
         f"best / median of {n}:",
         "",
