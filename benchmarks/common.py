@@ -270,3 +270,10 @@ def min_median(values: Sequence[float]) -> dict | None:
     if not values:
         return None
     return {"min": min(values), "median": statistics.median(values), "n": len(values)}
+
+
+def result_header(name: str, quick: bool, load_before: Sequence[float], t_start: float) -> dict:
+    """The keys every part's result starts with: what ran, when, where, under what load."""
+    return {"benchmark": name, "date": now_iso(), "quick": quick, "machine": machine_info(),
+            "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+            "elapsed_s": time.perf_counter() - t_start}

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from common import (BENCH_DIR, REPO_ROOT, log, machine_info, min_median, now_iso, part_args,
+from common import (BENCH_DIR, REPO_ROOT, log, min_median, part_args, result_header,
                     run_jax_worker, write_result)
 
 FORMS = ("loop", "closure", "module")
@@ -103,12 +103,7 @@ def run(quick: bool = False) -> dict:
                             f"({m['first_call_compiles']} compiles), then {m['steady_s'] * 1e3:.3f} ms "
                             f"({m['steady_compiles_per_call']:g} compiles per call)")
     result = {
-        "benchmark": "eager_calls",
-        "date": now_iso(),
-        "quick": quick,
-        "machine": machine_info(),
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "elapsed_s": time.perf_counter() - t_start,
+        **result_header("eager_calls", quick, load_before, t_start),
         "method": {
             "process": "one fresh process per (case, size, form, repetition) (benchmarks/eager_calls_worker.py); "
                        "a small unrelated computation (other shapes, eager and jitted) runs first in each process",

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from common import (BENCH_DIR, REPO_ROOT, log, machine_info, min_median, now_iso, part_args,
+from common import (BENCH_DIR, REPO_ROOT, log, min_median, part_args, result_header,
                     run_jax_worker, write_result)
 
 FORMS = ("loop", "scan")
@@ -202,12 +202,7 @@ def run(quick: bool = False) -> dict:
                             f"run loop {m['run_pair']['loop'] * 1e6:.1f} us / scan {m['run_pair']['scan'] * 1e6:.1f} us")
     points = aggregate(measurements, bodies, ns)
     result = {
-        "benchmark": "short_loops",
-        "date": now_iso(),
-        "quick": quick,
-        "machine": machine_info(),
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "elapsed_s": time.perf_counter() - t_start,
+        **result_header("short_loops", quick, load_before, t_start),
         "method": {
             "process": "one fresh process per (body, trip count, form, repetition) "
                        "(benchmarks/short_loops_worker.py); a small unrelated function (a scan, a matmul, tanh, "

@@ -190,12 +190,7 @@ def test_eager_skip_declines_loops_without_a_transformation(tmp_path, monkeypatc
     assert code == 2 and "eager must be one of" in err
 
 
-def test_eager_closure_keeps_closure_steps_where_no_transformation_is_seen(tmp_path, monkeypatch):
-    """`eager = "closure"`: a method using `self`, with no caller in sight, is
-    rewritten with its step as a closure (the default declines it, L2S702);
-    the rewrite computes what the loop computes."""
-    (tmp_path / ".git").mkdir()
-    write(tmp_path, {"m.py": textwrap.dedent("""
+CELL = """
         import jax.numpy as jnp
 
 
@@ -207,7 +202,15 @@ def test_eager_closure_keeps_closure_steps_where_no_transformation_is_seen(tmp_p
                 for x in xs:
                     h = jnp.tanh(self.w @ h + x)
                 return h
-        """)})
+        """
+
+
+def test_eager_closure_keeps_closure_steps_where_no_transformation_is_seen(tmp_path, monkeypatch):
+    """`eager = "closure"`: a method using `self`, with no caller in sight, is
+    rewritten with its step as a closure (the default declines it, L2S702);
+    the rewrite computes what the loop computes."""
+    (tmp_path / ".git").mkdir()
+    write(tmp_path, {"m.py": CELL})
     monkeypatch.chdir(tmp_path)
     code, out, _ = invoke("rewrite", "m.py", "--format", "json")
     assert loops_by_file(out)["m.py"] == [(9, "L2S702")]
@@ -216,19 +219,7 @@ def test_eager_closure_keeps_closure_steps_where_no_transformation_is_seen(tmp_p
     new = (tmp_path / "m.py").read_text()
     assert "        def _run_step(h, x):\n" in new
     ns_old, ns_new = {}, {}
-    exec(textwrap.dedent("""
-        import jax.numpy as jnp
-
-
-        class Cell:
-            def __init__(self, w):
-                self.w = w
-
-            def run(self, xs, h):
-                for x in xs:
-                    h = jnp.tanh(self.w @ h + x)
-                return h
-        """), ns_old)
+    exec(textwrap.dedent(CELL), ns_old)
     exec(new, ns_new)
     import jax
     import numpy as np
