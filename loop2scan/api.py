@@ -157,7 +157,7 @@ def process_file(path: str, options: Options) -> FileReport:
 
 
 #: Files analysed between two runs of the cycle collector while a run holds it.
-COLLECT_EVERY = 500
+COLLECT_EVERY = 100000
 _collector_held = False
 _files_since_collect = 0
 

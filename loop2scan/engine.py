@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .analysis.activity import statements
-from .analysis.context import ModuleContext
+from .analysis.context import ModuleContext, statement_index
 from .analysis.imports import ImportTable
 from .analysis.decline import short
 from .analysis.loop import analyze_module
@@ -49,7 +48,7 @@ def detect_framework(tree: ast.Module, requested: str = "auto") -> Optional[str]
     if requested != "auto":
         return "jax" if requested in ("jax", "flax", "flax-linen") else requested
     found: set[str] = set()
-    for node in _import_statements(tree):
+    for node in statement_index(tree).import_nodes:
         found |= ImportTable._frameworks_of(node)
     if "torch_xla" in found:
         return "torch_xla"
@@ -58,11 +57,6 @@ def detect_framework(tree: ast.Module, requested: str = "auto") -> Optional[str]
     if "torch" in found:
         return "torch"
     return None
-
-
-def _import_statements(tree: ast.Module):
-    """Every import of the file, function-level ones included."""
-    return (s for s in statements(tree.body, into_definitions=True) if isinstance(s, (ast.Import, ast.ImportFrom)))
 
 
 LAYOUTS = ("stacked", "keep")

@@ -13,6 +13,8 @@ import ast
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
+from .nodes import children, walk
+
 FUNCTION_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
@@ -69,6 +71,20 @@ class _Collector(ast.NodeVisitor):
         self.walrus: list[str] = []
         self.closure_reads: set[str] = set()
         self._hidden: list[set[str]] = []  # names bound by enclosing lambdas/comprehensions
+
+    # ``ast.NodeVisitor``'s dispatch, with the method looked up once per node type
+    _methods: dict[type, str] = {}
+
+    def visit(self, node: ast.AST) -> None:
+        name = self._methods.get(node.__class__)
+        if name is None:
+            name = "visit_" + node.__class__.__name__
+            name = self._methods[node.__class__] = name if hasattr(self, name) else "generic_visit"
+        getattr(self, name)(node)
+
+    def generic_visit(self, node: ast.AST) -> None:
+        for child in children(node):
+            self.visit(child)
 
     def _hidden_name(self, name: str) -> bool:
         return any(name in scope for scope in self._hidden)
@@ -253,7 +269,9 @@ def walk_scope(node: ast.AST) -> Iterator[ast.AST]:
             else:
                 todo.extend(reversed(_def_header_exprs(cur)))
             continue
-        todo.extend(reversed(list(ast.iter_child_nodes(cur))))
+        kids = children(cur)
+        kids.reverse()
+        todo.extend(kids)
 
 
 def statements(stmts: Iterable[ast.stmt], into_definitions: bool = False) -> Iterator[ast.stmt]:
@@ -297,7 +315,7 @@ def walk_all(stmts: Iterable[ast.AST]) -> Iterator[ast.AST]:
     """Every node of these statements, nested function bodies and lambdas
     included (code that runs inside a scan step runs there too)."""
     for stmt in stmts:
-        yield from ast.walk(stmt)
+        yield from walk(stmt)
 
 
 def walk_body(func: ast.AST) -> Iterator[ast.AST]:

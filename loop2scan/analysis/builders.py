@@ -33,6 +33,7 @@ import ast
 from typing import Optional
 
 from .imports import is_under
+from .nodes import walk
 
 _KEY_KEYWORDS = ("key", "rng", "prng_key", "rngs")
 #: Array attributes a value computed from a key may be read through.
@@ -56,18 +57,18 @@ def vmap_variable(mctx, fn: ast.AST, expr: ast.AST) -> Optional[str]:
     if not isinstance(call, ast.Call) or any(isinstance(a, ast.Starred) for a in call.args) \
             or any(k.arg is None for k in call.keywords):
         return None
-    if any(isinstance(n, ast.Name) and n.id == var for n in ast.walk(call.func)):
+    if any(isinstance(n, ast.Name) and n.id == var for n in walk(call.func)):
         return None
     key_args: list[tuple[Optional[int], Optional[str]]] = []
     for i, a in enumerate(call.args):
         if isinstance(a, ast.Name) and a.id == var:
             key_args.append((i, None))
-        elif any(isinstance(n, ast.Name) and n.id == var for n in ast.walk(a)):
+        elif any(isinstance(n, ast.Name) and n.id == var for n in walk(a)):
             return None
     for k in call.keywords:
         if isinstance(k.value, ast.Name) and k.value.id == var:
             key_args.append((None, k.arg))
-        elif any(isinstance(n, ast.Name) and n.id == var for n in ast.walk(k.value)):
+        elif any(isinstance(n, ast.Name) and n.id == var for n in walk(k.value)):
             return None
     if not key_args:
         return None
@@ -141,25 +142,25 @@ def _key_only(mctx, fn: ast.FunctionDef, keys: list[str], depth: int) -> bool:
         return False
     fctx = mctx.function(fn)
     mctx.ensure_parents(fn)
-    if any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in ast.walk(fn)):
+    if any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in walk(fn)):
         return False
     tainted = set(keys)
     # values computed from the keys: fixed point over the function's assignments
     changed = True
     while changed:
         changed = False
-        for node in ast.walk(fn):
+        for node in walk(fn):
             if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
-                reads = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+                reads = {n.id for n in walk(node.value) if isinstance(n, ast.Name)}
                 if reads & tainted:
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                     for t in targets:
-                        for n in ast.walk(t):
+                        for n in walk(t):
                             if isinstance(n, ast.Name) and n.id not in tainted:
                                 tainted.add(n.id)
                                 changed = True
     # every read of them is checked: control flow, a loop over them, a call outside JAX declines
-    for node in ast.walk(fn):
+    for node in walk(fn):
         if not (isinstance(node, ast.Name) and node.id in tainted and isinstance(node.ctx, ast.Load)):
             continue
         if not _allowed_use(mctx, fctx, node, tainted, depth):
@@ -168,7 +169,7 @@ def _key_only(mctx, fn: ast.FunctionDef, keys: list[str], depth: int) -> bool:
 
 
 def _reads(node: ast.AST, names: set[str]) -> bool:
-    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node))
+    return any(isinstance(n, ast.Name) and n.id in names for n in walk(node))
 
 
 def _allowed_use(mctx, fctx, node: ast.Name, tainted: set[str], depth: int) -> bool:

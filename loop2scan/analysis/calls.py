@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from ..plan import Context
+from .nodes import children
 
 FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -152,7 +153,7 @@ class UseIndex:
                 if id(node) not in self._seen:
                     self.by_attr.setdefault(node.attr, []).append(
                         Use("ref", scope, node.lineno, receiver=_text(node.value)))
-            for child in ast.iter_child_nodes(node):
+            for child in children(node):
                 stack.append((child, scope, given_to if isinstance(node, (ast.List, ast.Tuple, ast.Starred))
                               else None))
 
@@ -306,7 +307,7 @@ class _Resolver:
             # a method: every `x.name` in this module and in the modules that name it
             modules = [mctx]
             if mctx.project is not None and mctx.name is not None:
-                others = [m for m in sorted(mctx.project.paths) if m != mctx.name and name in mctx.project.words(m)]
+                others = [m for m in sorted(mctx.project.paths) if m != mctx.name and mctx.project.mentions(m, name)]
                 if len(others) > MODULE_LIMIT:
                     return None
                 modules += [c for c in (mctx.project.module_context(m) for m in others) if c is not None]

@@ -16,7 +16,6 @@ from ..plan import Span
 from ..policy import DEFAULT_POLICY, Policy
 from .activity import (
     arg_names,
-    statements,
     collect,
     free_variables,
     nested_scopes,
@@ -24,6 +23,7 @@ from .activity import (
 from .flow import Def, Liveness, ReachingDefinitions
 from .imports import ImportTable, is_array_call
 from .project import KEY_WORDS
+from .nodes import children, walk
 
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 
@@ -39,6 +39,69 @@ JAXTYPING_DTYPES = {"Float", "Int", "Bool", "Shaped", "Num", "Real", "Integer", 
 
 
 STATEMENT_BLOCKS = ("body", "orelse", "finalbody")
+
+
+def statement_index(tree: ast.Module) -> "StatementIndex":
+    """The statement structure of a parsed module (computed once per tree)."""
+    index = tree.__dict__.get("_l2s_statements")
+    if index is None:
+        index = tree.__dict__["_l2s_statements"] = StatementIndex(tree)
+    return index
+
+
+class StatementIndex:
+    """The loops, the imports (all, and the module-level ones) and the parent
+    of every statement of a module, found in one pass over its statements."""
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.parents: dict[int, ast.AST] = {}
+        self.loops: list[ast.AST] = []
+        self.import_nodes: list[ast.AST] = []
+        self.module_import_nodes: list[ast.AST] = []
+        self.statements: list[ast.stmt] = []  # every statement, nested ones included, in source order
+        self._index(tree, top=True)
+        self.loops.sort(key=lambda n: (n.lineno, n.col_offset))
+        self.statements.sort(key=lambda n: (n.lineno, n.col_offset))
+
+    def _index(self, node: ast.AST, top: bool) -> None:
+        parents, statements = self.parents, self.statements
+        stack = [(node, top)]
+        while stack:
+            cur, cur_top = stack.pop()
+            fields = _BLOCK_FIELDS.get(cur.__class__)
+            if fields is None:
+                fields = _BLOCK_FIELDS[cur.__class__] = tuple(f for f in _BLOCKS if f in cur._fields)
+            if not fields:
+                continue
+            inner_top = cur_top and not isinstance(cur, _DEFINITIONS)
+            for name in fields:
+                block = getattr(cur, name, None)
+                if not block:
+                    continue
+                if name == "handlers" or name == "cases":
+                    owners = [(part, part.body) for part in block]
+                    for part in block:
+                        parents[id(part)] = cur
+                else:
+                    owners = [(cur, block)]
+                for owner, stmts in owners:
+                    for stmt in stmts:
+                        if not isinstance(stmt, ast.stmt):
+                            continue
+                        parents[id(stmt)] = owner
+                        statements.append(stmt)
+                        if isinstance(stmt, (ast.For, ast.AsyncFor)):
+                            self.loops.append(stmt)
+                        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                            self.import_nodes.append(stmt)
+                            if inner_top:
+                                self.module_import_nodes.append(stmt)
+                        stack.append((stmt, inner_top and not isinstance(stmt, _DEFINITIONS)))
+
+
+_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+_BLOCK_FIELDS: dict[type, tuple[str, ...]] = {}
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 class ModuleContext:
@@ -57,59 +120,22 @@ class ModuleContext:
         # Statement-level structure only (cheap): loops, imports and the parent
         # of every statement.  Expression parents are filled in lazily, per
         # function, for the loops that get analysed in depth.
-        self.parents: dict[int, ast.AST] = {}
-        self.loops: list[ast.AST] = []
-        self.import_nodes: list[ast.AST] = []
-        self.module_import_nodes: list[ast.AST] = []
-        self._index_statements(tree, top=True)
-        self.loops.sort(key=lambda n: (n.lineno, n.col_offset))
+        index = statement_index(tree)
+        self.parents: dict[int, ast.AST] = index.parents
+        self.loops: list[ast.AST] = index.loops
+        self.import_nodes: list[ast.AST] = index.import_nodes
+        self.module_import_nodes: list[ast.AST] = index.module_import_nodes
         self.imports = ImportTable.from_nodes(self.module_import_nodes, self._relative_resolver())
         self._functions: dict[int, FunctionContext] = {}
         self._expr_parents_done: set[int] = set()
-
-    def _index_statements(self, node: ast.AST, top: bool) -> None:
-        stack = [(node, top)]
-        while stack:
-            cur, cur_top = stack.pop()
-            blocks = [getattr(cur, name, None) for name in STATEMENT_BLOCKS]
-            blocks += [h.body for h in getattr(cur, "handlers", None) or []]
-            blocks += [c.body for c in getattr(cur, "cases", None) or []]
-            is_scope = isinstance(cur, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            for handler in getattr(cur, "handlers", None) or []:
-                self.parents[id(handler)] = cur
-            for case in getattr(cur, "cases", None) or []:
-                self.parents[id(case)] = cur
-            for block in blocks:
-                if not isinstance(block, list):
-                    continue
-                for stmt in block:
-                    if not isinstance(stmt, ast.stmt):
-                        continue
-                    self.parents[id(stmt)] = cur
-                    if isinstance(stmt, (ast.For, ast.AsyncFor)):
-                        self.loops.append(stmt)
-                    elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-                        self.import_nodes.append(stmt)
-                        if cur_top and not is_scope:
-                            self.module_import_nodes.append(stmt)
-                    stack.append((stmt, cur_top and not is_scope and not isinstance(
-                        stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))))
-        # statement parents of handlers' bodies point at the handler's owner; fix them
-        for owner in list(self.parents.values()):
-            for handler in getattr(owner, "handlers", None) or []:
-                for stmt in handler.body:
-                    self.parents[id(stmt)] = handler
-            for case in getattr(owner, "cases", None) or []:
-                for stmt in case.body:
-                    self.parents[id(stmt)] = case
 
     def ensure_parents(self, subtree: ast.AST) -> None:
         """Record the parent of every node under ``subtree`` (once)."""
         if id(subtree) in self._expr_parents_done:
             return
         self._expr_parents_done.add(id(subtree))
-        for node in ast.walk(subtree):
-            for child in ast.iter_child_nodes(node):
+        for node in walk(subtree):
+            for child in children(node):
                 self.parents[id(child)] = node
 
     # -- positions -------------------------------------------------------
@@ -215,10 +241,10 @@ class ModuleContext:
                 if not any(w in text for w in KEY_WORDS):
                     continue
                 lists = set()
-                for node in ast.walk(stmt):
+                for node in walk(stmt):
                     if isinstance(node, ast.Assign) and isinstance(node.value, (ast.List, ast.ListComp)):
                         lists.update(t.id for t in node.targets if isinstance(t, ast.Name))
-                for node in ast.walk(stmt):
+                for node in walk(stmt):
                     if isinstance(node, ast.Return) and (isinstance(node.value, ast.ListComp) or (
                             isinstance(node.value, ast.Name) and node.value.id in lists)):
                         found = True
@@ -236,7 +262,8 @@ class ModuleContext:
             cur = parent
 
     def imported_list_calls(self) -> list[str]:
-        """The qualified names of functions of other modules of the project whose
+        """The qualified names of functions of other modules of the project that
+        may build a list (:meth:`ProjectIndex.function_may_build`) and whose
         result this module uses as a list (``v = f(...)``, then ``len(v)``, ``v[0]``,
         ``v[1:]``, ``for .. in v``, or passes ``v`` on): a cheap, syntactic test."""
         if "_imported_list_calls" in self.__dict__:
@@ -245,16 +272,16 @@ class ModuleContext:
         if self.project is not None:
             bound: dict[str, str] = {}
             scopes = set()
-            for stmt in statements(self.tree.body, into_definitions=True):
+            for stmt in statement_index(self.tree).statements:
                 if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call):
                     q = self.imports.qualname(stmt.value.func)
-                    if q is not None and self.project.split(q) is not None:
+                    if q is not None and self.project.function_may_build(q):
                         for t in stmt.targets:
-                            bound.update((n.id, q) for n in ast.walk(t) if isinstance(n, ast.Name))
+                            bound.update((n.id, q) for n in walk(t) if isinstance(n, ast.Name))
                         scopes.add(id(self._top_statement(stmt)))
             if bound:
                 tops = [stmt for stmt in self.tree.body if id(stmt) in scopes]
-                for node in (n for top in tops for n in ast.walk(top)):
+                for node in (n for top in tops for n in walk(top)):
                     name = None
                     if isinstance(node, ast.Call) and node.args:
                         name = next((a.id for a in node.args if isinstance(a, ast.Name) and a.id in bound), None)
@@ -424,7 +451,7 @@ class ModuleContext:
         seen.add(name)
         result = False
         calls: set[str] = set()
-        for node in ast.walk(fn):
+        for node in walk(fn):
             if isinstance(node, ast.Call):
                 if is_array_call(self.imports.qualname(node.func)):
                     result = True
@@ -445,7 +472,7 @@ class ModuleContext:
         if name not in cache:
             fn = self.module_functions.get(name)
             cache[name] = fn is not None and any(
-                isinstance(node, (ast.Global, ast.Nonlocal)) for node in ast.walk(fn))
+                isinstance(node, (ast.Global, ast.Nonlocal)) for node in walk(fn))
         return cache[name]
 
     def module_assigned_values(self, name: str) -> list:
@@ -546,7 +573,7 @@ class FunctionContext:
         dynamic: Optional[ast.AST] = None
         names: set[str] = set()
         stores = self._names[0]
-        for node in ast.walk(self.func):
+        for node in walk(self.func):
             if isinstance(node, ast.Name):
                 names.add(node.id)
             elif isinstance(node, ast.arg):
@@ -615,7 +642,7 @@ class FunctionContext:
         """For each name, the attributes read from it anywhere in the function
         (``x.shape`` -> {"x": {"shape"}})."""
         out: dict[str, set[str]] = {}
-        for node in ast.walk(self.func):
+        for node in walk(self.func):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 out.setdefault(node.value.id, set()).add(node.attr)
         return out
@@ -623,7 +650,7 @@ class FunctionContext:
     @cached_property
     def _assignments(self) -> dict[str, list]:
         out: dict[str, list] = {}
-        for node in ast.walk(self.func):
+        for node in walk(self.func):
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 t = node.targets[0]
                 if isinstance(t, ast.Name):
@@ -646,7 +673,7 @@ class FunctionContext:
         counts: dict[str, int] = {}
         value: dict[str, object] = {}
         handled: set[int] = set()
-        for node in ast.walk(self.func):
+        for node in walk(self.func):
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 t = node.targets[0]
                 if isinstance(t, ast.Name):
@@ -658,7 +685,7 @@ class FunctionContext:
                         counts[e.id] = counts.get(e.id, 0) + 1
                         value[e.id] = _element(node.value, i, len(t.elts))
                         handled.add(id(e))
-        for node in ast.walk(self.func):
+        for node in walk(self.func):
             if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) and id(node) not in handled:
                 counts[node.id] = counts.get(node.id, 0) + 2
             elif isinstance(node, ast.arg):
@@ -688,6 +715,6 @@ def _all_nested_scopes(stmt: ast.AST) -> Iterator[ast.AST]:
 
 
 def nested_scopes_in_expr(expr: ast.AST) -> Iterator[ast.AST]:
-    for node in ast.walk(expr):
+    for node in walk(expr):
         if isinstance(node, ast.Lambda):
             yield node

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from .activity import header_effects, target_names, target_reads, read_names, reads
+from .nodes import walk
 
 
 class Def:
@@ -206,7 +207,7 @@ class ReachingDefinitions:
 
 def _pattern_names(pattern: ast.AST) -> list[str]:
     out = []
-    for node in ast.walk(pattern):
+    for node in walk(pattern):
         if isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
             out.append(node.name)
         elif isinstance(node, ast.MatchMapping) and node.rest:

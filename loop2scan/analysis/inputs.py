@@ -29,6 +29,7 @@ from .iteration import (
 )
 from .outputs import Accumulator, index_offset
 from .symbolic import Lin, length_atom, to_lin
+from .nodes import walk
 
 
 @dataclass
@@ -82,7 +83,7 @@ def index_uses(la, index: str, accs: dict[str, Accumulator]) -> list[_IndexUse]:
     at_nodes = set()
     for acc in accs.values():
         if acc.kind == "at_set":
-            at_nodes.update(id(n) for n in ast.walk(acc.stmt.value.func.value.slice))
+            at_nodes.update(id(n) for n in walk(acc.stmt.value.func.value.slice))
     uses: list[_IndexUse] = []
     changing = la.written | la.targets
     for node in walk_all(la.loop.body):
@@ -401,7 +402,7 @@ def bind_aliases(la, xs: list[XsItem]) -> None:
     for stmt in la.body_statements():
         for n in header_effects(stmt).writes:
             writes[n] = writes.get(n, 0) + 1
-    outside = {n.id for n in ast.walk(la.func) if isinstance(n, ast.Name) and not la.inside_loop(n)}
+    outside = {n.id for n in walk(la.func) if isinstance(n, ast.Name) and not la.inside_loop(n)}
     outside |= set(la.fctx.params)
     for item in xs:
         if item.kind not in ("slice", "layers") or not item.replaces:
@@ -442,7 +443,7 @@ def _resolve(la, name: str):
     if d is None:
         return None
     value = d[0] if isinstance(d, tuple) else d
-    roots = [n.id for n in ast.walk(value) if isinstance(n, ast.Name)]
+    roots = [n.id for n in walk(value) if isinstance(n, ast.Name)]
     for r in roots:
         if r in la.written or r in la.targets:
             return None

@@ -30,6 +30,7 @@ from typing import Optional
 from .activity import arg_names, int_literal, walk_body, walk_scope
 from .decline import Decline, short
 from .imports import is_under
+from .nodes import walk
 
 TRANSFORMS = {"jax.jit", "jax.grad", "jax.value_and_grad", "jax.checkpoint", "jax.remat", "functools.partial",
               "jax.named_call"}
@@ -686,7 +687,7 @@ class LayerAnalysis:
             if isinstance(stmt, ast.Return):
                 return self._returned(st, scope.node, None, problems, call) if not scope.is_module else []
             return [] if isinstance(stmt, ast.Expr) else None
-        names = [n.id for n in ast.walk(stmt.targets[0]) if isinstance(n, ast.Name)]
+        names = [n.id for n in walk(stmt.targets[0]) if isinstance(n, ast.Name)]
         return [(scope, n) for n in names]
 
     def _optimizer_result(self, st: Structure, stmt: ast.Assign, scope: _Scope) -> bool:
@@ -708,7 +709,7 @@ class LayerAnalysis:
             return self._optimizer_problem(value, scope, depth + 1)
         if not isinstance(tx, ast.Call):
             return f"is built out of sight (`{short(ast.unparse(tx))}`)"
-        for node in ast.walk(tx):
+        for node in walk(tx):
             if isinstance(node, ast.keyword) and node.arg == "mask":
                 return "masks leaves (`mask=`: a mask reading shapes, `ndim` or paths would pick other leaves)"
             if not isinstance(node, ast.Call):
@@ -777,7 +778,7 @@ class LayerAnalysis:
         """A lambda computing leaf by leaf with arithmetic and element-wise jnp functions."""
         if not isinstance(fn, ast.Lambda):
             return False
-        for node in ast.walk(fn.body):
+        for node in walk(fn.body):
             if isinstance(node, ast.Call):
                 if imports.qualname(node.func) not in ELEMENTWISE:
                     return False
@@ -908,7 +909,7 @@ class _BuilderFinder:
             if isinstance(stmt, ast.stmt) and id(stmt) not in allowed:
                 if isinstance(stmt, (ast.For, ast.If, ast.While, ast.With, ast.Try)):
                     exprs = [getattr(stmt, "iter", None), getattr(stmt, "test", None), getattr(stmt, "target", None)]
-                    if any(e is not None and any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(e))
+                    if any(e is not None and any(isinstance(n, ast.Name) and n.id == name for n in walk(e))
                            for e in exprs):
                         return True
                     continue
@@ -962,10 +963,10 @@ class _BuilderFinder:
             for node in walk_scope(stmt):
                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
                     q = fctx.imports.qualname(node.value.func, fctx.shadowing)
-                    reads = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+                    reads = {n.id for n in walk(node.value) if isinstance(n, ast.Name)}
                     if q in ("jax.random.split", "jax.random.fold_in") and reads & derived:
                         for t in node.targets:
-                            derived |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+                            derived |= {n.id for n in walk(t) if isinstance(n, ast.Name)}
         return self._key_uses(loop.body, var, kind, fn, fctx, mctx, derived)
 
     def _key_uses(self, roots, var: str, kind: str, fn, fctx, mctx, derived: Optional[set] = None) -> Optional[Decline]:
@@ -974,7 +975,7 @@ class _BuilderFinder:
         ``keys[i]`` for an index."""
         derived = derived or {var}
         for root in roots:
-            for node in ast.walk(root):
+            for node in walk(root):
                 if not (isinstance(node, ast.Name) and node.id in derived and isinstance(node.ctx, ast.Load)):
                     continue
                 parent = mctx.parent(node)
@@ -1015,7 +1016,7 @@ def _may_call(func: ast.AST, name: str, scope: "_Scope") -> bool:
     if isinstance(func, ast.Attribute):
         return func.attr == name
     return any(isinstance(n, ast.Name) and n.id == name or isinstance(n, ast.Attribute) and n.attr == name
-               for n in ast.walk(func))
+               for n in walk(func))
 
 
 def _statement(mctx, node: ast.AST) -> ast.AST:

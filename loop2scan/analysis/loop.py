@@ -51,6 +51,7 @@ from .decline import Decline, position
 from .flow import Def, ReachingDefinitions
 from .iteration import ElementSource, EnumerateIndex, RangeSource
 from .symbolic import Lin, to_lin
+from .nodes import walk
 
 STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes"}
 STATIC_FUNCS = {"len"}  # isinstance/type would see tracers inside a scan
@@ -306,10 +307,10 @@ class LoopAnalysis:
         dropped = {d_span for item in xs for d_span in item.drop}
         skip: set[int] = set()
         for stmt in self.loop.body:
-            for node in ast.walk(stmt):
+            for node in walk(stmt):
                 if (isinstance(node, ast.Subscript) and self.mctx.span(node) in replaced) or \
                         (isinstance(node, ast.stmt) and self.mctx.span(node) in dropped):
-                    skip.update(id(n) for n in ast.walk(node))
+                    skip.update(id(n) for n in walk(node))
         out: set[str] = set()
         for stmt in self.loop.body:
             c = collect(stmt)
@@ -427,12 +428,12 @@ class LoopAnalysis:
         if expr is None:
             return set()
         skip: set[int] = set()
-        for node in ast.walk(expr):
+        for node in walk(expr):
             if isinstance(node, ast.Attribute) and node.attr in STATIC_ATTRS:
-                skip.update(id(n) for n in ast.walk(node.value))
+                skip.update(id(n) for n in walk(node.value))
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in STATIC_FUNCS:
                 for a in node.args:
-                    skip.update(id(n) for n in ast.walk(a))
+                    skip.update(id(n) for n in walk(a))
         return {n.id for n in reads(expr) if id(n) not in skip}
 
     def summary(self, plan: ScanPlan) -> str:
@@ -465,7 +466,7 @@ def _integer_arithmetic(expr: Optional[ast.AST]) -> bool:
     ``min(t, n)``), as opposed to array operations on it (``xs[t]``, ``jnp.sin(t)``)."""
     if expr is None:
         return False
-    for node in ast.walk(expr):
+    for node in walk(expr):
         if isinstance(node, ast.Call):
             if not (isinstance(node.func, ast.Name) and node.func.id in ("min", "max", "abs", "int", "round",
                                                                           "divmod", "len", "pow")):

@@ -23,6 +23,7 @@ from ..plan import Consumer, YsItem
 from .activity import all_written_names, full_slice, header_effects, int_literal, reads, walk_body, walk_scope
 from .decline import Decline, position, short
 from .kinds import UNKNOWN, _rank
+from .nodes import walk
 
 STACK_FUNCS = {"jax.numpy.stack"}
 ARRAY_FUNCS = {"jax.numpy.array", "jax.numpy.asarray"}
@@ -101,7 +102,7 @@ class OutputAnalysis:
     def _refs_in_body(self, name: str) -> list[ast.Name]:
         out = []
         for stmt in self.loop.body:
-            for node in ast.walk(stmt):  # nested scopes included: any reference counts
+            for node in walk(stmt):  # nested scopes included: any reference counts
                 if isinstance(node, ast.Name) and node.id == name:
                     out.append(node)
         return out
@@ -133,7 +134,7 @@ class OutputAnalysis:
             raise Decline("L2S502", f"`{name} = {empty}` must be in the same block as the loop, before it",
                           init.node)
         for between in block[iidx + 1:idx]:
-            for node in ast.walk(between):
+            for node in walk(between):
                 if isinstance(node, ast.Name) and node.id == name:
                     raise Decline("L2S502", f"`{name}` is used between `{name} = {empty}` and the loop", between)
         return init.node
@@ -169,7 +170,7 @@ class OutputAnalysis:
     def _consumers(self, name: str, init: ast.stmt, acc_stmt: ast.stmt) -> list[ConsumerUse]:
         if name in self.fctx.captured:
             raise Decline("L2S501", f"`{name}` is used by a nested function", self.fctx.captured[name][0])
-        body_nodes = {id(n) for s in self.loop.body for n in ast.walk(s)}
+        body_nodes = {id(n) for s in self.loop.body for n in walk(s)}
         init_def = next(iter(self.fctx.defs_before(self.loop, name)))
         out: list[ConsumerUse] = []
         for node in walk_body(self.fctx.func):
@@ -307,7 +308,7 @@ class OutputAnalysis:
         if len(refs) != 1:
             raise Decline("L2S501", f"`{name}` is also read inside the loop; only `{name}.append(...)` is allowed "
                           f"there", next(r for r in refs if r is not call.func.value))
-        if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(call.args[0])):
+        if any(isinstance(n, ast.Name) and n.id == name for n in walk(call.args[0])):
             raise Decline("L2S501", f"`{name}` is appended to itself", call)
         init = self._check_init(name, "list")
         return Accumulator("list", name, stmt, call.args[0], init, self._consumers(name, init, stmt))
@@ -346,7 +347,7 @@ class OutputAnalysis:
         refs = self._refs_in_body(name)
         if len(refs) != (2 if isinstance(stmt, ast.Assign) else 1):
             raise Decline("L2S501", f"`{name}` is also read inside the loop", stmt)
-        if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(value)):
+        if any(isinstance(n, ast.Name) and n.id == name for n in walk(value)):
             raise Decline("L2S501", f"`{name}` is added to itself", stmt)
         init = self._check_init(name, "tuple")
         return Accumulator("tuple", name, stmt, value, init, self._consumers(name, init, stmt))
@@ -376,7 +377,7 @@ class OutputAnalysis:
         if pos is None or not all(full_slice(p) for p in parts[pos + 1:]):
             return None
         value = call.args[0]
-        if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(value)):
+        if any(isinstance(n, ast.Name) and n.id == name for n in walk(value)):
             return None
         if len(self._refs_in_body(name)) != 2:  # the target and `name.at`
             return None

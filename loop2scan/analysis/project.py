@@ -70,6 +70,7 @@ class ProjectIndex:
         state["_forward"] = None
         state["_words"] = {}
         state["_function_text"] = {}
+        state["_may_build"] = {}
         return state
 
     # ---------------------------------------------------------------- modules
@@ -103,6 +104,12 @@ class ProjectIndex:
         """A text test before parsing: the module-level function ``qual`` may be a
         parameter-list builder (its text returns or appends to a list, and splits
         keys or loops over a range)."""
+        memo = self.__dict__.setdefault("_may_build", {})
+        if qual not in memo:
+            memo[qual] = self._function_may_build(qual)
+        return memo[qual]
+
+    def _function_may_build(self, qual: str) -> bool:
         found = self.split(qual)
         if found is None or "." in found[1]:
             return False
@@ -110,7 +117,7 @@ class ProjectIndex:
         body = self._function_texts(module).get(name)
         if body is None:
             # not defined there: re-exported, maybe; decide on the module
-            return name in self.words(module) and self.may_define_builder(module)
+            return self.mentions(module, name) and self.may_define_builder(module)
         return ("return [" in body or ".append(" in body) and ("split" in body or "range(" in body) \
             and any(w in body for w in KEY_WORDS)
 
@@ -136,6 +143,12 @@ class ProjectIndex:
         if name not in cache:
             cache[name] = set(_WORD.findall(self.text(name) or ""))
         return cache[name]
+
+    def mentions(self, module: str, word: str) -> bool:
+        """``word`` is an identifier in the text of ``module`` (the substring test
+        first: most modules do not hold it, and their word sets are never built)."""
+        text = self.text(module)
+        return text is not None and word in text and word in self.words(module)
 
     def register(self, name: str, mctx) -> None:
         """Use ``mctx`` (the module being processed) for lookups of ``name``."""
@@ -244,7 +257,7 @@ class ProjectIndex:
         target = f"{module}.{name}"
         out = []
         for other in sorted(self._import_graph().get(module, ())):
-            if other == module or name not in self.words(other):
+            if other == module or not self.mentions(other, name):
                 continue
             mctx = self.module_context(other)
             if mctx is None:

@@ -20,6 +20,7 @@ from typing import Optional
 
 from ..naming import fresh_name
 from ..plan import LoopResult, ScanPlan
+from .nodes import walk
 
 #: Methods named after what their class does: the class names the step.
 _CLASS_METHODS = {"__call__": "", "forward": "", "__init__": "_init"}
@@ -61,7 +62,7 @@ def discard_name(la, plan: ScanPlan) -> str:
     reads ``_``: binding ``_`` would make that read see the scan's result."""
     if la.func is None:
         return "_"
-    if not any(isinstance(n, ast.Name) and n.id == "_" and isinstance(n.ctx, ast.Load) for n in ast.walk(la.func)):
+    if not any(isinstance(n, ast.Name) and n.id == "_" and isinstance(n.ctx, ast.Load) for n in walk(la.func)):
         return "_"
     return fresh_name("_unused", set(plan.function_names))
 
@@ -136,7 +137,7 @@ def all_names(tree: ast.Module) -> set[str]:
     """Every name the module uses (bound, read, an argument, a definition, an
     attribute name, an imported name, a ``global``/``nonlocal``)."""
     out: set[str] = set()
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.Name):
             out.add(node.id)
         elif isinstance(node, ast.arg):

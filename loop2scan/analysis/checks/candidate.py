@@ -13,6 +13,7 @@ from ..examples import Invalid
 from ..decline import short
 from ..imports import is_array_call, is_under
 from ..kinds import JAX, NUMPY
+from ..nodes import walk
 
 REWRITTEN = "L2S000"
 NOT_CANDIDATE = "L2S001"
@@ -76,7 +77,7 @@ def evidence(la) -> Optional[ast.AST]:
         return None
     loop = la.loop
     imports = la.fctx.imports if la.fctx is not None else la.mctx.imports
-    for node in ast.walk(loop):
+    for node in walk(loop):
         found = None
         if isinstance(node, ast.Call):
             f = node.func
@@ -104,19 +105,19 @@ def evidence(la) -> Optional[ast.AST]:
     for name in sorted(body_written & body_read):
         if name in fctx.params and la.mctx.annotation_is_array(fctx.param_annotations.get(name)):
             return loop
-        if not any(not isinstance(v, tuple) and la.facts.is_array(v) for v in fctx.assigned_values(name)):
+        if not any(not isinstance(v, tuple) and _array_value(la, v) for v in fctx.assigned_values(name)):
             continue  # cheap filter before reaching definitions
         for d in fctx.defs_before(loop, name):
             value = getattr(d.node, "value", None) if d.kind == "assign" else None
             if value is not None and isinstance(d.node, (ast.Assign, ast.AnnAssign)) \
-                    and la.facts.is_array(value):
+                    and _array_value(la, value):
                 return loop
     # iterating an array, or reading arrays (known from `.shape`, annotations...)
     it = loop.iter
     seqs = it.args if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and \
         it.func.id in ("reversed", "zip", "enumerate") else [it]
     for s in seqs:
-        if isinstance(s, ast.Name) and la.facts.name_is_array(s.id):
+        if isinstance(s, ast.Name) and _array_name(la, s.id):
             return s
     targets = set(target_names(loop.target))
     for node in walk_all(loop.body):
@@ -131,9 +132,25 @@ def evidence(la) -> Optional[ast.AST]:
             continue
         for op in operands:
             if isinstance(op, ast.Name) and op.id not in targets and op.id not in body_written \
-                    and op.id in fctx.locals and la.facts.name_is_array(op.id):
+                    and op.id in fctx.locals and _array_name(la, op.id):
                 return op
     return None
+
+
+def _array_value(la, value: ast.AST) -> bool:
+    """``value`` is an array, as the function shows it with nothing known about
+    a loop (asked once per value: the loops of a function ask about the same ones)."""
+    memo = la.fctx.__dict__.setdefault("_evidence_arrays", {})
+    if id(value) not in memo:
+        memo[id(value)] = la.facts.is_array(value)
+    return memo[id(value)]
+
+
+def _array_name(la, name: str) -> bool:
+    memo = la.fctx.__dict__.setdefault("_evidence_array_names", {})
+    if name not in memo:
+        memo[name] = la.facts.name_is_array(name)
+    return memo[name]
 
 
 MODULE_LISTS = {"flax.nnx.List", "flax.nnx.Sequential", "torch.nn.ModuleList", "torch.nn.Sequential",
@@ -175,7 +192,7 @@ def calls_numpy(la) -> bool:
         return False
     imports = la.fctx.imports
     return any(isinstance(n, ast.Call) and is_under(imports.qualname(n.func, la.fctx.shadowing), "numpy")
-               for n in ast.walk(la.loop))
+               for n in walk(la.loop))
 
 
 def numpy_loop(la) -> Optional[str]:
@@ -188,7 +205,7 @@ def numpy_loop(la) -> Optional[str]:
     if not any(q == "numpy" or q.startswith("numpy.") for q in fctx.imports.all_aliases().values()):
         return None  # nothing here can be a NumPy array
     numpy_calls = []
-    for node in ast.walk(loop):
+    for node in walk(loop):
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "at":
             return None  # x.at[i]: JAX
         if not isinstance(node, ast.Call):
@@ -232,7 +249,7 @@ def _framework_calls(mctx, name: str, seen: set) -> Optional[str]:
         return None
     seen.add(name)
     found = None
-    for node in ast.walk(fn):
+    for node in walk(fn):
         if not isinstance(node, ast.Call):
             continue
         q = mctx.imports.qualname(node.func)

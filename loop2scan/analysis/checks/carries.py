@@ -9,6 +9,7 @@ from ..decline import Code, Decline, short
 from ..examples import Invalid, Valid
 from ..imports import is_under
 from ..kinds import UNKNOWN, changes, promote
+from ..nodes import walk
 
 CODES = (
     Code("L2S401", "carry-unbound", "a value carried from step to step is not assigned before the loop",
@@ -175,7 +176,7 @@ def _update_is_array(la, stmt: ast.stmt, name: str) -> bool:
     if value is None:
         return False
     return la.facts.is_array(value, defs_of) or any(
-        isinstance(n, ast.Call) and la.facts.call_is_array(n) for n in ast.walk(value))
+        isinstance(n, ast.Call) and la.facts.call_is_array(n) for n in walk(value))
 
 
 def _carry_updates(la, name: str) -> list[tuple[ast.stmt, ast.AST]]:
@@ -203,13 +204,13 @@ def check_shapes(la) -> None:
                               "growing container is never a scan carry (collect per-step values with `.append` "
                               "and stack them after the loop instead)", stmt)
         for stmt, value in updates:
-            for node in ast.walk(value):
+            for node in walk(value):
                 if not isinstance(node, ast.Call):
                     continue
                 q = la.qual(node.func) or ""
                 last = q.rsplit(".", 1)[-1] if q else getattr(node.func, "attr", getattr(node.func, "id", ""))
                 if (last in SHAPE_CHANGING and (is_under(q, "jax.numpy", "jax._src.numpy") or not q)
-                        and any(isinstance(n, ast.Name) and n.id == name for a in node.args for n in ast.walk(a))):
+                        and any(isinstance(n, ast.Name) and n.id == name for a in node.args for n in walk(a))):
                     raise Decline("L2S404", f"`{name}` is updated with `{short(ast.unparse(node))}`, which "
                                   "changes its shape from step to step; a scan carry keeps one shape", node)
         defs = la.fctx.defs_before(la.loop, name)
@@ -370,7 +371,7 @@ def _scalar_attribute(la, attr: str) -> bool:
         if not isinstance(method, ast.FunctionDef):
             continue
         ctx = la.mctx.function(method)
-        for node in ast.walk(method):
+        for node in walk(method):
             if isinstance(node, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 if any(isinstance(t, ast.Attribute) and t.attr == attr and isinstance(t.value, ast.Name)

@@ -8,6 +8,7 @@ from typing import Optional
 from ..activity import all_read_names, walk_all, walk_scope
 from ..decline import Code, Decline, position, short
 from ..examples import Invalid, NotThis, Valid
+from ..nodes import walk
 
 CODES = (
     Code("L2S101", "break", "`break` in the loop body",
@@ -82,7 +83,7 @@ def body_problems(la) -> list[Decline]:
                 add("L2S106", f"`{type(node).__name__.lower()} {', '.join(node.names)}` inside the loop; "
                     "return the value from the step instead", node)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for sub in ast.walk(node):
+                for sub in walk(node):
                     if isinstance(sub, (ast.Global, ast.Nonlocal)):
                         add("L2S106", f"`{type(sub).__name__.lower()} {', '.join(sub.names)}` in a function "
                             "defined inside the loop; return the value instead", sub)
@@ -115,7 +116,7 @@ def check_globals(la) -> None:
     used = (all_read_names(la.loop.body) | la.written) & declared
     if used:
         name = sorted(used)[0]
-        decl = next((n for n in ast.walk(la.func) if isinstance(n, (ast.Global, ast.Nonlocal))
+        decl = next((n for n in walk(la.func) if isinstance(n, (ast.Global, ast.Nonlocal))
                      and name in n.names), la.loop)
         raise Decline("L2S106", f"`{name}` is declared `global`/`nonlocal` in the function and used in the loop; "
                       "a scan step cannot rebind it (return the value instead)", decl)

@@ -8,6 +8,7 @@ from ..activity import walk_body
 from ..decline import Code, Decline
 from ..examples import Invalid
 from ..imports import is_under
+from ..nodes import walk
 
 CODES = (
     Code("L2S601", "framework-mismatch", "the loop uses a framework the chosen target does not handle",
@@ -32,7 +33,7 @@ def check_framework(la) -> None:
         raise Decline("L2S601", "the loop is in Pallas kernel code (the function uses `jax.experimental."
                       "pallas`); kernel loops are unrolled on purpose and a scan may not lower there",
                       la.loop)
-    for node in ast.walk(la.loop):
+    for node in walk(la.loop):
         if isinstance(node, ast.Call):
             q = imports.qualname(node.func, shadow)
             if is_under(q, "torch", "torch_xla"):
@@ -44,7 +45,7 @@ def check_framework(la) -> None:
                               "scan, and this version's JAX target rewrites only loops over arrays", node)
     cls = la.mctx.enclosing_class(la.func) if la.func is not None else None
     if cls is not None and _is_module_class(la, cls):
-        for node in ast.walk(la.loop):
+        for node in walk(la.loop):
             if isinstance(node, ast.Call):
                 f = node.func
                 while isinstance(f, (ast.Attribute, ast.Subscript)):

@@ -29,6 +29,7 @@ from ..kinds import (
 from ..imports import is_array_call
 from ..outputs import index_offset
 from .static_uses import _static_parameter_of
+from ..nodes import children, walk
 
 CODES = (
     Code("L2S301", "dynamic-trip-count", "the number of steps is not static",
@@ -88,7 +89,7 @@ def check_iterables(la) -> None:
                 problems.append(Decline("L2S303", f"the loop calls `{ast.unparse(f)}` on each element: a loop "
                                         "over layers or objects", node))
             elif isinstance(f, ast.Subscript) and index is not None and any(
-                    isinstance(n, ast.Name) and n.id == index for n in ast.walk(f.slice)):
+                    isinstance(n, ast.Name) and n.id == index for n in walk(f.slice)):
                 problems.append(Decline("L2S303", f"the loop calls `{ast.unparse(f)}`: a loop over a list of "
                                         "layers or callables", node))
         elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and la.layer is None and \
@@ -454,12 +455,12 @@ def _array_parameter(la, call: ast.Call, arg: ast.AST, found) -> bool:
         return False
     fctx = mctx.function(callee)
     parents = {}
-    for n in ast.walk(callee):
-        for child in ast.iter_child_nodes(n):
+    for n in walk(callee):
+        for child in children(n):
             parents[id(child)] = n
     parent_of = lambda n: parents.get(id(n))  # noqa: E731
     found_array = False
-    for node in ast.walk(callee):
+    for node in walk(callee):
         if not (isinstance(node, ast.Name) and node.id == param and isinstance(node.ctx, ast.Load)):
             continue
         p = parent_of(node)

@@ -13,8 +13,9 @@ from ..decline import Code, Decline
 from ..examples import Invalid, Valid
 from ..iteration import ElementSource
 from ..kinds import UNKNOWN
-from ..layers import imported_list_sources
+from ..layers import imported_list_sources, module_builders
 from ..outputs import index_offset
+from ..nodes import walk
 
 CODES = (
     Code("L2S303", "layer-loop", "the loop calls each element: a loop over layers or callables",
@@ -163,7 +164,7 @@ def _reads_parameters(fn: ast.AST, pos: int) -> bool:
     if pos >= len(params):
         return False
     param = params[pos]
-    for node in ast.walk(fn):
+    for node in walk(fn):
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == param \
                 and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
             return True
@@ -273,8 +274,9 @@ def standalone_edits(mctx, results: list[LoopResult]) -> list[LayoutEdit]:
     modules and all rewritten (a builder module, an importer using ``len(v)``)."""
     if mctx.layout != "stacked" or mctx.project is None:
         return []
-    if "layers" not in mctx.__dict__ and not mctx.may_build_layers() and not imported_list_sources(mctx):
-        return []
+    if "layers" not in mctx.__dict__ and not any(b.problem is None for b in module_builders(mctx).values()) \
+            and not imported_list_sources(mctx):
+        return []  # no list this module sees can change layout (the analysis follows no other)
     out: list[LayoutEdit] = []
     for st in mctx.layers.structures:
         if not st.loops or st.problem is not None or st.builder.problem is not None:

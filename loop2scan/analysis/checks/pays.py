@@ -31,6 +31,7 @@ from ..decline import Code, Decline, short
 from ..examples import Invalid, NotThis, Valid
 from ..imports import is_array_call, is_under
 from ..kinds import ARRAY_METHODS, ARRAY_ONLY_ATTRIBUTES, CONTAINER, NONE, OBJECT, STRING
+from ..nodes import walk
 
 CODES = (
     Code("L2S701", "short-loop", "the loop runs a small constant number of steps",
@@ -149,12 +150,12 @@ def _rebound_at_module_level(mctx) -> set[str]:
     if cache is None:
         cache = set()
         for stmt in mctx.tree.body:
-            for node in ast.walk(stmt):
+            for node in walk(stmt):
                 if isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Name):
                     cache.add(node.target.id)
                 elif isinstance(node, (ast.For, ast.AsyncFor, ast.With)) and not isinstance(stmt, (
                         ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    for t in ast.walk(node.target if isinstance(node, (ast.For, ast.AsyncFor)) else node):
+                    for t in walk(node.target if isinstance(node, (ast.For, ast.AsyncFor)) else node):
                         if isinstance(t, ast.Name) and not isinstance(t.ctx, ast.Load):
                             cache.add(t.id)
                 elif isinstance(node, ast.Global):
@@ -196,7 +197,7 @@ def _remainder_bound(la) -> Optional[ast.AST]:
 def _is_remainder(la, expr: ast.AST, depth: int) -> bool:
     if depth > 4:
         return False
-    for node in ast.walk(expr):
+    for node in walk(expr):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
             return True
         if isinstance(node, ast.Name):
@@ -216,7 +217,7 @@ def _is_remainder(la, expr: ast.AST, depth: int) -> bool:
 def _lax_loop_beside(la) -> Optional[tuple[ast.Call, str, str]]:
     """A ``lax`` loop (scan, fori_loop, while_loop, map) in the same function
     whose arguments or results share a name with this loop's carries or inputs."""
-    ours = set(la.carries) | {n.id for n in ast.walk(la.loop.iter) if isinstance(n, ast.Name)}
+    ours = set(la.carries) | {n.id for n in walk(la.loop.iter) if isinstance(n, ast.Name)}
     ours -= {"range", "zip", "enumerate", "reversed", "len"}
     if not ours:
         return None
@@ -227,10 +228,10 @@ def _lax_loop_beside(la) -> Optional[tuple[ast.Call, str, str]]:
         if how is None or how.rsplit(".", 1)[-1] not in ("scan", "fori_loop", "while_loop", "map",
                                                           "associative_scan"):
             continue
-        names = {n.id for a in node.args[1:] for n in ast.walk(a) if isinstance(n, ast.Name)}
+        names = {n.id for a in node.args[1:] for n in walk(a) if isinstance(n, ast.Name)}
         parent = la.mctx.parent(node)
         if isinstance(parent, ast.Assign):
-            names |= {n.id for t in parent.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            names |= {n.id for t in parent.targets for n in walk(t) if isinstance(n, ast.Name)}
         shared = sorted(names & ours)
         if shared:
             return node, how, shared[0]
@@ -410,7 +411,7 @@ def _static_use_of(la, names: set[str]) -> Optional[tuple[str, ast.AST]]:
                 check(la)
             except Decline as d:
                 node = d.node if d.node is not None else la.loop
-                involved = sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & la.tainted)
+                involved = sorted({n.id for n in walk(node) if isinstance(n, ast.Name)} & la.tainted)
                 if isinstance(node, ast.stmt):
                     keyword = type(node).__name__.lower()
                     what = f"the `{keyword}` at line {node.lineno}" if keyword in ("if", "while", "assert") \

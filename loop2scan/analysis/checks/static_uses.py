@@ -12,6 +12,7 @@ from ..decline import Code, Decline, position, short
 from ..examples import Invalid, Valid
 from ..imports import is_under
 from ..kinds import ARRAY_METHODS, CONTAINER
+from ..nodes import walk
 
 CODES = (
     Code("L2S307", "index-as-python-value", "the loop index is used as a Python value",
@@ -415,7 +416,7 @@ def _python_use_in_callee(la, call: ast.Call, arg: ast.AST) -> Optional[tuple[st
         return None
     name = ast.unparse(call.func)
     containers = (ast.List, ast.Tuple, ast.Dict, ast.ListComp, ast.DictComp)
-    sequences = {n.targets[0].id for n in ast.walk(callee) if isinstance(n, ast.Assign) and len(n.targets) == 1
+    sequences = {n.targets[0].id for n in walk(callee) if isinstance(n, ast.Assign) and len(n.targets) == 1
                  and isinstance(n.targets[0], ast.Name) and isinstance(n.value, containers)}
     sequences |= {n.targets[0].id for n in mctx.tree.body if isinstance(n, ast.Assign)
                   and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
@@ -425,7 +426,7 @@ def _python_use_in_callee(la, call: ast.Call, arg: ast.AST) -> Optional[tuple[st
     def reads_param(e: Optional[ast.AST]) -> bool:
         return e is not None and param in la.value_reads(e)
 
-    for node in ast.walk(callee):
+    for node in walk(callee):
         if isinstance(node, ast.Call):
             # the parameter at a position a framework function needs a Python value in (a shape, an axis)
             for arg in list(node.args) + [k.value for k in node.keywords]:
