@@ -157,7 +157,7 @@ def process_file(path: str, options: Options) -> FileReport:
 
 
 #: Files analysed between two runs of the cycle collector while a run holds it.
-COLLECT_EVERY = 100000
+COLLECT_EVERY = 500
 _collector_held = False
 _files_since_collect = 0
 
@@ -280,46 +280,92 @@ def _parallel(files: list[str], options: Options, jobs: int, project) -> list[Fi
     import multiprocessing
 
     jobs = min(jobs, max(1, len(files) // MIN_FILES_PER_JOB))
-    # big files first spread the work evenly; results are put back in input order
-    order = sorted(range(len(files)), key=lambda i: -_size(files[i]))
     results: list[Optional[FileReport]] = [None] * len(files)
-    ctx = multiprocessing.get_context(_start_method()) if hasattr(os, "fork") else None
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker, initargs=(project,))
+    ctx = multiprocessing.get_context(_start_method()) if hasattr(os, "fork") else multiprocessing.get_context()
+    stop = ctx.Event()
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker,
+                                  initargs=(project, stop))
     try:
-        # at most `jobs` files in hand at a time, so that Ctrl-C stops the run promptly
-        todo = iter(order)
+        todo = iter(_chunks(files, jobs))
         running = {}
-        for i in todo:
-            running[pool.submit(process_file, files[i], options)] = i
+        for chunk in todo:
+            running[pool.submit(_process_chunk, [files[i] for i in chunk], options)] = chunk
             if len(running) >= jobs:
                 break
         while running:
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in done:
-                i = running.pop(fut)
+                chunk = running.pop(fut)
                 try:
-                    results[i] = fut.result()
-                except Exception as e:  # noqa: BLE001 - a crash in one file must not lose the others
-                    results[i] = FileReport(files[i], error=f"internal error: {type(e).__name__}: {e}")
+                    reports = fut.result()
+                except Exception as e:  # noqa: BLE001 - a crash in one worker must not lose the other files
+                    reports = [FileReport(files[i], error=f"internal error: {type(e).__name__}: {e}") for i in chunk]
+                for i, report in zip(chunk, reports):
+                    results[i] = report
                 nxt = next(todo, None)
                 if nxt is not None:
-                    running[pool.submit(process_file, files[nxt], options)] = nxt
+                    running[pool.submit(_process_chunk, [files[i] for i in nxt], options)] = nxt
     except KeyboardInterrupt:
-        # Ctrl-C: no new file is started; the workers finish (atomically) the ones in hand
+        # Ctrl-C: the workers finish (atomically) the file in hand and start no other
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
     return [r for r in results if r is not None]
 
 
-def _start_worker(project) -> None:
-    """Workers leave Ctrl-C to the main process, which stops handing out files,
-    and look up other modules in the run's project."""
+#: Chunks handed to each worker over a run (more: finer balance; fewer: more of
+#: the modules a file looks at are already read in the worker that needs them).
+CHUNKS_PER_JOB = 8
+
+
+def _chunks(files: list[str], jobs: int) -> list[list[int]]:
+    """The files cut into runs of neighbours (in path order) of about equal
+    size, the largest first.  A file's analysis reads the modules around it
+    (its imports, its importers); a worker that processes a package's files
+    together reads each of them once."""
+    order = sorted(range(len(files)), key=lambda i: files[i])
+    sizes = [_size(f) + 1 for f in files]
+    count = max(1, min(len(files) // MIN_FILES_PER_JOB, jobs * CHUNKS_PER_JOB))
+    target = sum(sizes) / count
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    filled = 0
+    for i in order:
+        current.append(i)
+        filled += sizes[i]
+        if filled >= target:
+            chunks.append(current)
+            current, filled = [], 0
+    if current:
+        chunks.append(current)
+    chunks.sort(key=lambda c: -sum(sizes[i] for i in c))
+    return chunks
+
+
+#: Set in a worker when the run is interrupted: the worker stops between two files.
+_STOP = None
+
+
+def _process_chunk(paths: list[str], options: Options) -> list[FileReport]:
+    out = []
+    for path in paths:
+        if _STOP is not None and _STOP.is_set():
+            out.append(FileReport(path, error="not processed: the run was interrupted"))
+            continue
+        out.append(process_file(path, options))
+    return out
+
+
+def _start_worker(project, stop=None) -> None:
+    """Workers leave Ctrl-C to the main process, which tells them to stop
+    after the file in hand, and look up other modules in the run's project."""
     import signal
 
-    global _PROJECT
+    global _PROJECT, _STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _PROJECT = project
+    _STOP = stop
     _hold_collector()
 
 

@@ -32,7 +32,7 @@ import pytest
 from click.testing import CliRunner
 
 from loop2scan import __version__
-from loop2scan.cli import main
+from loop2scan.cli import entry, main
 from loop2scan.codes import CODES, code_table_markdown
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1005,10 +1005,25 @@ def run_module(*args, cwd: Path, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_console_entry_point_is_the_click_main():
+def test_console_entry_point_runs_the_click_main():
     (ep,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "loop2scan"]
-    assert ep.value == "loop2scan.cli:main"
-    assert ep.load() is main
+    assert ep.value == "loop2scan.cli:entry"
+    assert ep.load() is entry
+
+
+def test_entry_exits_with_the_commands_code_and_flushes_its_output(tmp_path):
+    """The command's exit code and output survive the exit that skips teardown,
+    piped as in pre-commit and CI."""
+    (tmp_path / "rnn.py").write_text(RNN_SRC)
+    code = "import sys; sys.argv = ['loop2scan', *sys.argv[1:]]; from loop2scan.cli import entry; entry()"
+    p = subprocess.run([sys.executable, "-c", code, "rewrite", "rnn.py"], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.startswith("--- a/rnn.py\n+++ b/rnn.py\n")
+    assert "1 loop can be rewritten" in p.stderr
+    p = subprocess.run([sys.executable, "-c", code, "rewrite", "--framework", "nope", "rnn.py"], cwd=tmp_path,
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Error" in p.stderr
 
 
 def test_module_entry_preview_then_write(project, tmp_path):

@@ -59,4 +59,4 @@ def test_extras():
 
 
 def test_console_script():
-    assert _project()["scripts"]["loop2scan"] == "loop2scan.cli:main"
+    assert _project()["scripts"]["loop2scan"] == "loop2scan.cli:entry"

@@ -828,12 +828,15 @@ def imported_list_sources(mctx) -> list:
     project = mctx.project
     if project is None or mctx.name is None:
         return []
-    # text first: an imported function of the project that may build a list at all
+    calls = mctx.imported_list_calls()
+    if not calls:
+        return []
+    # an imported function of the project that may build a list at all
     if not any(project.function_may_build(q) for q in mctx.imports.all_aliases().values()
                if project.split(q) is not None):
         return []
     out = {}
-    for qual in mctx.imported_list_calls():
+    for qual in calls:
         if not project.function_may_build(qual):
             continue
         found = project.function(qual)
