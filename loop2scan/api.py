@@ -39,6 +39,7 @@ class Options:
     min_trip_count: int = DEFAULT_MIN_TRIP_COUNT  # constant trip counts below this are left alone
     eager: str = "compile-once"  # or "skip", "closure" (see loop2scan.policy.Policy)
     include_tests: bool = False  # directory runs skip test files unless this is set
+    force_exclude: bool = False  # excludes and test files apply to files named explicitly too
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
     line_length: int = DEFAULT_LINE_LENGTH  # of emitted code
 
@@ -135,7 +136,7 @@ def options_from_config(cfg: Config, **overrides) -> Options:
     opts = Options(framework=cfg.framework, layout=cfg.layout, exclude=cfg.exclude,
                    extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples),
                    min_trip_count=cfg.min_trip_count, eager=cfg.eager, include_tests=cfg.include_tests,
-                   test_files=cfg.test_files, line_length=cfg.line_length)
+                   test_files=cfg.test_files, line_length=cfg.line_length, force_exclude=cfg.force_exclude)
     for key, value in overrides.items():
         if value is not None:
             setattr(opts, key, value)
@@ -243,7 +244,8 @@ def run(paths: Sequence[str], options: Options) -> RunReport:
 def _run(paths: Sequence[str], options: Options) -> RunReport:
     global _PROJECT
     files, errors = discover(list(paths), exclude=options.exclude, extend_exclude=options.extend_exclude,
-                             root=options.root, skip=() if options.include_tests else options.test_files)
+                             root=options.root, skip=() if options.include_tests else options.test_files,
+                             force_exclude=options.force_exclude)
     reports = [FileReport(e.path, error=e.message) for e in errors]
     files = [os.path.normpath(p) for p in files]
     project = build_project(list(paths), files, project_root(list(paths)), options.exclude, options.extend_exclude,

@@ -40,6 +40,9 @@ def _check_framework(framework: Optional[str], source: str) -> None:
 
 def _policy_options(f):
     """The options that choose which loops pay for a scan, shared by ``rewrite`` and ``explain``."""
+    f = click.option("--force-exclude", is_flag=True, default=None,
+                     help="Apply the excludes and the test-file patterns to files named on the command line too "
+                          "(for pre-commit, which names every file; `force-exclude` in [tool.loop2scan]).")(f)
     f = click.option("--include-tests", is_flag=True, default=None,
                      help="Also process test files met while walking directories (tests/, test_*.py, *_test.py; "
                           "`test-files` in [tool.loop2scan]). Test files named on the command line are always "
@@ -55,8 +58,9 @@ def _policy_options(f):
     return f
 
 
-def _options(paths, framework, config_path, write=False, layout=None, min_trip_count=None, eager=None,
-             include_tests=None) -> Options:
+def _options(paths, framework, config_path, write=False, layout=None, **policy) -> Options:
+    """The run's options: ``[tool.loop2scan]``, overridden by the flags given
+    (``policy``: the flags of :func:`_policy_options`)."""
     _check_framework(framework, "--framework")
     try:
         cfg = load_config(list(paths), config_path)
@@ -64,8 +68,7 @@ def _options(paths, framework, config_path, write=False, layout=None, min_trip_c
         raise click.UsageError(str(e)) from None
     if framework is None:
         _check_framework(cfg.framework, f"framework in {cfg.path}")
-    return options_from_config(cfg, framework=framework, write=write, layout=layout, min_trip_count=min_trip_count,
-                               eager=eager, include_tests=include_tests)
+    return options_from_config(cfg, framework=framework, write=write, layout=layout, **policy)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,11 +101,11 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the diff unless --no-diff).")
 @_policy_options
 def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check, device, rtol, atol,
-            verbose, quiet, min_trip_count, eager, include_tests) -> None:
+            verbose, quiet, **policy) -> None:
     """Find loops in PATHS, prove them safe, and rewrite them into scans.
 
     Without --write, prints a unified diff and exits 1 when a rewrite is available."""
-    options = _options(paths, framework, config_path, write, layout, min_trip_count, eager, include_tests)
+    options = _options(paths, framework, config_path, write, layout, **policy)
     options.jobs = jobs
     options.check, options.device, options.rtol, options.atol = check, device, rtol, atol
     try:
@@ -164,14 +167,12 @@ def _split_target(target: str) -> tuple[str, Optional[int]]:
 @click.option("--all", "show_all", is_flag=True, help="Also list loops that are not array loops.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
 @_policy_options
-def explain(targets, framework, layout, fmt, config_path, show_all, jobs, min_trip_count, eager,
-            include_tests) -> None:
+def explain(targets, framework, layout, fmt, config_path, show_all, jobs, **policy) -> None:
     """Explain each loop: its carry / xs / ys / broadcast split, or why it is not rewritten.
 
     PATH:LINE explains the loop on that line (or the innermost loop around it)."""
     split = [_split_target(t) for t in targets]
-    options = _options([p for p, _ in split], framework, config_path, layout=layout, min_trip_count=min_trip_count,
-                       eager=eager, include_tests=include_tests)
+    options = _options([p for p, _ in split], framework, config_path, layout=layout, **policy)
     options.jobs = jobs
     exit_code = 0
     try:

@@ -15,6 +15,7 @@ changes nothing.
                                       # or "closure": closure steps everywhere (code always run under jit)
     include-tests = false             # directory runs skip test files (explicit file arguments never are)
     test-files = ["tests", "test_*.py", "*_test.py"]  # what counts as a test file
+    force-exclude = false             # apply exclude / test-files to files named explicitly too (pre-commit)
 
 The line length of emitted code is ``line-length`` of ``[tool.ruff]`` (or else
 ``[tool.black]``) in the same file, 88 when neither sets it.
@@ -36,7 +37,7 @@ from .files import DEFAULT_TEST_FILES
 from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, EAGER_MODES, line_length_from
 
 KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude", "min-trip-count", "eager", "include-tests",
-              "test-files"}
+              "test-files", "force-exclude"}
 
 
 class ConfigError(Exception):
@@ -52,6 +53,7 @@ class Config:
     min_trip_count: int = DEFAULT_MIN_TRIP_COUNT
     eager: str = "compile-once"
     include_tests: bool = False
+    force_exclude: bool = False
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
     line_length: int = DEFAULT_LINE_LENGTH  # from [tool.ruff] / [tool.black]
     examples: list = field(default_factory=list)  # check.Example, from [tool.loop2scan.examples]
@@ -120,10 +122,11 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
             raise ConfigError(f"{path}: eager must be one of {', '.join(repr(m) for m in EAGER_MODES)}, "
                               f"not {table['eager']!r}")
         cfg.eager = table["eager"]
-    if "include-tests" in table:
-        if not isinstance(table["include-tests"], bool):
-            raise ConfigError(f"{path}: include-tests must be true or false")
-        cfg.include_tests = table["include-tests"]
+    for key in ("include-tests", "force-exclude"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ConfigError(f"{path}: {key} must be true or false")
+            setattr(cfg, key.replace("-", "_"), table[key])
     if "framework" in table:
         if not isinstance(table["framework"], str):
             raise ConfigError(f"{path}: framework must be a string")

@@ -658,11 +658,14 @@ def discover(
     extend_exclude: Sequence[str] = (),
     root: str | None = None,
     skip: Sequence[str] = (),
+    force_exclude: bool = False,
 ) -> tuple[list[str], list[SourceError]]:
     """Expand command-line paths into the source files to process.
 
     * A path naming a file is always included, whatever its suffix and the
-      exclusion patterns.
+      exclusion patterns, unless ``force_exclude`` is set: then a file named
+      explicitly is left out when a pattern matches it or a directory above
+      it (as ruff's ``--force-exclude``: pre-commit names every file).
     * A path naming a directory (or a link to one) is walked recursively in
       sorted order collecting ``*.py`` files.  Symbolic links to directories
       met during the walk are not followed and broken links are skipped.
@@ -720,6 +723,22 @@ def discover(
             base = _relative_base(given, root)
             for found in _walk(given, base, patterns, errors):
                 add(found)
+        elif force_exclude and _force_excluded(given, root, patterns):
+            continue
         else:
             add(given)
     return files, errors
+
+
+def _force_excluded(path: str, root: str | None, patterns: Sequence[str]) -> bool:
+    """A file named explicitly matches a pattern: its name, a directory above
+    it, or its path relative to ``root`` (or to the current directory)."""
+    anchor = root if root is not None else os.getcwd()
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(anchor))
+    except ValueError:  # different drives on Windows
+        rel = os.path.abspath(path)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        rel = os.path.basename(path)  # outside the project: only the file's own name
+    parts = [p for p in rel.replace(os.sep, "/").split("/") if p not in ("", ".")]
+    return any(_is_excluded(parts[i], "/".join(parts[:i + 1]), patterns) for i in range(len(parts)))

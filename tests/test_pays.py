@@ -77,6 +77,30 @@ def test_directory_runs_leave_test_files_out(tmp_path, monkeypatch):
     assert "pkg/testing.py" not in loops_by_file(out) and "pkg/test_model.py" in loops_by_file(out)
 
 
+def test_force_exclude_applies_the_patterns_to_files_named_explicitly(tmp_path, monkeypatch):
+    """pre-commit names every staged file: --force-exclude (or force-exclude in the
+    configuration) leaves test files and excluded paths out as a directory run does."""
+    (tmp_path / ".git").mkdir()
+    write(tmp_path, {"pkg/model.py": LOOP, "pkg/test_model.py": LOOP, "tests/helpers.py": LOOP,
+                     "build/gen.py": LOOP, "pkg/vendored/lib.py": LOOP})
+    monkeypatch.chdir(tmp_path)
+    named = ["pkg/model.py", "pkg/test_model.py", "tests/helpers.py", "build/gen.py", "pkg/vendored/lib.py"]
+    code, out, _ = invoke("rewrite", *named, "--format", "json")
+    assert len(loops_by_file(out)) == 5
+    code, out, _ = invoke("rewrite", *named, "--format", "json", "--force-exclude")
+    assert sorted(loops_by_file(out)) == ["pkg/model.py", "pkg/vendored/lib.py"]
+    (tmp_path / "pyproject.toml").write_text('[tool.loop2scan]\nforce-exclude = true\n'
+                                             'extend-exclude = ["vendored"]\n')
+    code, out, _ = invoke("rewrite", *named, "--format", "json")
+    assert sorted(loops_by_file(out)) == ["pkg/model.py"]
+    # with --include-tests the test files come back; excluded paths do not
+    code, out, _ = invoke("rewrite", *named, "--format", "json", "--include-tests")
+    assert sorted(loops_by_file(out)) == ["pkg/model.py", "pkg/test_model.py", "tests/helpers.py"]
+    (tmp_path / "pyproject.toml").write_text("[tool.loop2scan]\nforce-exclude = 1\n")
+    code, _, err = invoke("rewrite", "pkg/model.py")
+    assert code == 2 and "force-exclude must be true or false" in err
+
+
 def test_a_test_file_still_counts_as_a_caller(tmp_path):
     """Left out of the run, a test that calls a function eagerly still shows its context."""
     write(tmp_path, {
