@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from .config import Config
+from .codes import CodeSelection
 from .engine import SourceResult, rewrite_source
 from .analysis.project import build_project, project_root
-from .files import DEFAULT_TEST_FILES, SourceError, SourceFile, discover, read_source, write_source
+from .files import (DEFAULT_TEST_FILES, SourceError, SourceFile, decode_source, discover, read_source,
+                    write_source)
 from .plan import LoopResult
 from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, Policy, Style
 
@@ -40,6 +42,9 @@ class Options:
     eager: str = "compile-once"  # or "skip", "closure" (see loop2scan.policy.Policy)
     include_tests: bool = False  # directory runs skip test files unless this is set
     force_exclude: bool = False  # excludes and test files apply to files named explicitly too
+    lines: dict = field(default_factory=dict)  # FILE:LINE runs: normalised path -> the lines to rewrite
+    select: tuple[str, ...] = ()  # codes reported (prefixes; all when empty); rewrites always are
+    ignore: tuple[str, ...] = ()  # codes never reported
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
     line_length: int = DEFAULT_LINE_LENGTH  # of emitted code
 
@@ -50,6 +55,13 @@ class Options:
     @property
     def style(self) -> Style:
         return Style(line_length=self.line_length)
+
+    def reported(self, loops: list) -> list:
+        """The loops a report shows (``select`` / ``ignore``)."""
+        if not (self.select or self.ignore):
+            return loops
+        selection = CodeSelection(self.select, self.ignore)
+        return [loop for loop in loops if selection.reports(loop.code)]
 
 
 @dataclass
@@ -136,7 +148,8 @@ def options_from_config(cfg: Config, **overrides) -> Options:
     opts = Options(framework=cfg.framework, layout=cfg.layout, exclude=cfg.exclude,
                    extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples),
                    min_trip_count=cfg.min_trip_count, eager=cfg.eager, include_tests=cfg.include_tests,
-                   test_files=cfg.test_files, line_length=cfg.line_length, force_exclude=cfg.force_exclude)
+                   test_files=cfg.test_files, line_length=cfg.line_length, force_exclude=cfg.force_exclude,
+                   select=cfg.select, ignore=cfg.ignore)
     for key, value in overrides.items():
         if value is not None:
             setattr(opts, key, value)
@@ -203,8 +216,9 @@ def _process_file(path: str, options: Options) -> FileReport:
     except SourceError as e:
         return FileReport(path, error=e.message)
     result: SourceResult = rewrite_source(source.text, options.framework, options.layout, _PROJECT, path,
-                                          options.policy, options.style)
-    report = FileReport(path, result.loops, result.error, result.framework, source.text, result.new_text)
+                                          options.policy, options.style, options.lines.get(os.path.normpath(path)))
+    report = FileReport(path, options.reported(result.loops), result.error, result.framework, source.text,
+                        result.new_text)
     if options.check and result.new_text is not None:
         from .check import CheckOptions, check_loops
 
@@ -260,6 +274,33 @@ def _run(paths: Sequence[str], options: Options) -> RunReport:
     finally:
         _PROJECT = previous
     return RunReport(reports, write=options.write, check=options.check)
+
+
+def run_source(raw: bytes, options: Options, filename: Optional[str] = None) -> RunReport:
+    """Analyse and rewrite source that does not come from a file of its own
+    (standard input, an editor's buffer).  ``filename``, when given, is where
+    the source lives: it is analysed as that module of its project (the
+    project's other modules are read from disk).  Nothing is written."""
+    name = filename if filename is not None else "-"
+    try:
+        source = decode_source(name, raw)
+    except SourceError as e:
+        return RunReport([FileReport(name, error=e.message)])
+    global _PROJECT
+    project = None
+    if filename is not None:
+        files = [os.path.normpath(filename)]
+        project = build_project([filename], files, project_root([filename]), options.exclude,
+                                options.extend_exclude, options.layout, options.framework, options.policy)
+    previous, _PROJECT = _PROJECT, project
+    try:
+        result = rewrite_source(source.text, options.framework, options.layout, project, filename,
+                                options.policy, options.style, options.lines.get(os.path.normpath(name)))
+    finally:
+        _PROJECT = previous
+    report = FileReport(name, options.reported(result.loops), result.error, result.framework, source.text,
+                        result.new_text)
+    return RunReport([report])
 
 
 MIN_FILES_PER_JOB = 4

@@ -15,8 +15,8 @@ from typing import Optional
 import click
 
 from . import __version__
-from .api import FileReport, Options, RunReport, options_from_config, process_file, run
-from .codes import CODES, code_table_markdown
+from .api import FileReport, Options, RunReport, options_from_config, process_file, run, run_source
+from .codes import CODES, CodeSelection, code_table_markdown
 from .config import ConfigError, load_config
 from .engine import AVAILABLE_FRAMEWORKS, FRAMEWORKS
 from .policy import DEFAULT_MIN_TRIP_COUNT, EAGER_MODES
@@ -38,8 +38,26 @@ def _check_framework(framework: Optional[str], source: str) -> None:
             f"use --framework jax (or auto)")
 
 
+def _code_list(ctx, param, values) -> Optional[tuple[str, ...]]:
+    """``--select L2S3,L2S404 --select L2S5`` -> ``("L2S3", "L2S404", "L2S5")``; ``None`` when not given."""
+    if not values:
+        return None
+    codes = tuple(c.strip() for v in values for c in v.split(",") if c.strip())
+    try:
+        CodeSelection(codes)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    return codes
+
+
 def _policy_options(f):
     """The options that choose which loops pay for a scan, shared by ``rewrite`` and ``explain``."""
+    f = click.option("--ignore", "ignore", multiple=True, callback=_code_list, metavar="CODES",
+                     help="Never report these codes (comma-separated; a prefix such as L2S7 names a group). "
+                          "Rewrites are always reported.")(f)
+    f = click.option("--select", "select", multiple=True, callback=_code_list, metavar="CODES",
+                     help="Report only these codes (comma-separated prefixes); `select` in [tool.loop2scan]. "
+                          "It never makes a loop rewritten.")(f)
     f = click.option("--force-exclude", is_flag=True, default=None,
                      help="Apply the excludes and the test-file patterns to files named on the command line too "
                           "(for pre-commit, which names every file; `force-exclude` in [tool.loop2scan]).")(f)
@@ -78,7 +96,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str), metavar="PATH[:LINE]...")
 @click.option("--framework", type=str, default=None, help=FRAMEWORK_HELP)
 @click.option("--layout", type=click.Choice(["stacked", "keep"]), default=None, help=LAYOUT_HELP)
 @click.option("--write", is_flag=True, help="Write the rewrites into the files (default: show a diff).")
@@ -99,21 +117,90 @@ def main() -> None:
 @click.option("--atol", type=float, default=None, help="--check: absolute tolerance (default: by dtype).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per loop (rewritten, declined, skipped).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the diff unless --no-diff).")
+@click.option("--statistics", is_flag=True, help="Print the number of loops per code instead of the diffs.")
+@click.option("--stdin-filename", type=str, default=None,
+              help="With PATH `-`: the file the source on standard input comes from (for the configuration, the "
+                   "project around it and the names in the output).")
 @_policy_options
 def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check, device, rtol, atol,
-            verbose, quiet, **policy) -> None:
+            verbose, quiet, statistics, stdin_filename, **policy) -> None:
     """Find loops in PATHS, prove them safe, and rewrite them into scans.
 
-    Without --write, prints a unified diff and exits 1 when a rewrite is available."""
-    options = _options(paths, framework, config_path, write, layout, **policy)
+    Without --write, prints a unified diff and exits 1 when a rewrite is available.
+    PATH:LINE rewrites only the loop at that line (or the innermost loop around it).
+    `-` reads the source from standard input and writes the diff (with --write, the
+    whole new source) to standard output, for editors."""
+    if "-" in paths:
+        _rewrite_stdin(paths, framework, layout, write, fmt, config_path, check, stdin_filename, policy)
+        return
+    split = [_split_target(p) for p in paths]
+    files = list(dict.fromkeys(p for p, _ in split))
+    options = _options(files, framework, config_path, write, layout, **policy)
     options.jobs = jobs
     options.check, options.device, options.rtol, options.atol = check, device, rtol, atol
+    for path, line in split:
+        if line is not None:
+            options.lines.setdefault(os.path.normpath(path), []).append(line)
     try:
-        report = run(paths, options)
+        report = run(files, options)
     except KeyboardInterrupt:
         _interrupted(write)
-    _print_report(report, fmt, diff and not write, verbose, quiet)
+    if statistics:
+        _print_statistics(report, fmt, quiet)
+    else:
+        _print_report(report, fmt, diff and not write, verbose, quiet)
     sys.exit(report.exit_code)
+
+
+def _rewrite_stdin(paths, framework, layout, write, fmt, config_path, check, stdin_filename, policy) -> None:
+    """``loop2scan rewrite -``: the source on standard input; the diff, or with
+    ``--write`` the new source, on standard output (the source unchanged when
+    nothing is rewritten; nothing at all when it cannot be processed, exit 2)."""
+    if len(paths) != 1:
+        raise click.UsageError("`-` (standard input) cannot be combined with other paths")
+    if check:
+        raise click.UsageError("--check runs files of a project; it does not read standard input")
+    options = _options([stdin_filename] if stdin_filename else [], framework, config_path, False, layout, **policy)
+    raw = sys.stdin.buffer.read()
+    report = run_source(raw, options, stdin_filename)
+    (f,) = report.files
+    if f.error is not None:
+        click.echo(file_error_line(f), err=True)
+        sys.exit(2)
+    if fmt == "json":
+        click.echo(to_json(report), nl=False)
+    elif fmt == "sarif":
+        click.echo(to_sarif(report), nl=False)
+    elif write:
+        sys.stdout.write(f.new_text if f.new_text is not None else f.old_text)
+    elif f.changed:
+        click.echo(f.diff(), nl=False)
+    sys.exit(0 if write else report.exit_code)
+
+
+def _print_statistics(report: RunReport, fmt: str, quiet: bool) -> None:
+    """Loops per code, the most frequent first (as ``ruff --statistics``)."""
+    counts: dict[str, int] = {}
+    for f in report.files:
+        line = file_error_line(f)
+        if line:
+            click.echo(line, err=True)
+        for loop in f.loops:
+            counts[loop.code] = counts.get(loop.code, 0) + 1
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if fmt == "json":
+        import json
+
+        data = [{"code": code, "name": CODES[code].name if code in CODES else code, "count": n}
+                for code, n in rows]
+        click.echo(json.dumps(data, indent=2))
+        return
+    width = max((len(str(n)) for _, n in rows), default=1)
+    for code, n in rows:
+        c = CODES.get(code)
+        click.echo(f"{n:>{width}}  {code}  {c.name if c else ''}  {c.title if c else ''}".rstrip())
+    if not quiet:
+        click.echo(summary_text(report), err=True)
 
 
 def _interrupted(write: bool) -> None:
@@ -164,12 +251,13 @@ def _split_target(target: str) -> tuple[str, Optional[int]]:
 @click.option("--layout", type=click.Choice(["stacked", "keep"]), default=None, help=LAYOUT_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=str), default=None)
-@click.option("--all", "show_all", is_flag=True, help="Also list loops that are not array loops.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
 @_policy_options
-def explain(targets, framework, layout, fmt, config_path, show_all, jobs, **policy) -> None:
+def explain(targets, framework, layout, fmt, config_path, jobs, **policy) -> None:
     """Explain each loop: its carry / xs / ys / broadcast split, or why it is not rewritten.
 
+    Every loop of each file is listed: the rewritten ones first, then the declined,
+    the skipped and the loops that are not array loops.
     PATH:LINE explains the loop on that line (or the innermost loop around it)."""
     split = [_split_target(t) for t in targets]
     options = _options([p for p, _ in split], framework, config_path, layout=layout, **policy)
@@ -190,11 +278,13 @@ def explain(targets, framework, layout, fmt, config_path, show_all, jobs, **poli
             click.echo(line, err=True)
         if fmt != "text":
             continue
-        for loop in f.loops:
-            if loop.status == "not-candidate" and not show_all and len(f.loops) > 1:
-                continue
+        for loop in sorted(f.loops, key=lambda lp: (EXPLAIN_ORDER.index(lp.status), lp.line, lp.col)):
             click.echo(explain_loop(f.path, loop))
     sys.exit(exit_code)
+
+
+#: The order of the groups ``explain`` lists a file's loops in: what changes first.
+EXPLAIN_ORDER = ("rewritten", "declined", "skipped", "not-candidate")
 
 
 def _explain_reports(split, options) -> list[FileReport]:

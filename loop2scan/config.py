@@ -16,6 +16,8 @@ changes nothing.
     include-tests = false             # directory runs skip test files (explicit file arguments never are)
     test-files = ["tests", "test_*.py", "*_test.py"]  # what counts as a test file
     force-exclude = false             # apply exclude / test-files to files named explicitly too (pre-commit)
+    select = ["L2S3"]                 # report only these codes (prefixes); rewrites are always reported
+    ignore = ["L2S001"]               # never report these codes
 
 The line length of emitted code is ``line-length`` of ``[tool.ruff]`` (or else
 ``[tool.black]``) in the same file, 88 when neither sets it.
@@ -33,11 +35,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .codes import CodeSelection
 from .files import DEFAULT_TEST_FILES
 from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, EAGER_MODES, line_length_from
 
 KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude", "min-trip-count", "eager", "include-tests",
-              "test-files", "force-exclude"}
+              "test-files", "force-exclude", "select", "ignore"}
 
 
 class ConfigError(Exception):
@@ -54,6 +57,8 @@ class Config:
     eager: str = "compile-once"
     include_tests: bool = False
     force_exclude: bool = False
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
     line_length: int = DEFAULT_LINE_LENGTH  # from [tool.ruff] / [tool.black]
     examples: list = field(default_factory=list)  # check.Example, from [tool.loop2scan.examples]
@@ -144,10 +149,14 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
             cfg.examples = parse_examples(table["examples"], f"{path}: [tool.loop2scan.examples]")
         except ExampleConfigError as e:
             raise ConfigError(str(e)) from None
-    for key, attr in (("exclude", "exclude"), ("extend-exclude", "extend_exclude"), ("test-files", "test_files")):
+    for key in ("exclude", "extend-exclude", "test-files", "select", "ignore"):
         if key in table:
             value = table[key]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: {key} must be a list of strings")
-            setattr(cfg, attr, tuple(value))
+            setattr(cfg, key.replace("-", "_"), tuple(value))
+    try:
+        CodeSelection(cfg.select, cfg.ignore)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return cfg

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from .analysis.context import ModuleContext, statement_index
 from .analysis.imports import ImportTable
@@ -90,7 +90,7 @@ def _module_context(tree: ast.Module, text: str, fw: Optional[str], layout: str,
 
 def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", project=None,
                    path: Optional[str] = None, policy: Policy = DEFAULT_POLICY,
-                   style: Style = DEFAULT_STYLE) -> SourceResult:
+                   style: Style = DEFAULT_STYLE, lines: Optional[Sequence[int]] = None) -> SourceResult:
     """Analyse ``text`` and rewrite every loop that is proven safe.
 
     ``layout`` decides loops over per-layer parameter lists: ``"stacked"``
@@ -103,6 +103,7 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
     look at them (helpers defined elsewhere, importers of a parameter-list
     builder, callers that show whether a function runs under a transformation).
     ``policy`` says which loops pay for a scan, ``style`` how emitted code is laid out.
+    ``lines``: rewrite (and report) only the loops at these lines (see :func:`select_loops`).
 
     Never raises for bad input: a syntax error is reported in ``error``.  The
     returned ``new_text`` is guaranteed to parse."""
@@ -118,12 +119,58 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
         loops = analyze_module(mctx)
     except RecursionError:
         return SourceResult([], error="expressions nest too deeply for the analysis (Python's recursion limit)")
+    if lines is not None:
+        loops, problem = select_loops(loops, lines)
+        if problem is not None:
+            return SourceResult([], error=problem, framework=fw)
+        extra = []
+    else:
+        # parameter lists whose loops are in other modules of the project still change here
+        extra = standalone_edits(mctx, loops) if mctx.project is not None and fw is not None else []
     plans = [r.plan for r in loops if r.status == "rewritten" and r.plan is not None]
-    # parameter lists whose loops are in other modules of the project still change here
-    extra = standalone_edits(mctx, loops) if mctx.project is not None and fw is not None else []
     if not plans and not extra:
         return SourceResult(loops, framework=fw)
     return _emit(text, mctx, loops, fw, extra, style)
+
+
+def select_loops(loops: list[LoopResult], lines: Sequence[int]) -> tuple[list[LoopResult], Optional[str]]:
+    """The loops a ``FILE:LINE`` run rewrites: for each line, the loop starting
+    there (or else the innermost one around it), with what must change with it:
+    the loops rewritten inside its step, and every loop over the same parameter
+    list (one layout for all of them).  A loop whose step would be traced inside
+    an enclosing loop's step is rewritten only with that loop.  ``(loops, error)``."""
+    chosen: list[LoopResult] = []
+    for line in lines:
+        at = [r for r in loops if r.line == line] or \
+            [r for r in loops if r.line <= line <= r.end_line][-1:]
+        if not at:
+            return [], f"no `for` loop at line {line}"
+        chosen += [r for r in at if r not in chosen]
+    keys = {(r.line, r.col) for r in chosen}
+    out: list[LoopResult] = []
+    for r in chosen:
+        plan = r.plan if r.status == "rewritten" else None
+        if plan is not None and plan.nested_in is not None and plan.nested_in not in keys:
+            r = LoopResult(r.line, r.col, r.end_line, "declined", "L2S702",
+                           f"this loop's step is traced inside the step of the enclosing loop at line "
+                           f"{plan.nested_in[0]}, and is rewritten only with it: name that line "
+                           f"(`FILE:{plan.nested_in[0]}`) to rewrite both", where=r.where)
+        out.append(r)
+    # what changes with the chosen rewrites, until nothing more does
+    grew = True
+    while grew:
+        grew = False
+        emitted = {(r.line, r.col) for r in out if r.status == "rewritten"}
+        layouts = {r.plan.layout.key for r in out if r.status == "rewritten" and r.plan.layout is not None}
+        present = {(r.line, r.col) for r in out}
+        for r in loops:
+            if r.status != "rewritten" or r.plan is None or (r.line, r.col) in present:
+                continue
+            if r.plan.nested_in in emitted or (r.plan.layout is not None and r.plan.layout.key in layouts):
+                out.append(r)
+                grew = True
+    out.sort(key=lambda r: (r.line, r.col))
+    return out, None
 
 
 def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extra=(),

@@ -25,6 +25,7 @@ The module depends on the standard library only.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import contextlib
 import errno
 import fnmatch
@@ -139,8 +140,8 @@ class SourceFile:
     raw: bytes = field(repr=False)
     text: str = field(repr=False)
     encoding: str
-    stat_key: tuple[int, int, int]
-    mode: int
+    stat_key: tuple[int, int, int] | None = None  # None: not read from a file (standard input)
+    mode: int | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -365,6 +366,12 @@ def read_source(path: str) -> SourceFile:
     st = _stat_for_read(path)
     _check_regular(path, st)
     raw, st = _read_bytes(path)
+    return dataclasses.replace(decode_source(path, raw), stat_key=_stat_key(st), mode=stat.S_IMODE(st.st_mode))
+
+
+def decode_source(path: str, raw: bytes) -> SourceFile:
+    """Decode source bytes that did not come from a file of their own (standard
+    input), as :func:`read_source` decodes a file's; ``path`` names them in messages."""
     if b"\x00" in raw:
         offset = raw.index(b"\x00")
         raise SourceError(
@@ -380,8 +387,6 @@ def read_source(path: str) -> SourceFile:
         raw=raw,
         text=text,
         encoding=encoding,
-        stat_key=_stat_key(st),
-        mode=stat.S_IMODE(st.st_mode),
     )
     try:
         exact = encode_source(source, text) == raw

@@ -13,6 +13,20 @@ from loop2scan import rewrite_source
 
 _counter = itertools.count()
 
+#: A small module with one scannable loop (an Elman RNN that stacks its states).
+SMALL_RNN = '''\
+import jax
+import jax.numpy as jnp
+
+
+def rnn(w, xs, h):
+    hs = []
+    for t in range(xs.shape[0]):
+        h = jnp.tanh(xs[t] @ w + h)
+        hs.append(h)
+    return h, jnp.stack(hs)
+'''
+
 
 def load(src: str, name: Optional[str] = None) -> types.ModuleType:
     """Execute ``src`` as a fresh module."""

@@ -13,20 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SMALL_RNN
+
 REPO = Path(__file__).resolve().parent.parent
 
-RNN = '''\
-import jax
-import jax.numpy as jnp
-
-
-def rnn(w, xs, h):
-    hs = []
-    for t in range(xs.shape[0]):
-        h = jnp.tanh(xs[t] @ w + h)
-        hs.append(h)
-    return h, jnp.stack(hs)
-'''
+RNN = SMALL_RNN
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_NOSYSTEM": "1"}
