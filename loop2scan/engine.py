@@ -179,7 +179,7 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extr
     rewrite them, splice them back, and add the imports the rewrites need."""
     import libcst as cst
 
-    from codemods import emitter_for
+    from loop2scan_codemods import emitter_for
 
     newline = _first_newline(text)
     pieces = re.split(r"(\r\n|\r|\n)", text)

@@ -1,8 +1,10 @@
 """The JAX emitter run through libcst's own codemod runner.
 
-``.libcst.codemod.yaml`` at the repository root lists the ``codemods``
-package, so ``python -m libcst.tool codemod jax_scan.JaxScanCommand FILE``
-run from the root finds the command.  The file is a copy in ``tmp_path``;
+The emitters of ``codemods/`` install as the package ``loop2scan_codemods``.
+``.libcst.codemod.yaml`` at the repository root lists it, so
+``python -m libcst.tool codemod jax_scan.JaxScanCommand FILE`` run from the
+root finds the command; a user's project lists it in its own
+``.libcst.codemod.yaml`` the same way.  The file is a copy in ``tmp_path``;
 afterwards it must hold a ``jax.lax.scan`` instead of the loop and compute
 the same values as the original.
 """
@@ -52,14 +54,34 @@ def _import(path: Path, name: str):
     return module
 
 
-def _run_codemod(*paths: Path) -> subprocess.CompletedProcess:
+def _run_codemod(*paths: Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("PYTHONPATH", None)  # what is installed, as a user's project sees it
     return subprocess.run(
         [sys.executable, "-m", "libcst.tool", "codemod", "--no-format", "jax_scan.JaxScanCommand",
          *map(str, paths)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=180,
     )
+
+
+def test_a_users_project_registers_the_installed_codemods(tmp_path):
+    """A project outside this repository, with a `codemods` package of its own,
+    lists `loop2scan_codemods` in its `.libcst.codemod.yaml`."""
+    project = tmp_path / "user_project"
+    (project / "codemods").mkdir(parents=True)
+    (project / "codemods" / "__init__.py").write_text("# the user's own codemods\n")
+    (project / ".libcst.codemod.yaml").write_text(
+        "generated_code_marker: '@generated'\nformatter: []\nblacklist_patterns: []\n"
+        "modules:\n  - 'codemods'\n  - 'loop2scan_codemods'\nrepo_root: '.'\n")
+    target = project / "model.py"
+    target.write_text(RNN_SRC, encoding="utf-8")
+    p = _run_codemod(Path("model.py"), cwd=project)
+    assert p.returncode == 0, p.stdout + p.stderr
+    new = target.read_text(encoding="utf-8")
+    assert "jax.lax.scan(" in new and not any(isinstance(n, ast.For) for n in ast.walk(_function(new, "rnn")))
+    p = subprocess.run([sys.executable, "-m", "libcst.tool", "list"], cwd=project, capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, timeout=120)
+    assert "jax_scan.JaxScanCommand" in p.stdout, p.stdout + p.stderr
 
 
 def _function(source: str, name: str) -> ast.FunctionDef:

@@ -60,3 +60,15 @@ def test_extras():
 
 def test_console_script():
     assert _project()["scripts"]["loop2scan"] == "loop2scan.cli:entry"
+
+
+def test_every_package_is_installed_and_the_emitters_under_their_own_name():
+    """Subpackages are listed by name (the emitters' folder maps to another name):
+    one added without being listed would be missing from an install."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    found = sorted(os.path.relpath(d, ROOT).replace(os.sep, ".") for d, _, files in os.walk(
+        os.path.join(ROOT, "loop2scan")) if "__init__.py" in files)
+    assert sorted(p for p in setuptools["packages"] if p.startswith("loop2scan.") or p == "loop2scan") == found
+    assert setuptools["package-dir"] == {"loop2scan_codemods": "codemods"}
+    assert "codemods" not in setuptools["packages"]  # no generic top-level name in a user's environment

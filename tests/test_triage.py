@@ -25,7 +25,7 @@ import libcst as cst
 import pytest
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from codemods import emitter_for
+from loop2scan_codemods import emitter_for
 from loop2scan.analysis.context import ModuleContext
 from loop2scan.analysis.loop import analyze_module
 from loop2scan.api import Options, run
