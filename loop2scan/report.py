@@ -17,6 +17,7 @@ The JSON schema (stable keys; new keys may be added)::
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Optional
 
@@ -52,10 +53,11 @@ def to_sarif(report: RunReport) -> str:
     index = {r["id"]: i for i, r in enumerate(rules)}
     results = []
     for f in report.files:
+        fix = _sarif_fix(f)
         for loop in f.loops:
             if loop.status not in ("rewritten", "declined"):
                 continue
-            results.append({
+            result = {
                 "ruleId": loop.code,
                 "ruleIndex": index.get(loop.code, 0),
                 "level": "warning" if loop.status == "rewritten" else "note",
@@ -65,19 +67,50 @@ def to_sarif(report: RunReport) -> str:
                     "artifactLocation": {"uri": f.path.replace("\\", "/")},
                     "region": {"startLine": loop.line, "startColumn": loop.col + 1, "endLine": loop.end_line},
                 }}],
-            })
+            }
+            if loop.status == "rewritten" and fix is not None:
+                result["fixes"] = [fix]
+                fix = None  # the file's edits go with its first rewrite: they hold every rewrite of the file
+            results.append(result)
     notifications = [
         {"level": "error", "message": {"text": f.error},
          "locations": [{"physicalLocation": {"artifactLocation": {"uri": f.path.replace("\\", "/")}}}]}
         for f in report.files if f.error is not None
     ]
     run = {
-        "tool": {"driver": {"name": "loop2scan", "version": __version__, "informationUri":
-                            "https://github.com/loop2scan/loop2scan", "rules": rules}},
+        "tool": {"driver": {"name": "loop2scan", "version": __version__, "rules": rules}},
         "results": results,
         "invocations": [{"executionSuccessful": not report.errors, "toolExecutionNotifications": notifications}],
     }
     return json.dumps({"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}, indent=2) + "\n"
+
+
+def _sarif_fix(f) -> Optional[dict]:
+    """The edits that turn a file into its rewrite, as a SARIF ``fix``: whole lines
+    replaced (a rewrite also adds imports and may move a step or edit a builder,
+    so a file's rewrites are applied together)."""
+    if f.new_text is None or f.old_text is None:
+        return None
+    old = f.old_text.splitlines(keepends=True)
+    new = f.new_text.splitlines(keepends=True)
+    replacements = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        region = {"startLine": i1 + 1, "startColumn": 1}
+        if i2 > i1:  # lines i1+1 .. i2 replaced: the region ends where line i2 + 1 starts
+            region.update({"endLine": i2 + 1, "endColumn": 1} if i2 < len(old) else
+                          {"endLine": i2, "endColumn": len(old[i2 - 1]) + 1})
+        else:  # an insertion before line i1 + 1
+            region.update({"endLine": i1 + 1, "endColumn": 1} if i1 < len(old) else
+                          {"startLine": max(i1, 1), "startColumn": len(old[i1 - 1]) + 1 if old else 1,
+                           "endLine": max(i1, 1), "endColumn": len(old[i1 - 1]) + 1 if old else 1})
+        replacements.append({"deletedRegion": region, "insertedContent": {"text": "".join(new[j1:j2])}})
+    count = sum(1 for loop in f.loops if loop.status == "rewritten")
+    return {"description": {"text": f"rewrite the {count} loop{'s' if count != 1 else ''} of this file that "
+                                    "loop2scan proved safe as scans"},
+            "artifactChanges": [{"artifactLocation": {"uri": f.path.replace("\\", "/")},
+                                 "replacements": replacements}]}
 
 
 def status_word(loop: LoopResult) -> str:

@@ -718,6 +718,46 @@ def test_sarif_report(project):
     assert found[("proj/rnn.py", RNN_LOOP)][2] != found[("proj/brk.py", BREAK_LOOP)][2]
 
 
+def _apply_sarif_fix(text: str, fix: dict) -> str:
+    """Apply a SARIF fix's replacements (1-based lines and columns, end exclusive)."""
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(line: int, col: int) -> int:
+        return starts[line - 1] + col - 1 if line <= len(lines) else len(text)
+
+    (change,) = fix["artifactChanges"]
+    edits = []
+    for rep in change["replacements"]:
+        r = rep["deletedRegion"]
+        edits.append((offset(r["startLine"], r["startColumn"]), offset(r["endLine"], r["endColumn"]),
+                      rep["insertedContent"]["text"]))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def test_sarif_fixes_reproduce_the_rewrite(project):
+    """Each file's rewrites come as one SARIF fix on its first rewrite; applying its
+    replacements gives exactly the text --write writes."""
+    put(project / "nest.py", NESTED_SRC)
+    log = json.loads(cli("rewrite", project, "--format", "sarif").stdout)
+    fixes = {}
+    for res in log["runs"][0]["results"]:
+        uri = res["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        if "fixes" in res:
+            assert res["ruleId"] == "L2S000" and uri not in fixes
+            (fixes[uri],) = res["fixes"]
+            assert fixes[uri]["artifactChanges"][0]["artifactLocation"]["uri"] == uri
+    assert sorted(fixes) == ["proj/nest.py", "proj/rnn.py"]
+    before = {uri: Path(uri).read_text() for uri in fixes}
+    assert cli("rewrite", project, "--write").exit_code == 0
+    for uri, fix in fixes.items():
+        assert _apply_sarif_fix(before[uri], fix) == Path(uri).read_text()
+
+
 def test_sarif_report_with_a_file_error_exits_2(project):
     put(project / "blob.py", b"\x00\x00")
     r = cli("rewrite", project, "--format", "sarif")
