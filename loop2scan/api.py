@@ -12,7 +12,7 @@ import gc
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .config import Config
 from .codes import CodeSelection
@@ -244,18 +244,19 @@ def _process_file(path: str, options: Options) -> FileReport:
 _PROJECT = None
 
 
-def run(paths: Sequence[str], options: Options) -> RunReport:
+def run(paths: Sequence[str], options: Options, progress: Optional[Callable[[int, int], None]] = None) -> RunReport:
     """Process every Python file under ``paths``.  The order of the reports
-    (and so every output) is the same whatever the number of jobs."""
+    (and so every output) is the same whatever the number of jobs.
+    ``progress(done, total)`` is called as files are done."""
     held = _hold_collector()
     try:
-        return _run(paths, options)
+        return _run(paths, options, progress)
     finally:
         if held:
             _release_collector()
 
 
-def _run(paths: Sequence[str], options: Options) -> RunReport:
+def _run(paths: Sequence[str], options: Options, progress=None) -> RunReport:
     global _PROJECT
     files, errors = discover(list(paths), exclude=options.exclude, extend_exclude=options.extend_exclude,
                              root=options.root, skip=() if options.include_tests else options.test_files,
@@ -268,9 +269,12 @@ def _run(paths: Sequence[str], options: Options) -> RunReport:
     previous, _PROJECT = _PROJECT, project
     try:
         if jobs <= 1 or len(files) < 2 * MIN_FILES_PER_JOB:
-            reports.extend(process_file(path, options) for path in files)
+            for done, path in enumerate(files, 1):
+                reports.append(process_file(path, options))
+                if progress is not None:
+                    progress(done, len(files))
         else:
-            reports.extend(_parallel(files, options, jobs, project))
+            reports.extend(_parallel(files, options, jobs, project, progress))
     finally:
         _PROJECT = previous
     return RunReport(reports, write=options.write, check=options.check)
@@ -318,7 +322,7 @@ def _start_method() -> str:
     return "fork"
 
 
-def _parallel(files: list[str], options: Options, jobs: int, project) -> list[FileReport]:
+def _parallel(files: list[str], options: Options, jobs: int, project, progress=None) -> list[FileReport]:
     import concurrent.futures as cf
     import multiprocessing
 
@@ -345,6 +349,8 @@ def _parallel(files: list[str], options: Options, jobs: int, project) -> list[Fi
                     reports = [FileReport(files[i], error=f"internal error: {type(e).__name__}: {e}") for i in chunk]
                 for i, report in zip(chunk, reports):
                     results[i] = report
+                if progress is not None:
+                    progress(sum(r is not None for r in results), len(files))
                 nxt = next(todo, None)
                 if nxt is not None:
                     running[pool.submit(_process_chunk, [files[i] for i in nxt], options)] = nxt

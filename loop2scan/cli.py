@@ -141,10 +141,14 @@ def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check
     for path, line in split:
         if line is not None:
             options.lines.setdefault(os.path.normpath(path), []).append(line)
+    bar = Progress() if fmt == "text" and not quiet and sys.stderr.isatty() else None
     try:
-        report = run(files, options)
+        report = run(files, options, bar)
     except KeyboardInterrupt:
         _interrupted(write)
+    finally:
+        if bar is not None:
+            bar.clear()
     if statistics:
         _print_statistics(report, fmt, quiet)
     else:
@@ -210,6 +214,54 @@ def _interrupted(write: bool) -> None:
     sys.exit(130)
 
 
+class Progress:
+    """``checked 120/855 files`` on a terminal's stderr, rewritten in place (at
+    most ten times a second) and erased when the run ends."""
+
+    def __init__(self) -> None:
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if total < 2 or (now - self.last < 0.1 and done < total):
+            return
+        self.last = now
+        sys.stderr.write(f"\rchecked {done}/{total} files")
+        sys.stderr.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _colour() -> bool:
+    """Colour on a terminal only, never when ``NO_COLOR`` is set (no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def coloured_diff(diff: str) -> str:
+    """A unified diff with git's colours: headers bold, hunks cyan, - red, + green."""
+    out = []
+    for line in diff.splitlines(keepends=True):
+        text = line.rstrip("\r\n")
+        end = line[len(text):]
+        if line.startswith(("--- ", "+++ ")):
+            text = click.style(text, bold=True)
+        elif line.startswith("@@"):
+            text = click.style(text, fg="cyan")
+        elif line.startswith("-"):
+            text = click.style(text, fg="red")
+        elif line.startswith("+"):
+            text = click.style(text, fg="green")
+        out.append(text + end)
+    return "".join(out)
+
+
 def _print_report(report: RunReport, fmt: str, show_diff: bool, verbose: bool, quiet: bool) -> None:
     if fmt == "json":
         click.echo(to_json(report), nl=False)
@@ -222,7 +274,7 @@ def _print_report(report: RunReport, fmt: str, show_diff: bool, verbose: bool, q
         if fmt != "text":
             continue
         if show_diff and f.changed:
-            click.echo(f.diff(), nl=False)
+            click.echo(coloured_diff(f.diff()) if _colour() else f.diff(), nl=False, color=_colour())
         if verbose and not quiet:
             for loop in f.loops:
                 click.echo(loop_line(f.path, loop), err=True)

@@ -209,3 +209,46 @@ def test_explain_lists_every_loop_the_interesting_ones_first(tmp_path, monkeypat
     assert heads == ["rewritten", "rewritten", "declined", "not"], out
     lines = [int(line.split(":")[1]) for line in out.splitlines() if line.startswith("m.py:")]
     assert lines == [7, 14, 20, 29]
+
+
+# ----------------------------------------------------------------------------- terminals
+def _on_a_terminal(args, cwd, **env):
+    """Run the command with stdout and stderr on a pseudo-terminal; what it printed."""
+    import os
+    import pty
+
+    main_fd, worker_fd = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    environment.update(env)
+    p = subprocess.Popen([sys.executable, "-m", "loop2scan", *args], cwd=cwd, stdout=worker_fd, stderr=worker_fd,
+                         stdin=subprocess.DEVNULL, env=environment)
+    os.close(worker_fd)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main_fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    p.wait(timeout=120)
+    os.close(main_fd)
+    return p.returncode, b"".join(chunks).decode()
+
+
+def test_colour_and_progress_on_a_terminal_only(tmp_path):
+    (tmp_path / ".git").mkdir()
+    for i in range(3):
+        (tmp_path / f"m{i}.py").write_text(TWO)
+    code, out = _on_a_terminal(["rewrite", "."], tmp_path)
+    assert code == 1
+    assert "\x1b[32m+" in out and "\x1b[31m-" in out  # + green, - red
+    assert "checked 3/3 files" in out and "\x1b[K" in out  # the progress line, erased at the end
+    code, out = _on_a_terminal(["rewrite", "."], tmp_path, NO_COLOR="1")
+    assert code == 1 and "\x1b[3" not in out and "+++ b/m0.py" in out
+    p = subprocess.run([sys.executable, "-m", "loop2scan", "rewrite", "."], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "\x1b[" not in p.stdout + p.stderr and "checked 3/3" not in p.stderr
+    code, out = _on_a_terminal(["rewrite", ".", "-q"], tmp_path)
+    assert "checked 3/3" not in out
