@@ -18,11 +18,13 @@ from . import __version__
 from .api import FileReport, Options, RunReport, options_from_config, process_file, run, run_source
 from .codes import CODES, CodeSelection, code_table_markdown
 from .config import ConfigError, load_config
-from .engine import AVAILABLE_FRAMEWORKS, FRAMEWORKS
+from .engine import AVAILABLE_FRAMEWORKS, FRAMEWORKS, TARGETS
 from .policy import DEFAULT_MIN_TRIP_COUNT, EAGER_MODES
 from .report import check_line, explain_loop, file_error_line, loop_line, summary_text, to_json, to_sarif
 
-FRAMEWORK_HELP = "Target API: auto (per file, from its imports), jax, flax, flax-linen, torch_xla."
+FRAMEWORK_HELP = ("Target API: " + ", ".join(
+    "auto (per file, from its imports)" if f == "auto" else f"{f} ({TARGETS[f]})" for f in AVAILABLE_FRAMEWORKS)
+    + ".")
 LAYOUT_HELP = ("Loops over per-layer parameter lists: 'stacked' (default) makes the function that builds the list "
                "return it stacked, once; 'keep' stacks it inside the function on every call.")
 
@@ -31,7 +33,8 @@ def _check_framework(framework: Optional[str], source: str) -> None:
     if framework is None:
         return
     if framework not in FRAMEWORKS:
-        raise click.UsageError(f"unknown framework {framework!r} ({source}); choose one of {', '.join(FRAMEWORKS)}")
+        raise click.UsageError(f"unknown framework {framework!r} ({source}); choose one of "
+                               f"{', '.join(AVAILABLE_FRAMEWORKS)}")
     if framework not in AVAILABLE_FRAMEWORKS:
         raise click.UsageError(
             f"the {framework!r} target ({source}) is not available in loop2scan {__version__}; "
