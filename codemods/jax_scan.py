@@ -227,7 +227,7 @@ class JaxScanEmitter:
             trial = EditTransformer()
             taken = set(self.taken)
             try:
-                _PlanEmitter(plan, index, refs, trial, set(reserved), taken).register()
+                _PlanEmitter(plan, index, refs, trial, set(reserved), taken, self.style.unroll).register()
             except MappingError as e:
                 failures[plan.loop] = str(e)
                 continue
@@ -437,8 +437,9 @@ def _slice(text: str) -> str:
 
 class _PlanEmitter:
     def __init__(self, plan: ScanPlan, index: SpanIndex, refs: _Refs, tr: EditTransformer,
-                 reserved: set[str], taken: set[str]) -> None:
+                 reserved: set[str], taken: set[str], unroll: Optional[int] = None) -> None:
         self.plan = plan
+        self.unroll = unroll  # `unroll=` of every scan, from the configuration
         self.index = index
         self.refs = refs
         self.tr = tr
@@ -746,6 +747,8 @@ class _PlanEmitter:
             args.append(f"length={plan.length}")
         if plan.reverse:
             args.append("reverse=True")
+        if self.unroll is not None:
+            args.append(f"unroll={self.unroll}")
         call = f"{self.refs.scan}({', '.join(args)})"
         ys_lhs = None
         if self.ys_targets:

@@ -44,6 +44,7 @@ class Options:
     force_exclude: bool = False  # excludes and test files apply to files named explicitly too
     lines: dict = field(default_factory=dict)  # FILE:LINE runs: normalised path -> the lines to rewrite
     select: tuple[str, ...] = ()  # codes reported (prefixes; all when empty); rewrites always are
+    unroll: Optional[int] = None  # `unroll=` of every emitted scan
     ignore: tuple[str, ...] = ()  # codes never reported
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
     line_length: int = DEFAULT_LINE_LENGTH  # of emitted code
@@ -54,7 +55,7 @@ class Options:
 
     @property
     def style(self) -> Style:
-        return Style(line_length=self.line_length)
+        return Style(line_length=self.line_length, unroll=self.unroll)
 
     def reported(self, loops: list) -> list:
         """The loops a report shows (``select`` / ``ignore``)."""
@@ -149,7 +150,7 @@ def options_from_config(cfg: Config, **overrides) -> Options:
                    extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples),
                    min_trip_count=cfg.min_trip_count, eager=cfg.eager, include_tests=cfg.include_tests,
                    test_files=cfg.test_files, line_length=cfg.line_length, force_exclude=cfg.force_exclude,
-                   select=cfg.select, ignore=cfg.ignore)
+                   select=cfg.select, ignore=cfg.ignore, unroll=cfg.unroll, rtol=cfg.rtol, atol=cfg.atol)
     for key, value in overrides.items():
         if value is not None:
             setattr(opts, key, value)

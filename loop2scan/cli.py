@@ -120,13 +120,15 @@ def main() -> None:
 @click.option("--atol", type=float, default=None, help="--check: absolute tolerance (default: by dtype).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per loop (rewritten, declined, skipped).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and the diff unless --no-diff).")
+@click.option("--unroll", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Pass unroll=N to every emitted scan (`unroll` in [tool.loop2scan]).")
 @click.option("--statistics", is_flag=True, help="Print the number of loops per code instead of the diffs.")
 @click.option("--stdin-filename", type=str, default=None,
               help="With PATH `-`: the file the source on standard input comes from (for the configuration, the "
                    "project around it and the names in the output).")
 @_policy_options
 def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check, device, rtol, atol,
-            verbose, quiet, statistics, stdin_filename, **policy) -> None:
+            verbose, quiet, unroll, statistics, stdin_filename, **policy) -> None:
     """Find loops in PATHS, prove them safe, and rewrite them into scans.
 
     Without --write, prints a unified diff and exits 1 when a rewrite is available.
@@ -134,13 +136,13 @@ def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check
     `-` reads the source from standard input and writes the diff (with --write, the
     whole new source) to standard output, for editors."""
     if "-" in paths:
-        _rewrite_stdin(paths, framework, layout, write, fmt, config_path, check, stdin_filename, policy)
+        _rewrite_stdin(paths, framework, layout, write, fmt, config_path, check, stdin_filename, unroll, policy)
         return
     split = [_split_target(p) for p in paths]
     files = list(dict.fromkeys(p for p, _ in split))
-    options = _options(files, framework, config_path, write, layout, **policy)
+    options = _options(files, framework, config_path, write, layout, unroll=unroll, rtol=rtol, atol=atol, **policy)
     options.jobs = jobs
-    options.check, options.device, options.rtol, options.atol = check, device, rtol, atol
+    options.check, options.device = check, device
     for path, line in split:
         if line is not None:
             options.lines.setdefault(os.path.normpath(path), []).append(line)
@@ -159,7 +161,8 @@ def rewrite(paths, framework, layout, write, diff, fmt, config_path, jobs, check
     sys.exit(report.exit_code)
 
 
-def _rewrite_stdin(paths, framework, layout, write, fmt, config_path, check, stdin_filename, policy) -> None:
+def _rewrite_stdin(paths, framework, layout, write, fmt, config_path, check, stdin_filename, unroll,
+                   policy) -> None:
     """``loop2scan rewrite -``: the source on standard input; the diff, or with
     ``--write`` the new source, on standard output (the source unchanged when
     nothing is rewritten; nothing at all when it cannot be processed, exit 2)."""
@@ -167,7 +170,8 @@ def _rewrite_stdin(paths, framework, layout, write, fmt, config_path, check, std
         raise click.UsageError("`-` (standard input) cannot be combined with other paths")
     if check:
         raise click.UsageError("--check runs files of a project; it does not read standard input")
-    options = _options([stdin_filename] if stdin_filename else [], framework, config_path, False, layout, **policy)
+    options = _options([stdin_filename] if stdin_filename else [], framework, config_path, False, layout,
+                       unroll=unroll, **policy)
     raw = sys.stdin.buffer.read()
     report = run_source(raw, options, stdin_filename)
     (f,) = report.files

@@ -18,6 +18,9 @@ changes nothing.
     force-exclude = false             # apply exclude / test-files to files named explicitly too (pre-commit)
     select = ["L2S3"]                 # report only these codes (prefixes); rewrites are always reported
     ignore = ["L2S001"]               # never report these codes
+    unroll = 2                        # `unroll=` of every emitted scan (steps per iteration of XLA's loop)
+    rtol = 1e-5                       # --check tolerances (default: by dtype)
+    atol = 1e-6
 
 The line length of emitted code is ``line-length`` of ``[tool.ruff]`` (or else
 ``[tool.black]``) in the same file, 88 when neither sets it.
@@ -40,7 +43,7 @@ from .files import DEFAULT_TEST_FILES
 from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, EAGER_MODES, line_length_from
 
 KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude", "min-trip-count", "eager", "include-tests",
-              "test-files", "force-exclude", "select", "ignore"}
+              "test-files", "force-exclude", "select", "ignore", "unroll", "rtol", "atol"}
 
 
 class ConfigError(Exception):
@@ -59,6 +62,9 @@ class Config:
     force_exclude: bool = False
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
+    unroll: Optional[int] = None
+    rtol: Optional[float] = None
+    atol: Optional[float] = None
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
     line_length: int = DEFAULT_LINE_LENGTH  # from [tool.ruff] / [tool.black]
     examples: list = field(default_factory=list)  # check.Example, from [tool.loop2scan.examples]
@@ -122,6 +128,17 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{path}: min-trip-count must be a non-negative integer, not {value!r}")
         cfg.min_trip_count = value
+    if "unroll" in table:
+        value = table["unroll"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{path}: unroll must be a positive integer, not {value!r}")
+        cfg.unroll = value
+    for key in ("rtol", "atol"):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{path}: {key} must be a non-negative number, not {value!r}")
+            setattr(cfg, key, float(value))
     if "eager" in table:
         if table["eager"] not in EAGER_MODES:
             raise ConfigError(f"{path}: eager must be one of {', '.join(repr(m) for m in EAGER_MODES)}, "

@@ -50,6 +50,7 @@ class Style:
     ``[tool.ruff]`` or ``[tool.black]`` ``line-length``), where the code allows."""
 
     line_length: int = DEFAULT_LINE_LENGTH
+    unroll: Optional[int] = None  # passed to every emitted scan (``unroll=`` of jax.lax.scan) when set
 
 
 DEFAULT_POLICY = Policy()

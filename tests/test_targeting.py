@@ -252,3 +252,42 @@ def test_colour_and_progress_on_a_terminal_only(tmp_path):
     assert p.returncode == 1 and "\x1b[" not in p.stdout + p.stderr and "checked 3/3" not in p.stderr
     code, out = _on_a_terminal(["rewrite", ".", "-q"], tmp_path)
     assert "checked 3/3" not in out
+
+
+# ----------------------------------------------------------------------------- emitted options
+def test_unroll_from_the_configuration_or_the_flag_reaches_every_scan(two):
+    (two.parent / "pyproject.toml").write_text("[tool.loop2scan]\nunroll = 2\n")
+    code, out, _ = cli("rewrite", "two.py")
+    assert code == 1 and out.count("unroll=2") == 2
+    code, out, _ = cli("rewrite", "two.py", "--unroll", "4")
+    assert out.count("unroll=4") == 2 and "unroll=2" not in out
+    assert cli("rewrite", "two.py", "--write", "--unroll", "3")[0] == 0
+    before, after = load(TWO), load(two.read_text())
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(5, 5)).astype(np.float32) / 3
+    for steps in (0, 1, 7):  # fewer steps than unroll, and a remainder
+        xs = rng.normal(size=(steps, 2, 5)).astype(np.float32)
+        h = rng.normal(size=(2, 5)).astype(np.float32)
+        if steps:
+            for a, b in zip(before.rnn(w, xs, h), after.rnn(w, xs, h)):
+                np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_allclose(np.asarray(after.rnn(w, xs, h)[0]), h)
+    (two.parent / "pyproject.toml").write_text("[tool.loop2scan]\nunroll = 0\n")
+    code, _, err = cli("rewrite", "two.py")
+    assert code == 2 and "unroll must be a positive integer" in err
+
+
+def test_check_tolerances_from_the_configuration(tmp_path):
+    from loop2scan.api import options_from_config
+    from loop2scan.config import ConfigError, load_config
+
+    (tmp_path / "pyproject.toml").write_text("[tool.loop2scan]\nrtol = 0.001\natol = 1e-4\n")
+    cfg = load_config([str(tmp_path)])
+    assert (cfg.rtol, cfg.atol) == (0.001, 1e-4)
+    options = options_from_config(cfg)
+    assert (options.rtol, options.atol) == (0.001, 1e-4)
+    assert options_from_config(cfg, rtol=0.5).rtol == 0.5  # the flag wins
+    (tmp_path / "pyproject.toml").write_text("[tool.loop2scan]\natol = -1\n")
+    with pytest.raises(ConfigError, match="atol must be a non-negative number"):
+        load_config([str(tmp_path)])
