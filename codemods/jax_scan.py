@@ -23,6 +23,7 @@ import libcst as cst
 
 from loop2scan.plan import LayoutEdit, ScanPlan, Span, XsItem, YsItem, is_atomic
 from loop2scan.policy import DEFAULT_STYLE, Style
+from loop2scan.versions import JAX_TREE_MODULE
 
 from .common import (
     EditTransformer,
@@ -61,8 +62,11 @@ class _Refs:
     source tree nothing is imported: only what the module already imports is
     used (an ``import jax`` there would be circular)."""
 
-    def __init__(self, aliases: dict[str, str], module_names: set[str], module_name: Optional[str] = None) -> None:
+    def __init__(self, aliases: dict[str, str], module_names: set[str], module_name: Optional[str] = None,
+                 jax_version: Optional[tuple[int, ...]] = None) -> None:
         self.imports: list = []
+        # `jax.tree` came with jax 0.4.25: older targets spell the tree functions `jax.tree_util.tree_*`
+        self.tree_module = jax_version is None or jax_version >= JAX_TREE_MODULE
         self._jnp: Optional[str] = None
         self._roots: set[str] = set()
         self.module_name = module_name
@@ -140,6 +144,12 @@ class _Refs:
         return name
 
     def _tree(self, new: str, old: str) -> str:
+        if not self.tree_module:
+            util = self._first(TREE_UTIL_MODULES)
+            if util is not None:
+                self._roots.add(util)
+                return f"{util}.{old}"
+            return f"{self.jax}.tree_util.{old}"
         found = self._first(TREE_MODULES)
         if found is not None:
             self._roots.add(found)
@@ -205,7 +215,7 @@ class JaxScanEmitter:
         if not plans and not edits:
             return self.module, failures
         try:
-            refs = _Refs(self.aliases, self.module_names, self.module_name)
+            refs = _Refs(self.aliases, self.module_names, self.module_name, self.style.jax)
         except MappingError as e:
             return self.module, {**{p.loop: str(e) for p in plans}, **{e_.span: str(e) for e_ in edits}}
         index = SpanIndex(self.module, self.lines, self.line_offset)

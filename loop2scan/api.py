@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 from .config import Config
 from .codes import CodeSelection
+from .versions import TargetVersion, target_version
 from .engine import SourceResult, rewrite_source
 from .analysis.project import build_project, project_root
 from .files import (DEFAULT_TEST_FILES, SourceError, SourceFile, decode_source, discover, read_source,
@@ -45,6 +46,7 @@ class Options:
     lines: dict = field(default_factory=dict)  # FILE:LINE runs: normalised path -> the lines to rewrite
     select: tuple[str, ...] = ()  # codes reported (prefixes; all when empty); rewrites always are
     unroll: Optional[int] = None  # `unroll=` of every emitted scan
+    jax_target: Optional[TargetVersion] = None  # the JAX version emitted code must run on (None: the newest)
     ignore: tuple[str, ...] = ()  # codes never reported
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
     line_length: int = DEFAULT_LINE_LENGTH  # of emitted code
@@ -55,7 +57,8 @@ class Options:
 
     @property
     def style(self) -> Style:
-        return Style(line_length=self.line_length, unroll=self.unroll)
+        jax = self.jax_target.version if self.jax_target is not None else None
+        return Style(line_length=self.line_length, unroll=self.unroll, jax=jax)
 
     def reported(self, loops: list) -> list:
         """The loops a report shows (``select`` / ``ignore``)."""
@@ -117,6 +120,7 @@ class RunReport:
         return sum(1 for f in self.files for loop in f.loops if loop.status == status)
 
     check: bool = False
+    targets: dict = field(default_factory=dict)  # framework -> the TargetVersion emitted code must run on
 
     @property
     def exit_code(self) -> int:
@@ -145,12 +149,31 @@ class RunReport:
         }
 
 
-def options_from_config(cfg: Config, **overrides) -> Options:
+def _pyproject_near(paths: Sequence[str]) -> Optional[str]:
+    """The nearest ``pyproject.toml`` above the common directory of ``paths`` (any: its dependencies count)."""
+    existing = [os.path.abspath(p) for p in paths if os.path.exists(p)] or [os.getcwd()]
+    try:
+        cur = os.path.commonpath([p if os.path.isdir(p) else os.path.dirname(p) for p in existing])
+    except ValueError:
+        return None
+    while True:
+        candidate = os.path.join(cur, "pyproject.toml")
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            return None
+        cur = parent
+
+
+def options_from_config(cfg: Config, paths: Sequence[str] = (), **overrides) -> Options:
     opts = Options(framework=cfg.framework, layout=cfg.layout, exclude=cfg.exclude,
                    extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples),
                    min_trip_count=cfg.min_trip_count, eager=cfg.eager, include_tests=cfg.include_tests,
                    test_files=cfg.test_files, line_length=cfg.line_length, force_exclude=cfg.force_exclude,
-                   select=cfg.select, ignore=cfg.ignore, unroll=cfg.unroll, rtol=cfg.rtol, atol=cfg.atol)
+                   select=cfg.select, ignore=cfg.ignore, unroll=cfg.unroll, rtol=cfg.rtol, atol=cfg.atol,
+                   jax_target=target_version("jax", cfg.target_versions.get("jax"),
+                                             cfg.path or _pyproject_near(paths)))
     for key, value in overrides.items():
         if value is not None:
             setattr(opts, key, value)
@@ -278,7 +301,7 @@ def _run(paths: Sequence[str], options: Options, progress=None) -> RunReport:
             reports.extend(_parallel(files, options, jobs, project, progress))
     finally:
         _PROJECT = previous
-    return RunReport(reports, write=options.write, check=options.check)
+    return RunReport(reports, write=options.write, check=options.check, targets=_targets(options))
 
 
 def run_source(raw: bytes, options: Options, filename: Optional[str] = None) -> RunReport:
@@ -305,7 +328,11 @@ def run_source(raw: bytes, options: Options, filename: Optional[str] = None) -> 
         _PROJECT = previous
     report = FileReport(name, options.reported(result.loops), result.error, result.framework, source.text,
                         result.new_text)
-    return RunReport([report])
+    return RunReport([report], targets=_targets(options))
+
+
+def _targets(options: Options) -> dict:
+    return {"jax": options.jax_target} if options.jax_target is not None else {}
 
 
 MIN_FILES_PER_JOB = 4

@@ -89,7 +89,7 @@ def _options(paths, framework, config_path, write=False, layout=None, **policy) 
         raise click.UsageError(str(e)) from None
     if framework is None:
         _check_framework(cfg.framework, f"framework in {cfg.path}")
-    return options_from_config(cfg, framework=framework, write=write, layout=layout, **policy)
+    return options_from_config(cfg, list(paths), framework=framework, write=write, layout=layout, **policy)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -21,6 +21,8 @@ changes nothing.
     unroll = 2                        # `unroll=` of every emitted scan (steps per iteration of XLA's loop)
     rtol = 1e-5                       # --check tolerances (default: by dtype)
     atol = 1e-6
+    target-versions = { jax = "0.4.20" }  # what emitted code must run on (default: the declared dependencies,
+                                      # else the installed packages; see loop2scan.versions)
 
 The line length of emitted code is ``line-length`` of ``[tool.ruff]`` (or else
 ``[tool.black]``) in the same file, 88 when neither sets it.
@@ -43,7 +45,8 @@ from .files import DEFAULT_TEST_FILES
 from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, EAGER_MODES, line_length_from
 
 KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude", "min-trip-count", "eager", "include-tests",
-              "test-files", "force-exclude", "select", "ignore", "unroll", "rtol", "atol"}
+              "test-files", "force-exclude", "select", "ignore", "unroll", "rtol", "atol",
+              "target-versions"}
 
 
 class ConfigError(Exception):
@@ -63,6 +66,7 @@ class Config:
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     unroll: Optional[int] = None
+    target_versions: dict = field(default_factory=dict)  # package -> version string
     rtol: Optional[float] = None
     atol: Optional[float] = None
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
@@ -128,6 +132,17 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{path}: min-trip-count must be a non-negative integer, not {value!r}")
         cfg.min_trip_count = value
+    if "target-versions" in table:
+        value = table["target-versions"]
+        from .versions import parse_version
+
+        if not isinstance(value, dict) or not all(isinstance(v, str) and parse_version(v) for v in value.values()):
+            raise ConfigError(f'{path}: target-versions must be a table of version strings, like {{ jax = "0.4.30" }}')
+        unknown_packages = sorted(set(value) - {"jax"})
+        if unknown_packages:
+            raise ConfigError(f"{path}: target-versions: no target of this version uses "
+                              f"{', '.join(unknown_packages)} (known: jax)")
+        cfg.target_versions = dict(value)
     if "unroll" in table:
         value = table["unroll"]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -21,6 +21,7 @@ from .frontend import SyntaxProblem, parse_for_analysis
 from .analysis.checks.layer_lists import standalone_edits
 from .plan import LayoutEdit, LoopResult, ScanPlan
 from .policy import DEFAULT_POLICY, DEFAULT_STYLE, Policy, Style
+from .versions import JAX_SCAN, show
 
 FRAMEWORKS = ("auto", "jax", "flax", "flax-linen", "torch_xla")
 AVAILABLE_FRAMEWORKS = ("auto", "jax")
@@ -119,6 +120,12 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
         loops = analyze_module(mctx)
     except RecursionError:
         return SourceResult([], error="expressions nest too deeply for the analysis (Python's recursion limit)")
+    too_old = fw == "jax" and style.jax is not None and style.jax < JAX_SCAN
+    if too_old:
+        loops = [LoopResult(r.line, r.col, r.end_line, "declined", "L2S603",
+                            f"the code must run on jax {show(style.jax)} (target-versions, or the project's "
+                            f"dependencies), which has no `jax.lax.scan`; it came with jax {show(JAX_SCAN)}")
+                 if r.status == "rewritten" else r for r in loops]
     if lines is not None:
         loops, problem = select_loops(loops, lines)
         if problem is not None:
@@ -126,7 +133,7 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
         extra = []
     else:
         # parameter lists whose loops are in other modules of the project still change here
-        extra = standalone_edits(mctx, loops) if mctx.project is not None and fw is not None else []
+        extra = standalone_edits(mctx, loops) if mctx.project is not None and fw is not None and not too_old else []
     plans = [r.plan for r in loops if r.status == "rewritten" and r.plan is not None]
     if not plans and not extra:
         return SourceResult(loops, framework=fw)

@@ -51,6 +51,7 @@ class Style:
 
     line_length: int = DEFAULT_LINE_LENGTH
     unroll: Optional[int] = None  # passed to every emitted scan (``unroll=`` of jax.lax.scan) when set
+    jax: Optional[tuple[int, ...]] = None  # the JAX version emitted code must run on (None: the newest)
 
 
 DEFAULT_POLICY = Policy()

@@ -25,6 +25,7 @@ from . import __version__
 from .api import FileReport, RunReport
 from .codes import CODES
 from .plan import LoopResult
+from .versions import show
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
@@ -35,6 +36,8 @@ def to_json(report: RunReport) -> str:
         "write": report.write,
         "files": [f.to_json() for f in report.files],
         "summary": report.summary(),
+        "target_versions": {name: {"version": show(t.version) if t.version else None, "source": t.source}
+                            for name, t in report.targets.items()},
     }
     return json.dumps(data, indent=2) + "\n"
 
@@ -226,7 +229,11 @@ def summary_text(report: RunReport) -> str:
                    f"{verdicts.count('unverified')} unverified")
         if any(f.check_failed for f in report.files) and report.write:
             checked += " (files with a rewrite that did not verify were not written)"
-    return f"{head} ({n} file{'s' if n != 1 else ''} checked){tail}{checked}{errors}{hint}."
+    note = ""
+    unknown = [t for t in report.targets.values() if t.version is None]
+    if rewritten and unknown:
+        note = "\nnote: " + "; ".join(t.describe() for t in unknown)
+    return f"{head} ({n} file{'s' if n != 1 else ''} checked){tail}{checked}{errors}{hint}.{note}"
 
 
 def display_path(path: str) -> str:

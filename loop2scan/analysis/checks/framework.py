@@ -16,6 +16,9 @@ CODES = (
     Code("L2S602", "framework-unavailable", "no scan target is available for this file's framework",
         "Nothing to change: plain PyTorch has no scan that runs eagerly on CUDA, and this version rewrites "
         "loops over JAX arrays; the loop is left as it is."),
+    Code("L2S603", "framework-version", "the framework version the code must run on lacks what the rewrite needs",
+         "Nothing to change if that version is right; otherwise say which version the code runs on "
+         "(`target-versions` in [tool.loop2scan], or the project's declared dependencies)."),
 )
 
 
