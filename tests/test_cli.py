@@ -685,14 +685,21 @@ SARIF_SHAPE = {
 }
 
 
-def test_sarif_report(project):
+def validate_sarif(log: dict) -> None:
+    """Against the official SARIF 2.1.0 schema (tests/data), and the shape loop2scan promises."""
     import jsonschema
 
+    official = json.loads((Path(__file__).with_name("data") / "sarif-schema-2.1.0.json").read_text())
+    jsonschema.Draft4Validator(official).validate(log)
+    jsonschema.Draft202012Validator(SARIF_SHAPE).validate(log)
+
+
+def test_sarif_report(project):
     put(project / "nest.py", NESTED_SRC)
     r = cli("rewrite", project, "--format", "sarif")
     assert r.exit_code == 1
     log = json.loads(r.stdout)
-    jsonschema.Draft202012Validator(SARIF_SHAPE).validate(log)
+    validate_sarif(log)
     assert log["version"] == "2.1.0"
     (run,) = log["runs"]
     driver = run["tool"]["driver"]
@@ -744,6 +751,7 @@ def test_sarif_fixes_reproduce_the_rewrite(project):
     replacements gives exactly the text --write writes."""
     put(project / "nest.py", NESTED_SRC)
     log = json.loads(cli("rewrite", project, "--format", "sarif").stdout)
+    validate_sarif(log)
     fixes = {}
     for res in log["runs"][0]["results"]:
         uri = res["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
@@ -763,7 +771,10 @@ def test_sarif_report_with_a_file_error_exits_2(project):
     r = cli("rewrite", project, "--format", "sarif")
     assert r.exit_code == 2
     log = json.loads(r.stdout)
+    validate_sarif(log)
     assert log["version"] == "2.1.0"
+    (note,) = log["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert note["level"] == "error" and "binary" in note["message"]["text"]
     assert len(error_lines(r.stderr, "proj/blob.py")) == 1
 
 
