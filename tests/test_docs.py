@@ -90,16 +90,18 @@ def test_every_documented_code_is_produced():
 
 
 def test_readme_gallery_is_what_the_tool_writes_for_the_examples():
-    """The README's before/after gallery is generated from examples/ (docs/gallery.py);
+    """The README's before/after gallery is generated from examples/ (docs/generate.py);
     a change to the emitter or to an example without regenerating it fails here."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_l2s_gallery", REPO / "docs" / "gallery.py")
+    spec = importlib.util.spec_from_file_location("_l2s_generate", REPO / "docs" / "generate.py")
     gallery = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gallery)
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     rendered = gallery.render()
-    assert gallery.updated(readme, rendered) == readme, "the gallery is stale: run `python docs/gallery.py`"
+    assert gallery.updated(readme, rendered) == readme, "the gallery is stale: run `python docs/generate.py`"
+    codes = (REPO / "docs" / "codes.md").read_text(encoding="utf-8")
+    assert gallery.codes_md(codes) == codes, "docs/codes.md is stale: run `python docs/generate.py`"
     # one entry per example the tool changes, with code before and after
     assert rendered.count("#### `examples/") == 4
     assert rendered.count("jax.lax.scan(") >= 5
