@@ -26,7 +26,8 @@ import pytest
 import loop2scan.analysis.checks as checks
 from helpers import check_equivalent, rewrite, statuses
 from loop2scan import rewrite_source
-from loop2scan.api import Options, run
+from loop2scan.api import options_from_config, run
+from loop2scan.config import load_config
 from loop2scan.analysis.examples import ArraySpec, Invalid, KeySpec, NotThis, Valid, marked_lines, parse_args
 from loop2scan.codes import CODES, REWRITTEN
 
@@ -117,7 +118,8 @@ def _rewrite_in_project(case: Invalid, tmp: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(source).lstrip("\n") if rel != case.path else source, encoding="utf-8")
     paths = [str(tmp / p) for p in case.run] or [str(tmp)]
-    report = run(paths, Options(framework=case.framework, jobs=1))
+    # the project's pyproject.toml applies, as in a real run (its dependencies name the target versions)
+    report = run(paths, options_from_config(load_config(paths), paths, framework=case.framework, jobs=1))
     found = [f for f in report.files if Path(f.path).resolve() == (tmp / case.path).resolve()]
     assert found, [f.path for f in report.files]
     return found[0]

@@ -82,6 +82,15 @@ def _is_module_class(la, cls: ast.ClassDef) -> bool:
 # ----------------------------------------------------------------------------- examples
 
 INVALID = (
+    Invalid("L2S603", "dependencies-allow-a-jax-without-scan", """
+        @jax.jit
+        def rnn(xs, h):
+            for x in xs:
+                h = jnp.tanh(h + x)
+            return h
+        """, says=("jax 0.1.70", "jax 0.2.0"),
+        project=(("pyproject.toml", '[project]\nname = "pkg"\ndependencies = ["jax>=0.1.70"]\n'),
+                 ("pkg/__init__.py", ""))),
     Invalid("L2S601", "torch-call-in-jax-file", """
         import jax.numpy as jnp
         import torch
