@@ -194,25 +194,31 @@ def process_file(path: str, options: Options) -> FileReport:
         _file_done()
 
 
-#: Files analysed between two runs of the cycle collector while a run holds it.
-COLLECT_EVERY = 500
+#: Growth of the process's memory (peak resident size) between two runs of the
+#: cycle collector while a run holds it, checked every ``CHECK_EVERY`` files.
+COLLECT_GROWTH = 1 << 30
+CHECK_EVERY = 50
 _collector_held = False
-_files_since_collect = 0
+_files_since_check = 0
+_peak_at_collect = 0
 
 
 def _hold_collector() -> bool:
     """Pause Python's cycle collector for a run: the syntax trees of each file
     (and of the project's modules it looks at) are millions of objects, and
-    the collector's repeated passes over them took about half of a whole-tree
-    run.  Reference counting frees almost everything; the few cycles left are
-    collected every ``COLLECT_EVERY`` files (:func:`_file_done`), and what
-    survives a collection is not looked at again.  True when
-    this call paused it (and must release it)."""
-    global _collector_held
+    the collector's passes over them took about half of a whole-tree run (a
+    full collection costs about 4 ms per file analysed since the last one).
+    Reference counting frees almost everything; the cycles left are collected
+    when the process has grown by ``COLLECT_GROWTH`` since the last collection
+    (:func:`_file_done`), and what survives a collection is not looked at
+    again.  Most runs never collect; a run over a tree too large for memory
+    does, a gigabyte at a time.  True when this call paused it (and must release it)."""
+    global _collector_held, _peak_at_collect
     if not gc.isenabled():
         return False
     gc.disable()
     _collector_held = True
+    _peak_at_collect = _peak_memory()
     return True
 
 
@@ -223,15 +229,29 @@ def _release_collector() -> None:
     gc.enable()
 
 
+def _peak_memory() -> int:
+    """The process's peak resident size in bytes (0 where it cannot be read)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on every platform
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def _file_done() -> None:
-    global _files_since_collect
+    global _files_since_check, _peak_at_collect
     if not _collector_held:
         return
-    _files_since_collect += 1
-    if _files_since_collect >= COLLECT_EVERY:
-        _files_since_collect = 0
+    _files_since_check += 1
+    if _files_since_check < CHECK_EVERY:
+        return
+    _files_since_check = 0
+    peak = _peak_memory()
+    if peak - _peak_at_collect >= COLLECT_GROWTH:
         gc.collect()
         gc.freeze()  # what survives is the project's index, mostly: the next collection skips it
+        _peak_at_collect = _peak_memory()
 
 
 def _process_file(path: str, options: Options) -> FileReport:
