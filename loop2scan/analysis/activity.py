@@ -409,7 +409,7 @@ def all_written_names(stmts: Iterable[ast.stmt]) -> set[str]:
     nested scopes excluded, except the names the definitions themselves bind)."""
     out: set[str] = set()
     for stmt in stmts:
-        out.update(collect(stmt).stores)
+        out.update(collect(stmt, closures=False).stores)
     return out
 
 

@@ -550,7 +550,7 @@ class FunctionContext:
         loads: set[str] = set()
         imported: set[str] = set()
         for stmt in self.func.body:
-            c = collect(stmt)
+            c = collect(stmt, closures=False)  # the free variables of nested definitions are not needed here
             stores.update(c.stores)
             loads.update(n.id for n in c.loads)
             imported.update(c.imported)
