@@ -66,8 +66,8 @@ def _policy_options(f):
                           "(for pre-commit, which names every file; `force-exclude` in [tool.loop2scan]).")(f)
     f = click.option("--include-tests", is_flag=True, default=None,
                      help="Also process test files met while walking directories (tests/, test_*.py, *_test.py; "
-                          "`test-files` in [tool.loop2scan]). Test files named on the command line are always "
-                          "processed.")(f)
+                          "`test-files` in [tool.loop2scan]). Test files named on the command line are processed "
+                          "unless --force-exclude is given.")(f)
     f = click.option("--eager", type=click.Choice(EAGER_MODES), default=None,
                      help="Loops in functions that may run outside a JAX transformation: 'compile-once' (default) "
                           "rewrites them only into a step whose eager calls compile once; 'skip' leaves them "

@@ -13,7 +13,7 @@ changes nothing.
     min-trip-count = 4                # leave constant trip counts below this alone (L2S701)
     eager = "compile-once"            # or "skip": decline loops with no JAX transformation seen (L2S702),
                                       # or "closure": closure steps everywhere (code always run under jit)
-    include-tests = false             # directory runs skip test files (explicit file arguments never are)
+    include-tests = false             # directory runs skip test files (explicit files too with force-exclude)
     test-files = ["tests", "test_*.py", "*_test.py"]  # what counts as a test file
     force-exclude = false             # apply exclude / test-files to files named explicitly too (pre-commit)
     select = ["L2S3"]                 # report only these codes (prefixes); rewrites are always reported
