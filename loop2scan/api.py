@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from .config import Config
+from .config import Config, nearest_pyproject
 from .codes import CodeSelection
 from .versions import TargetVersion, target_version
 from .engine import SourceResult, rewrite_source
@@ -149,23 +149,6 @@ class RunReport:
         }
 
 
-def _pyproject_near(paths: Sequence[str]) -> Optional[str]:
-    """The nearest ``pyproject.toml`` above the common directory of ``paths`` (any: its dependencies count)."""
-    existing = [os.path.abspath(p) for p in paths if os.path.exists(p)] or [os.getcwd()]
-    try:
-        cur = os.path.commonpath([p if os.path.isdir(p) else os.path.dirname(p) for p in existing])
-    except ValueError:
-        return None
-    while True:
-        candidate = os.path.join(cur, "pyproject.toml")
-        if os.path.isfile(candidate):
-            return candidate
-        parent = os.path.dirname(cur)
-        if parent == cur:
-            return None
-        cur = parent
-
-
 def options_from_config(cfg: Config, paths: Sequence[str] = (), **overrides) -> Options:
     opts = Options(framework=cfg.framework, layout=cfg.layout, exclude=cfg.exclude,
                    extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples),
@@ -173,7 +156,7 @@ def options_from_config(cfg: Config, paths: Sequence[str] = (), **overrides) -> 
                    test_files=cfg.test_files, line_length=cfg.line_length, force_exclude=cfg.force_exclude,
                    select=cfg.select, ignore=cfg.ignore, unroll=cfg.unroll, rtol=cfg.rtol, atol=cfg.atol,
                    jax_target=target_version("jax", cfg.target_versions.get("jax"),
-                                             cfg.path or _pyproject_near(paths)))
+                                             cfg.path or nearest_pyproject(paths)))
     for key, value in overrides.items():
         if value is not None:
             setattr(opts, key, value)

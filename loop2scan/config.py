@@ -77,16 +77,34 @@ class Config:
     raw: dict = field(default_factory=dict)  # the whole [tool.loop2scan] table
 
 
-def find_pyproject(paths: Sequence[str]) -> Optional[str]:
-    """The nearest ``pyproject.toml`` containing ``[tool.loop2scan]`` (or the
-    first one at a repository root) above the common directory of ``paths``."""
+def _start(paths: Sequence[str]) -> str:
+    """The common directory of ``paths`` (the current one when none exists)."""
     existing = [os.path.abspath(p) for p in paths if os.path.exists(p)] or [os.getcwd()]
     dirs = [p if os.path.isdir(p) else os.path.dirname(p) for p in existing]
     try:
-        start = os.path.commonpath(dirs)
+        return os.path.commonpath(dirs)
     except ValueError:
-        start = os.getcwd()
-    cur = start
+        return os.getcwd()
+
+
+def nearest_pyproject(paths: Sequence[str]) -> Optional[str]:
+    """The nearest ``pyproject.toml`` of any kind above the common directory of
+    ``paths`` (its declared dependencies say which framework versions the code uses)."""
+    cur = _start(paths)
+    while True:
+        candidate = os.path.join(cur, "pyproject.toml")
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            return None
+        cur = parent
+
+
+def find_pyproject(paths: Sequence[str]) -> Optional[str]:
+    """The nearest ``pyproject.toml`` containing ``[tool.loop2scan]`` (or the
+    first one at a repository root) above the common directory of ``paths``."""
+    cur = _start(paths)
     while True:
         candidate = os.path.join(cur, "pyproject.toml")
         if os.path.isfile(candidate):

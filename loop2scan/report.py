@@ -96,18 +96,19 @@ def _sarif_fix(f) -> Optional[dict]:
         return None
     old = f.old_text.splitlines(keepends=True)
     new = f.new_text.splitlines(keepends=True)
+    def position(i: int) -> dict:
+        """Where line ``i`` (0-based) starts; the end of the text for ``i == len(old)``."""
+        if i < len(old):
+            return {"line": i + 1, "column": 1}
+        return {"line": max(len(old), 1), "column": len(old[-1]) + 1 if old else 1}
+
     replacements = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
-        region = {"startLine": i1 + 1, "startColumn": 1}
-        if i2 > i1:  # lines i1+1 .. i2 replaced: the region ends where line i2 + 1 starts
-            region.update({"endLine": i2 + 1, "endColumn": 1} if i2 < len(old) else
-                          {"endLine": i2, "endColumn": len(old[i2 - 1]) + 1})
-        else:  # an insertion before line i1 + 1
-            region.update({"endLine": i1 + 1, "endColumn": 1} if i1 < len(old) else
-                          {"startLine": max(i1, 1), "startColumn": len(old[i1 - 1]) + 1 if old else 1,
-                           "endLine": max(i1, 1), "endColumn": len(old[i1 - 1]) + 1 if old else 1})
+        start, end = position(i1), position(i2)  # lines i1+1 .. i2 replaced (none: an insertion)
+        region = {"startLine": start["line"], "startColumn": start["column"],
+                  "endLine": end["line"], "endColumn": end["column"]}
         replacements.append({"deletedRegion": region, "insertedContent": {"text": "".join(new[j1:j2])}})
     count = sum(1 for loop in f.loops if loop.status == "rewritten")
     return {"description": {"text": f"rewrite the {count} loop{'s' if count != 1 else ''} of this file that "
