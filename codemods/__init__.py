@@ -11,4 +11,8 @@ def emitter_for(framework: str):
         from .jax_scan import JaxScanEmitter
 
         return JaxScanEmitter
+    if framework == "flax":
+        from .nnx_scan import NnxScanEmitter
+
+        return NnxScanEmitter
     raise ValueError(f"no emitter for framework {framework!r}")

@@ -104,18 +104,27 @@ def _spaced(body: list, steps: set[int], n: int, function_body: bool, before: bo
     (unless it opens a function body, or ``before`` is false) and after it;
     ``None`` when nothing changes."""
     changed = False
+
+    def replace(i: int, new) -> None:
+        # a replaced step is a new object: track it by its own id (the old id could be reused by
+        # another node once the old object is freed)
+        if id(body[i]) in steps:
+            steps.discard(id(body[i]))
+            steps.add(id(new))
+        body[i] = new
+
     for i, stmt in enumerate(body):
         if id(stmt) not in steps:
             continue
         if before and not (i == 0 and function_body):
             new = _blank_before(stmt, n)
             if new is not stmt:
-                body[i] = new
+                replace(i, new)
                 changed = True
         if i + 1 < len(body):
             new = _blank_before(body[i + 1], n)
             if new is not body[i + 1]:
-                body[i + 1] = new
+                replace(i + 1, new)
                 changed = True
     return body if changed else None
 
@@ -171,6 +180,7 @@ def fit_line(line: cst.SimpleStatementLine, module: cst.Module, column: int, lim
 def fit_def(fn: cst.FunctionDef, module: cst.Module, column: int, limit: int, unit: str = "    ") -> cst.FunctionDef:
     """A step function's ``def`` line with its parameters one per line when it
     is too long."""
+    fn = fn.with_changes(decorators=[_fit_decorator(d, module, column, limit, unit) for d in fn.decorators])
     params = [module.code_for_node(p.with_changes(comma=cst.MaybeSentinel.DEFAULT))
               for p in fn.params.params]
     if fn.params.star_arg is not cst.MaybeSentinel.DEFAULT or fn.params.kwonly_params \
@@ -184,6 +194,20 @@ def fit_def(fn: cst.FunctionDef, module: cst.Module, column: int, limit: int, un
     text = f"def {fn.name.value}(\n{inner}):\n{unit}pass\n"
     parsed = cst.parse_statement(text, config=module.config_for_parsing)
     return fn.with_changes(params=parsed.params, whitespace_before_params=parsed.whitespace_before_params)
+
+
+def _fit_decorator(dec: cst.Decorator, module: cst.Module, column: int, limit: int, unit: str) -> cst.Decorator:
+    """A decorator call too long for its line, with its arguments one per line
+    (as ``ruff format`` lays it out: each argument followed by a comma)."""
+    call = dec.decorator
+    if not isinstance(call, cst.Call) or not call.args or \
+            column + 1 + len(module.code_for_node(call)) <= limit:
+        return dec
+    args = [module.code_for_node(a.with_changes(comma=cst.MaybeSentinel.DEFAULT)) for a in call.args]
+    inner = "".join(f"{unit}{a},\n" for a in args)
+    text = f"@{module.code_for_node(call.func)}(\n{inner})\ndef f():\n{unit}pass\n"
+    parsed = cst.parse_statement(text, config=module.config_for_parsing)
+    return dec.with_changes(decorator=parsed.decorators[0].decorator)
 
 
 def split_small(small: cst.BaseSmallStatement, module: cst.Module, indent: str, limit: int,

@@ -237,7 +237,7 @@ class JaxScanEmitter:
             trial = EditTransformer()
             taken = set(self.taken)
             try:
-                _PlanEmitter(plan, index, refs, trial, set(reserved), taken, self.style.unroll).register()
+                self.plan_emitter(plan, index, refs, trial, set(reserved), taken).register()
             except MappingError as e:
                 failures[plan.loop] = str(e)
                 continue
@@ -257,6 +257,11 @@ class JaxScanEmitter:
         module = module.visit(fit)
         self.imports = list(refs.imports)
         return module, failures
+
+    def plan_emitter(self, plan: ScanPlan, index: SpanIndex, refs: "_Refs", tr: EditTransformer,
+                     reserved: set[str], taken: set[str]):
+        """The object that registers one plan's edits (``register()``)."""
+        return _PlanEmitter(plan, index, refs, tr, reserved, taken, self.style.unroll)
 
     def _place_module_steps(self, module: cst.Module, tr: EditTransformer) -> cst.Module:
         """The steps defined at module level go right before the top-level
@@ -671,6 +676,38 @@ class _PlanEmitter:
             return leaf(tree)
         return "(" + ", ".join(self._tree_text(t, leaf) for t in tree) + ("," if len(tree) == 1 else "") + ")"
 
+    def scan_options(self) -> list[str]:
+        plan = self.plan
+        options = []
+        if plan.length is not None:
+            options.append(f"length={plan.length}")
+        if plan.reverse:
+            options.append("reverse=True")
+        if self.unroll is not None:
+            options.append(f"unroll={self.unroll}")
+        return options
+
+    def passed_in_carry(self) -> list[str]:
+        """The function's values a step defined at module level receives in its
+        carry (``lax.scan`` has no other way in)."""
+        return list(self.plan.hoisted or ())
+
+    def broadcast_params(self) -> list[str]:
+        """Parameters of the step after its inputs (broadcast arguments)."""
+        return []
+
+    def carry_only(self) -> bool:
+        """The step returns its carry alone (no per-step outputs); ``lax.scan``
+        always takes a ``(carry, ys)`` pair."""
+        return False
+
+    def scan_call(self, step: str, carry_init: str, xs_text: Optional[str]) -> tuple[str, str]:
+        """The scan call, and a decorator line for the step (none for ``lax.scan``)."""
+        args = [step, carry_init]
+        if xs_text is not None:
+            args.append(xs_text)
+        return f"{self.refs.scan}({', '.join(args + self.scan_options())})", ""
+
     def _build(self, loop: cst.For, step: str, original: cst.For) -> list[cst.BaseStatement]:
         plan, module = self.plan, self.module
         discard = self.discard
@@ -691,11 +728,17 @@ class _PlanEmitter:
             outs.append(f"{counter.name} {step_text}")
             inits.append(counter.init)
             lhs.append(discard)
-        for name in plan.hoisted or ():
+        for name in self.passed_in_carry():
             carries.append(name)
             outs.append(name)
             inits.append(name)
             lhs.append(discard)
+        for cell in reversed(plan.cells):
+            # a module the step calls, carried first (the Flax target's `nnx.Carry`)
+            carries.insert(0, cell.name)
+            outs.insert(0, cell.name)
+            inits.insert(0, cell.expr)
+            lhs.insert(0, discard)
         if len(carries) == 1:
             carry_param = carries[0]
             carry_out, carry_init, carry_lhs = outs[0], inits[0], lhs[0]
@@ -730,8 +773,15 @@ class _PlanEmitter:
             ys_expr = values[0]
         else:
             ys_expr = cst.Tuple([cst.Element(v) for v in values])
-        ret = cst.SimpleStatementLine([cst.Return(value=cst.Tuple(
-            [cst.Element(parse_expr(carry_out, module)), cst.Element(ys_expr)], lpar=[], rpar=[]))])
+        carry_only = self.carry_only()
+        if carry_only:
+            # a step whose result is its carry alone (`nnx.scan` with `out_axes=nnx.Carry`)
+            ret = cst.SimpleStatementLine([cst.Return(value=parse_expr(carry_out.strip("()") if
+                                                                        carry_out.startswith("(") else carry_out,
+                                                                        module))])
+        else:
+            ret = cst.SimpleStatementLine([cst.Return(value=cst.Tuple(
+                [cst.Element(parse_expr(carry_out, module)), cst.Element(ys_expr)], lpar=[], rpar=[]))])
         # comments of removed last statements (an `outs.append(h)  # ...`) go with the return
         footer = list(loop.body.footer) if isinstance(loop.body, cst.IndentedBlock) else []
         moved = [line for line in footer if id(line) in self.tr.moved_comments]
@@ -744,26 +794,20 @@ class _PlanEmitter:
         else:
             leading += trailing
         ret = self._written(ret.with_changes(leading_lines=leading))
-        header = parse_stmt(f"def {step}({carry_param}, {xs_param}):\n    pass\n", module)
+        call, decorator = self.scan_call(step, carry_init, xs_text)
+        params = ", ".join([carry_param, xs_param, *self.broadcast_params()])
+        header = parse_stmt(f"{decorator}def {step}({params}):\n    pass\n", module)
         if isinstance(loop.body, cst.IndentedBlock):
             block = loop.body.with_changes(body=[*prologue, *body, ret], footer=footer)
         else:
             block = cst.IndentedBlock(body=[*prologue, *body, ret])
-        # the call
-        args = [step, carry_init]
-        if xs_text is not None:
-            args.append(xs_text)
-        if plan.length is not None:
-            args.append(f"length={plan.length}")
-        if plan.reverse:
-            args.append("reverse=True")
-        if self.unroll is not None:
-            args.append(f"unroll={self.unroll}")
-        call = f"{self.refs.scan}({', '.join(args)})"
         ys_lhs = None
         if self.ys_targets:
             ys_lhs = self.ys_targets[0] if len(self.ys_targets) == 1 else f"({', '.join(self.ys_targets)})"
-        if carry_lhs and ys_lhs:
+        if carry_only:
+            line = f"{carry_lhs.strip('()') if carry_lhs.startswith('(') else carry_lhs} = {call}" \
+                if carry_lhs else call
+        elif carry_lhs and ys_lhs:
             line = f"{carry_lhs}, {ys_lhs} = {call}"
         elif carry_lhs:
             line = f"{carry_lhs}, {discard} = {call}"

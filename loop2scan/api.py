@@ -46,6 +46,7 @@ class Options:
     lines: dict = field(default_factory=dict)  # FILE:LINE runs: normalised path -> the lines to rewrite
     select: tuple[str, ...] = ()  # codes reported (prefixes; all when empty); rewrites always are
     unroll: Optional[int] = None  # `unroll=` of every emitted scan
+    layer_axis_name: str = "layers"  # NNX layer stacks: the sharding name of the stacked axis
     jax_target: Optional[TargetVersion] = None  # the JAX version emitted code must run on (None: the newest)
     ignore: tuple[str, ...] = ()  # codes never reported
     test_files: tuple[str, ...] = DEFAULT_TEST_FILES
@@ -58,7 +59,7 @@ class Options:
     @property
     def style(self) -> Style:
         jax = self.jax_target.version if self.jax_target is not None else None
-        return Style(line_length=self.line_length, unroll=self.unroll, jax=jax)
+        return Style(line_length=self.line_length, unroll=self.unroll, jax=jax, layer_axis_name=self.layer_axis_name)
 
     def reported(self, loops: list) -> list:
         """The loops a report shows (``select`` / ``ignore``)."""
@@ -155,6 +156,7 @@ def options_from_config(cfg: Config, paths: Sequence[str] = (), **overrides) -> 
                    min_trip_count=cfg.min_trip_count, eager=cfg.eager, include_tests=cfg.include_tests,
                    test_files=cfg.test_files, line_length=cfg.line_length, force_exclude=cfg.force_exclude,
                    select=cfg.select, ignore=cfg.ignore, unroll=cfg.unroll, rtol=cfg.rtol, atol=cfg.atol,
+                   layer_axis_name=cfg.layer_axis_name,
                    jax_target=target_version("jax", cfg.target_versions.get("jax"),
                                              cfg.path or nearest_pyproject(paths)))
     for key, value in overrides.items():

@@ -6,7 +6,7 @@ options override it.  Unknown keys are an error, so a typo never silently
 changes nothing.
 
     [tool.loop2scan]
-    framework = "jax"                 # auto | jax
+    framework = "jax"                 # auto | jax | flax
     layout = "stacked"                # per-layer parameter lists: stacked (at construction) | keep
     exclude = ["build", "third_party"]  # replaces the default excludes
     extend-exclude = ["*_pb2.py"]      # adds to them
@@ -19,6 +19,7 @@ changes nothing.
     select = ["L2S3"]                 # report only these codes (prefixes); rewrites are always reported
     ignore = ["L2S001"]               # never report these codes
     unroll = 2                        # `unroll=` of every emitted scan (steps per iteration of XLA's loop)
+    layer-axis-name = "layers"        # NNX layer stacks: the sharding name of the stacked layer axis
     rtol = 1e-5                       # --check tolerances (default: by dtype)
     atol = 1e-6
     target-versions = { jax = "0.4.20" }  # what emitted code must run on (default: the declared dependencies,
@@ -46,7 +47,7 @@ from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, EAGER_MODES, li
 
 KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude", "min-trip-count", "eager", "include-tests",
               "test-files", "force-exclude", "select", "ignore", "unroll", "rtol", "atol",
-              "target-versions"}
+              "target-versions", "layer-axis-name"}
 
 
 class ConfigError(Exception):
@@ -66,6 +67,7 @@ class Config:
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     unroll: Optional[int] = None
+    layer_axis_name: str = "layers"
     target_versions: dict = field(default_factory=dict)  # package -> version string
     rtol: Optional[float] = None
     atol: Optional[float] = None
@@ -166,6 +168,11 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{path}: unroll must be a positive integer, not {value!r}")
         cfg.unroll = value
+    if "layer-axis-name" in table:
+        value = table["layer-axis-name"]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: layer-axis-name must be a non-empty string, not {value!r}")
+        cfg.layer_axis_name = value
     for key in ("rtol", "atol"):
         if key in table:
             value = table[key]

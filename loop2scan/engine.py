@@ -24,8 +24,8 @@ from .policy import DEFAULT_POLICY, DEFAULT_STYLE, Policy, Style
 from .versions import JAX_SCAN, show
 
 FRAMEWORKS = ("auto", "jax", "flax", "flax-linen", "torch_xla")
-AVAILABLE_FRAMEWORKS = ("auto", "jax")
-TARGETS = {"jax": "jax.lax.scan"}
+AVAILABLE_FRAMEWORKS = ("auto", "jax", "flax")
+TARGETS = {"jax": "jax.lax.scan", "flax": "flax.nnx.scan, and jax.lax.scan for array loops"}
 
 
 @dataclass
@@ -45,14 +45,18 @@ class SourceResult:
 
 def detect_framework(tree: ast.Module, requested: str = "auto") -> Optional[str]:
     """The target for a file: the requested one, or, for ``auto``, the one its
-    imports point to (``torch_xla`` > JAX/Flax > plain ``torch``)."""
+    imports point to (``torch_xla`` > Flax NNX > JAX > plain ``torch``).  The
+    ``flax`` target is the JAX one plus ``nnx.scan`` for loops over stacks of
+    NNX modules."""
     if requested != "auto":
-        return "jax" if requested in ("jax", "flax", "flax-linen") else requested
+        return "jax" if requested == "flax-linen" else requested
     found: set[str] = set()
     for node in statement_index(tree).import_nodes:
         found |= ImportTable._frameworks_of(node)
     if "torch_xla" in found:
         return "torch_xla"
+    if "flax.nnx" in found:
+        return "flax"
     if "jax" in found:
         return "jax"
     if "torch" in found:
@@ -120,7 +124,7 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
         loops = analyze_module(mctx)
     except RecursionError:
         return SourceResult([], error="expressions nest too deeply for the analysis (Python's recursion limit)")
-    too_old = fw == "jax" and style.jax is not None and style.jax < JAX_SCAN
+    too_old = fw in ("jax", "flax") and style.jax is not None and style.jax < JAX_SCAN
     if too_old:
         loops = [LoopResult(r.line, r.col, r.end_line, "declined", "L2S603",
                             f"the code must run on jax {show(style.jax)} (target-versions, or the project's "
@@ -271,7 +275,7 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extr
             if r.plan.loop in failures:
                 out.append(_internal(r, failures[r.plan.loop]))
                 continue
-            r.target = target
+            r.target = r.target or target
         out.append(r)
     if not replacements:
         return SourceResult(out, framework=fw)
@@ -302,6 +306,11 @@ def _plan_lines(plan) -> list[int]:
         lines += [c.span.line for c in y.consumers]
     if plan.layout is not None:
         lines += [e.span.line for e in plan.layout.edits]
+    if plan.modules is not None:
+        build = plan.modules.build
+        lines += [build.span.line, build.span.end_line]
+        if build.loop_span is not None:
+            lines += [build.loop_span.line, build.loop_span.end_line]
     return lines
 
 

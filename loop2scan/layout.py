@@ -129,11 +129,72 @@ def unstack_layers(stacked: Any) -> list:
     return out
 
 
+# ----------------------------------------------------------------------------- Flax NNX
+def _pure(state: Any) -> Any:
+    """An NNX ``State`` as a pure dict (``nnx.to_pure_dict``); a pure dict as it is."""
+    if isinstance(state, dict):
+        return state
+    from flax import nnx
+
+    return nnx.to_pure_dict(state)
+
+
+def stack_nnx_state(state: Any, key: str) -> dict:
+    """The state of a model whose ``nnx.List`` of layers at ``key`` (a
+    "/"-separated path, e.g. ``"decoder/layers"``) became one stacked module:
+    every variable of the layers (parameters, RNG keys and counts, batch
+    statistics) stacked along a new leading axis, layer ``i`` at index ``i``.
+
+    ``state`` is ``nnx.state(model)`` or its pure dict (``nnx.to_pure_dict``, the
+    form Orbax checkpoints hold); the result is a pure dict, which
+    ``nnx.replace_by_pure_dict`` puts into the stacked model's state::
+
+        state = nnx.state(new_model)
+        nnx.replace_by_pure_dict(state, stack_nnx_state(nnx.state(old_model), "layers"))
+        nnx.update(new_model, state)
+
+    Values are copied exactly (typed PRNG keys stay keys)."""
+    import jax
+    import jax.numpy as jnp
+
+    tree = _pure(state)
+    layers = _as_list(_get(tree, key))
+    if not layers:
+        raise LayoutError(f"no layers under {key!r}: an empty stack has no structure to build")
+    skeleton = jax.tree.structure(layers[0])
+    for i, layer in enumerate(layers[1:], start=1):
+        if jax.tree.structure(layer) != skeleton:
+            raise LayoutError(f"layer {i} under {key!r} does not have the structure of layer 0")
+        for a, b in zip(jax.tree.leaves(layers[0]), jax.tree.leaves(layer)):
+            if jnp.shape(a) != jnp.shape(b) or jnp.asarray(a).dtype != jnp.asarray(b).dtype:
+                raise LayoutError(f"layer {i} under {key!r} has a variable of another shape or dtype than layer 0")
+    return _set(tree, key, jax.tree.map(lambda *xs: jnp.stack(xs), *layers))
+
+
+def unstack_nnx_state(state: Any, key: str) -> dict:
+    """The inverse of :func:`stack_nnx_state`: the stacked variables at ``key``
+    split into layers ``{0: ..., 1: ..., ...}`` (the pure-dict form of an
+    ``nnx.List``), layer ``i`` from index ``i``."""
+    import jax
+
+    tree = _pure(state)
+    stacked = _get(tree, key)
+    leaves = jax.tree.leaves(stacked)
+    if not leaves:
+        raise LayoutError(f"no variables under {key!r}")
+    sizes = {leaf.shape[:1] for leaf in leaves}
+    if len(sizes) != 1 or sizes == {()}:
+        raise LayoutError(f"the variables under {key!r} do not share one leading layer axis")
+    (n,), = sizes
+    return _set(tree, key, {i: jax.tree.map(lambda leaf, i=i: leaf[i], stacked) for i in range(n)})
+
+
 # ----------------------------------------------------------------------------- files
 def _get(tree: Any, key: str) -> Any:
     node = tree
     for part in [p for p in key.split("/") if p]:
         if isinstance(node, dict):
+            part = _dict_key(node, part)
             if part not in node:
                 raise LayoutError(f"no entry {part!r} under --key {key!r}")
             node = node[part]
@@ -144,12 +205,21 @@ def _get(tree: Any, key: str) -> Any:
     return node
 
 
+def _dict_key(node: dict, part: str) -> Any:
+    """``part`` of a "/"-separated path as a key of ``node``: an NNX state keys
+    the items of an ``nnx.List`` by ``int``."""
+    if part not in node and part.isdigit() and int(part) in node:
+        return int(part)
+    return part
+
+
 def _set(tree: Any, key: str, value: Any) -> Any:
     parts = [p for p in key.split("/") if p]
     if not parts:
         return value
     head, rest = parts[0], "/".join(parts[1:])
     if isinstance(tree, dict):
+        head = _dict_key(tree, head)
         out = dict(tree)
         out[head] = _set(tree[head], rest, value)
         return out
@@ -161,10 +231,12 @@ def _set(tree: Any, key: str, value: Any) -> Any:
 
 
 def _as_list(node: Any) -> list:
-    """A list of layers; a dict keyed "0".."L-1" (how flax serialises lists) counts too."""
+    """A list of layers; a dict keyed "0".."L-1" (how flax serialises lists) or
+    0..L-1 (an NNX state's ``nnx.List``) counts too."""
     if isinstance(node, (list, tuple)) and not _is_namedtuple(node):
         return list(node)
-    if isinstance(node, dict) and node and all(isinstance(k, str) and k.isdigit() for k in node):
+    if isinstance(node, dict) and node and all((isinstance(k, str) and k.isdigit()) or
+                                               (isinstance(k, int) and not isinstance(k, bool)) for k in node):
         keys = sorted(node, key=int)
         if [int(k) for k in keys] != list(range(len(keys))):
             raise LayoutError("the layer keys are not 0..L-1")

@@ -225,6 +225,51 @@ class Counter:
     step: int = 1
 
 
+@dataclass
+class ModuleBuild:
+    """How a stack of modules is built once stacked (``codemods/nnx_scan.py``):
+    the statement building the list in the constructor becomes a factory that
+    builds one module per layer under ``nnx.vmap``, each from its own split of
+    the ``nnx.Rngs``, and ``self.<attr>`` is that stacked module."""
+
+    span: Span  # the `self.<attr> = ...` statement
+    attr: str
+    constructor: str  # one layer's constructor call, as written (`Block(cfg, rngs=rngs)`)
+    count: str  # the number of layers, as written
+    rngs: str  # the `nnx.Rngs` name every layer draws from
+    loop_span: Optional[Span] = None  # the `append` loop filling the list (removed), when built that way
+    names: set[str] = field(default_factory=set)  # the names the constructor uses (the factory avoids them)
+    cls: str = ""  # the class, for messages
+    # the layers may carry sharding metadata (partition names): the stacked axis gets a name of its own
+    partitioned: bool = False
+
+
+@dataclass
+class ModuleScan:
+    """A loop calling each module of a stack in turn (``for layer in self.layers``),
+    scanned with ``nnx.scan`` over the stacked module."""
+
+    attr: str  # `layers` in `self.layers`
+    element: str  # the loop variable
+    build: ModuleBuild
+
+    def describe(self) -> str:
+        return (f"`self.{self.attr}` becomes one stacked module (built at line {self.build.span.line} under "
+                f"`nnx.vmap`, one split of `{self.build.rngs}` per layer): new weights are drawn differently from "
+                "the same seed; existing weights and checkpoints carry over with `loop2scan convert-state`")
+
+
+@dataclass
+class CarriedModule:
+    """A submodule of ``self`` the loop calls every step (an NNX recurrent cell):
+    carried through ``nnx.scan`` (``nnx.Carry``), so its parameters are shared by
+    every step and the state it changes (RNG counts) advances step by step."""
+
+    expr: str  # `self.cell`
+    name: str  # what the step calls it: `cell`
+    uses: list[Span] = field(default_factory=list)  # every `self.cell` in the body
+
+
 @dataclass(frozen=True)
 class Context:
     """Where the loop's function runs, as far as the project shows.
@@ -278,6 +323,8 @@ class ScanPlan:
     role: str = "step"  # what the loop does, for the step's name: "rnn" -> `_rnn_step`, "layer" -> `_layer_step`
     discard: Optional[str] = "_"  # a name the scan's unused results may be bound to (None: none is free)
     nested_in: Optional[tuple[int, int]] = None  # (line, col) of the enclosing loop whose step holds this one
+    modules: Optional[ModuleScan] = None  # set for loops over a stack of NNX modules (``nnx.scan``)
+    cells: list[CarriedModule] = field(default_factory=list)  # NNX submodules carried by an ``nnx.scan`` over steps
 
 
 Status = Literal["rewritten", "declined", "skipped", "not-candidate"]
@@ -327,6 +374,11 @@ class LoopResult:
                             "passed": list(plan.hoisted or [])}
             if plan.length:
                 data["length"] = plan.length
+            if plan.cells:
+                data["carried_modules"] = [c.expr for c in plan.cells]
+            if plan.modules is not None:
+                data["modules"] = {"attribute": plan.modules.attr, "as": plan.modules.element,
+                                   "build_line": plan.modules.build.span.line, "count": plan.modules.build.count}
             if plan.layout is not None:
                 lay = plan.layout
                 data["layout"] = {"mode": lay.mode, "structure": lay.name, "builder": lay.builder,

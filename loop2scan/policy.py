@@ -52,6 +52,7 @@ class Style:
     line_length: int = DEFAULT_LINE_LENGTH
     unroll: Optional[int] = None  # passed to every emitted scan (``unroll=`` of jax.lax.scan) when set
     jax: Optional[tuple[int, ...]] = None  # the JAX version emitted code must run on (None: the newest)
+    layer_axis_name: str = "layers"  # NNX layer stacks: the sharding name of the stacked axis
 
 
 DEFAULT_POLICY = Policy()

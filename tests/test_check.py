@@ -200,7 +200,7 @@ def test_examples_verify_including_the_layout_change(tmp_path):
     data = json.loads(proc.stdout)
     verdicts = {(Path(f["path"]).name, loop["line"]): loop["check"]["verdict"]
                 for f in data["files"] for loop in f["loops"] if loop["status"] == "rewritten"}
-    assert len(verdicts) == 5 and set(verdicts.values()) == {"verified"}, verdicts
+    assert len(verdicts) == 7 and set(verdicts.values()) == {"verified"}, verdicts
     mlp = next(loop for f in data["files"] if f["path"].endswith("jax_mlp.py") for loop in f["loops"]
                if loop["status"] == "rewritten")
     assert mlp["layout"]["mode"] == "stacked" and "gradients" in mlp["check"]
@@ -256,3 +256,30 @@ def test_check_runs_assumed_dtypes_in_bfloat16(tmp_path, monkeypatch):
     assert check["dtypes"] == {"bfloat16": "differs"}
     assert any("bfloat16" in d for d in check["differences"]), check["differences"]
     assert (tmp_path / "promo.py").read_text() == PROMOTING
+
+
+def test_flax_check_verifies_the_stack_and_catches_a_wrong_one(tmp_path):
+    """The NNX backend builds both models from the example factory, copies the
+    original's state into the stacked layout, and compares outputs (train mode:
+    dropout on), the state after the call and the gradients.  A scan over the
+    layers in reverse order is caught."""
+    from loop2scan import rewrite_source
+    from loop2scan.check import CheckOptions, Example, check_loops
+
+    src = (ROOT / "examples" / "nnx_decoder.py").read_text()
+    path = tmp_path / "nnx_decoder.py"
+    path.write_text(src)
+    result = rewrite_source(src, "auto")
+    assert result.framework == "flax"
+    example = Example("nnx_decoder.py", "Decoder.__call__", "nnx_decoder.py::example_inputs")
+    loop = next(r for r in result.loops if r.status == "rewritten")
+    good = check_loops(str(path), src, result.new_text, result.loops, "flax", [example], str(tmp_path),
+                       CheckOptions())[loop.line]
+    assert good["verdict"] == "verified", good
+    assert good["gradients"]["parameters"] > 10 and good["compile_s"]["after"] is not None
+    wrong = result.new_text.replace("out_axes=nnx.Carry)", "out_axes=nnx.Carry, reverse=True)")
+    assert wrong != result.new_text
+    bad = check_loops(str(path), src, wrong, result.loops, "flax", [example], str(tmp_path),
+                      CheckOptions())[loop.line]
+    assert bad["verdict"] == "differs", bad
+    assert any(d.startswith("output") for d in bad["differences"]), bad["differences"]

@@ -854,7 +854,7 @@ def test_explain_does_not_write(project):
 # ----------------------------------------------------------------------------- --framework
 
 
-@pytest.mark.parametrize("framework", ["jax", "auto"])
+@pytest.mark.parametrize("framework", ["jax", "auto", "flax"])
 def test_framework_jax_and_auto(project, framework):
     r = cli("rewrite", project, "--framework", framework, "--format", "json")
     assert r.exit_code == 1, r.stderr
@@ -864,7 +864,7 @@ def test_framework_jax_and_auto(project, framework):
     assert b"jax.lax.scan(" in (project / "rnn.py").read_bytes()
 
 
-@pytest.mark.parametrize("framework", ["flax", "flax-linen", "torch_xla"])
+@pytest.mark.parametrize("framework", ["flax-linen", "torch_xla"])
 @pytest.mark.parametrize("command", ["rewrite", "explain"])
 def test_framework_not_available_is_a_usage_error(project, framework, command):
     before = snapshot(project)
@@ -902,12 +902,12 @@ def test_config_is_found_from_a_subdirectory(project):
     assert [f["path"] for f in json.loads(r.stdout)["files"]] == ["proj/pkg/sub/model.py"]
 
 
-def test_config_framework_flax_is_an_error_and_command_line_wins(project):
+def test_config_framework_not_available_is_an_error_and_command_line_wins(project):
     put(project / "pkg" / "sub" / "model.py", RNN_SRC)
-    _pyproject(project / "pyproject.toml", 'framework = "flax"\n')
+    _pyproject(project / "pyproject.toml", 'framework = "torch_xla"\n')
     r = cli("rewrite", "proj/pkg/sub")
     assert r.exit_code == 2
-    assert "'flax'" in r.stderr and r.stdout == ""
+    assert "'torch_xla'" in r.stderr and r.stdout == ""
     r = cli("rewrite", "proj/pkg/sub", "--framework", "jax")
     assert r.exit_code == 1
     assert "--- a/proj/pkg/sub/model.py" in r.stdout

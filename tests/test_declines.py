@@ -128,7 +128,8 @@ def _rewrite_in_project(case: Invalid, tmp: Path):
 @pytest.mark.parametrize("case", INVALID, ids=lambda c: c.id)
 def test_invalid(case: Invalid, tmp_path):
     text = case.text
-    result = _rewrite_in_project(case, tmp_path) if case.project else rewrite_source(text, case.framework)
+    result = _rewrite_in_project(case, tmp_path) if case.project else rewrite_source(text, case.framework,
+                                                                                      case.layout)
     if case.project:
         assert all(f.new_text is None for f in [result]), result.new_text
     loop = _first_loop(result)

@@ -27,7 +27,7 @@ import textwrap
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from fuzz import constructs, packages
+from fuzz import constructs, nnx_programs, packages
 from fuzz.grammar import (CLASSES, CONSTRUCTS, DECLINE_ONLY, INDEX_TERMS, ITERATIONS, MUST_DECLINE, MUST_REWRITE,
                           NUMPY_VARIANTS, PYTREE_STRUCTURES, RANGE_SLICES, REWRITE_ONLY, STEPS, ArgSpec, Program,
                           generate, programs)
@@ -38,7 +38,7 @@ from fuzz.harness import KEPT_LAYOUT, Outcome, Tally, _zero_step, grown, run_pro
 EXECUTED_EXAMPLES = 60
 PER_CLASS = {"basic": 3, "non-numeric": 5, "static-use": 5, "bool-mask": 5, "index-arith": 3, "dtype-carry": 5,
              "growing-list": 4, "pytree-outputs": 4, "numpy-host": 4, "stateful": 4, "stateful-pure": 2,
-             "package": 4}
+             "package": 4, "nnx": 6}
 # the static runs (rewrite and judge, nothing executed) are cheap
 STATIC_EXAMPLES = 400
 STATIC_PER_CLASS = 40
@@ -229,6 +229,11 @@ def test_grammar_coverage():
            for v in values]
         + ["package:files:2", "package:files:3", "package:import:relative", "package:import:module",
            "package:import:absolute", "package:update:returned", "package:update:assigned", "package:train:loop"]
+        # 11. NNX layer stacks and recurrent cells
+        + [f"nnx:stack-{b}" for b in nnx_programs.BLOCKS] + [f"nnx:build-{b}" for b in nnx_programs.BUILDS]
+        + [f"nnx:layers-{n}" for n in nnx_programs.LAYERS] + ["nnx:jit", "nnx:eager", "nnx:two-carries"]
+        + [f"nnx:cell-{it}" for it in nnx_programs.CELL_ITERATIONS] + ["nnx:collect", "nnx:cell-dropout"]
+        + [f"nnx:decline-{d}" for d in nnx_programs.STACK_DECLINES + nnx_programs.CELL_DECLINES]
     )
     missing = [w for w in wanted if w not in seen]
     assert not missing, f"never generated: {missing}"

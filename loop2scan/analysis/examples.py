@@ -46,6 +46,7 @@ class Invalid:
     status: str = "declined"
     framework: str = "jax"
     header: bool = True  # prepend `import jax` / `import jax.numpy as jnp`
+    layout: str = "stacked"  # `--layout` of the run
     # a project around the loop: other files ((path, source) pairs), where ``src`` lives in it,
     # and the paths the run names (the whole project when empty)
     project: tuple[tuple[str, str], ...] = ()

@@ -39,6 +39,7 @@ from .checks import (
     framework,
     iteration,
     layer_lists,
+    module_stacks,
     pays,
     side_effects,
     static_uses,
@@ -75,6 +76,7 @@ class LoopAnalysis:
         self.written: set[str] = set()
         self.targets: set[str] = set()
         self.layer = None
+        self.cells: list = []  # NNX submodules the step carries (Flax target: recurrent cells)
         self.iteration = None
         self.accs: dict = {}
         self.carries: list[str] = []
@@ -103,6 +105,10 @@ class LoopAnalysis:
             if candidate.has_skip_comment(self):
                 return LoopResult(span.line, span.col, span.end_line, "skipped", SKIPPED,
                                   "skipped by `# loop2scan: skip`")
+            if self.mctx.framework == "flax":
+                attr = module_stacks.stack_attribute(self)
+                if attr is not None:
+                    return self.run_module_stack(attr)
             has_evidence = candidate.evidence(self) is not None
             host = candidate.numpy_loop(self) if self.mctx.framework is not None and (
                 has_evidence or candidate.calls_numpy(self)) else None
@@ -117,14 +123,65 @@ class LoopAnalysis:
             plan = self.plan()
             style.finish_plan(self, plan)  # the step's role, the discard name, notes
         except Decline as d:
-            message = d.message
-            where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
-            if d.module is not None and d.module is not self.mctx:
-                # the construct at fault is in another module of the project
-                where = None
-                message += f" (in {d.module.display_path()}, line {getattr(d.node, 'lineno', '?')})"
-            return LoopResult(span.line, span.col, span.end_line, "declined", d.code, message, where=where)
-        return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan)
+            return self.declined(d)
+        return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
+                          target=module_stacks.SCANNED_AS if plan.cells else None)
+
+    def declined(self, d: Decline) -> LoopResult:
+        span = self.mctx.span(self.loop)
+        message = d.message
+        where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
+        if d.module is not None and d.module is not self.mctx:
+            # the construct at fault is in another module of the project
+            where = None
+            message += f" (in {d.module.display_path()}, line {getattr(d.node, 'lineno', '?')})"
+        return LoopResult(span.line, span.col, span.end_line, "declined", d.code, message, where=where)
+
+    def run_module_stack(self, attr: str) -> LoopResult:
+        """A loop over a stack of NNX modules (``checks.module_stacks``): its own
+        rules, then the general steps for the body, the carries, the per-layer
+        outputs and where the method runs.  The plan scans the stacked module's
+        layers as the loop's elements."""
+        span = self.mctx.span(self.loop)
+        try:
+            self.mctx.ensure_parents(self.func)
+            structure.check_loop_form(self)
+            self.find_names()
+            iteration.find_iteration(self)
+            _body(self)
+            control_flow.check_globals(self)
+            modules = module_stacks.plan_module_loop(self, attr)
+            output_checks.find_accumulators(self)
+            side_effects.check_mutations(self)
+            self.find_carries()
+            if not self.carries:
+                raise Decline("L2S322", "nothing flows from one layer to the next (no name is read before it is "
+                              "written in the body)", self.loop)
+            for name in self.carries:
+                carries._check_carry_init(self, name)
+            carries._check_python_container_carries(self, self.carries)
+            carries._check_python_number_carries(self, self.carries)
+            self.find_tainted()
+            reverse = module_stacks.is_reversed(self.loop.iter)  # `reversed(self.layers)`: the last layer first
+            stack = self.loop.iter.args[0] if reverse else self.loop.iter
+            self.xs = [XsItem("elements", bind=modules.element, source=self.mctx.span(stack),
+                              source_text=self.mctx.source(stack))]
+            self.xs_tree = 0
+            self.index_info = None
+            self.reverse, self.length, self.length_reason = reverse, None, ""
+            self.elements_target = self.loop.target
+            self.counter = None
+            outputs.plan_outputs(self)
+            pays.plan_context(self)
+            plan = self.plan()
+            plan.modules = modules
+            plan.role = "layer"
+            plan.discard = style.discard_name(self, plan)
+            plan.notes.append(modules.describe())
+        except Decline as d:
+            return self.declined(d)
+        return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
+                          target=module_stacks.SCANNED_AS)
 
     # -------------------------------------------------------- fact steps
     def find_names(self) -> None:
@@ -228,7 +285,7 @@ class LoopAnalysis:
             target_text=mctx.source(loop.target),
             target_pattern=mctx.span(loop.target),
             elements_pattern=inputs.elements_pattern(self, self.iteration, self.xs),
-            function_names=set(fctx.all_names) | mctx.module_names | reads_in_body,
+            function_names=set(fctx.all_names) | mctx.module_names | reads_in_body | {c.name for c in self.cells},
             step_reads=step_reads,
             xs_tree=self.xs_tree,
             local_names=set(fctx.locals),
@@ -238,6 +295,7 @@ class LoopAnalysis:
             dtype_assumed=self.dtype_assumed(),
             context=self.context,
             hoisted=self.hoisted,
+            cells=list(self.cells),
             nested_in=(mctx.span(self.nested_in).line, mctx.span(self.nested_in).col)
             if self.nested_in is not None else None,
         )
@@ -304,11 +362,12 @@ class LoopAnalysis:
     def step_reads(self, xs: list[XsItem]) -> set[str]:
         """Names the step function reads once index reads became slices."""
         replaced = {x_span for item in xs for x_span in item.replaces}
+        replaced |= {span for cell in self.cells for span in cell.uses}  # `self.cell`: the carried `cell`
         dropped = {d_span for item in xs for d_span in item.drop}
         skip: set[int] = set()
         for stmt in self.loop.body:
             for node in walk(stmt):
-                if (isinstance(node, ast.Subscript) and self.mctx.span(node) in replaced) or \
+                if (isinstance(node, (ast.Subscript, ast.Attribute)) and self.mctx.span(node) in replaced) or \
                         (isinstance(node, ast.stmt) and self.mctx.span(node) in dropped):
                     skip.update(id(n) for n in walk(node))
         out: set[str] = set()
@@ -438,13 +497,18 @@ class LoopAnalysis:
 
     def summary(self, plan: ScanPlan) -> str:
         parts = [f"carry: {', '.join(plan.carries) or '(none)'}"]
-        if plan.xs:
+        if plan.modules is not None:
+            parts.insert(0, f"the layers of self.{plan.modules.attr} as {plan.modules.element} (one stacked module)")
+        if plan.cells:
+            # NNX submodules the step carries (`nnx.Carry`)
+            parts.insert(0, "carried modules: " + ", ".join(f"{c.expr} as {c.name}" for c in plan.cells))
+        if plan.xs and plan.modules is None:
             parts.append(f"xs: {'; '.join(x.describe() for x in plan.xs)}")
         if plan.ys:
             parts.append(f"ys: {', '.join(y.name for y in plan.ys)}")
         if plan.reverse:
             parts.append("reverse")
-        return "scan with " + "; ".join(parts)
+        return ("nnx.scan" if plan.cells or plan.modules else "scan") + " with " + "; ".join(parts)
 
     def trip_count_at_least_one(self) -> bool:
         r = self.iteration.range_loop
@@ -535,5 +599,6 @@ def analyze_module(mctx: ModuleContext) -> list[LoopResult]:
     inputs.inputs_of_enclosing_steps(mctx, results)
     layer_lists.layouts_change_together(mctx, results)
     pays.nested_steps_rewritten(results)
+    module_stacks.mark_build_loops(results)
     style.name_steps(mctx, results)  # distinct step names per function (and module, for module-level steps)
     return results

@@ -112,6 +112,9 @@ def check_loops(path: str, original_text: str, new_text: str, loops: list[LoopRe
         if plan.dtype_assumed and "bfloat16" not in job["dtype_variants"]:
             # a carry's dtype is not visible: run the example in bfloat16 too (docs/assumptions.md)
             job["dtype_variants"].append("bfloat16")
+        if plan.modules is not None or plan.cells:
+            # NNX modules: the model is built anew from the rewritten module, the state copied (flax_backend)
+            job["modules"] = True
         job["loops"].append({
             "line": loop.line,
             "function": plan.function,
@@ -128,7 +131,7 @@ def check_loops(path: str, original_text: str, new_text: str, loops: list[LoopRe
         "path": os.path.abspath(path),
         "root": os.path.abspath(root),
         "rewritten": new_text,
-        "framework": framework,
+        "framework": "jax" if framework == "flax" else framework,  # array loops of a Flax file
         "device": options.device,
         "rtol": options.rtol,
         "atol": options.atol,

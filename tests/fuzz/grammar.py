@@ -74,7 +74,7 @@ from typing import Optional, Sequence
 
 from hypothesis import strategies as st
 
-from fuzz import constructs, packages
+from fuzz import constructs, nnx_programs, packages
 from fuzz.program import B, D, H, MUST_DECLINE, MUST_REWRITE, ArgSpec, Mark, Program, Snippet, Target
 
 __all__ = ["ArgSpec", "Program", "MUST_DECLINE", "MUST_REWRITE", "CLASSES", "CONSTRUCTS", "ITERATIONS", "STEPS",
@@ -114,16 +114,17 @@ ESCAPING = {"return", "print", "logger", "if_value", "if_element", "subscript_wr
 
 #: Every class of program (see the module docstring).
 CLASSES = ("basic", "non-numeric", "static-use", "bool-mask", "index-arith", "dtype-carry", "growing-list",
-           "pytree-outputs", "numpy-host", "stateful", "stateful-pure", "package")
+           "pytree-outputs", "numpy-host", "stateful", "stateful-pure", "package", "nnx")
 #: Classes whose programs are must-decline / must-rewrite only; the others have both labels.
 DECLINE_ONLY = ("non-numeric", "static-use", "bool-mask", "dtype-carry", "growing-list", "numpy-host", "stateful")
 REWRITE_ONLY = ("index-arith", "pytree-outputs", "stateful-pure")
 # how often each class is drawn, given the label (by repetition; the first option is what
 # hypothesis shrinks towards)
 P_DECLINE = 0.35
-REWRITE_MIX = ("basic",) * 12 + ("index-arith",) * 3 + ("pytree-outputs",) * 3 + ("package",) * 2 + ("stateful-pure",)
+REWRITE_MIX = ("basic",) * 12 + ("index-arith",) * 3 + ("pytree-outputs",) * 3 + ("package",) * 2 + \
+    ("stateful-pure",) + ("nnx",) * 2
 DECLINE_MIX = ("basic",) * 4 + ("non-numeric", "static-use", "bool-mask", "dtype-carry", "growing-list",
-                                 "numpy-host", "stateful", "package")
+                                 "numpy-host", "stateful", "package", "nnx")
 
 LIST_CONSUMERS_2D = ("{ns}.stack({n})", "{ns}.stack({n}, axis=1)", "{ns}.stack({n}, axis=2)",
                      "{ns}.stack({n}, axis=-1)", "{ns}.array({n})", "{ns}.concatenate({n})",
@@ -236,6 +237,8 @@ def _gen(c, klass: Optional[str] = None) -> Program:
         decline = klass in DECLINE_ONLY
     if klass == "package":
         return packages.generate_package(c, decline)
+    if klass == "nnx":
+        return nnx_programs.generate_nnx(c, decline)
     return _gen_module(c, klass, decline)
 
 

@@ -230,6 +230,9 @@ def run_program(program: Program, seed: int = 0, jit: bool = True, grad: bool = 
         if program.is_package:
             _judge_package(program, out, seed, jit, grad, execute)
             return out
+        if program.klass == "nnx":
+            _judge_nnx(program, out, seed, execute)
+            return out
         _judge(program, out, seed, jit, grad, execute)
         if out.failure_kind == "mismatch":
             _zero_step(program, out, seed, jit, grad)
@@ -300,15 +303,23 @@ def _zero_step(program: Program, out: Outcome, seed: int, jit: bool, grad: bool)
 
 
 def _judge(program: Program, out: Outcome, seed: int, jit: bool, grad: bool, execute: bool) -> None:
-    # ------------------------------------------------------------------ the rewrite, judged statically
+    result = _judge_static(program, out, "jax")
+    if result is None or out.failures or not execute:
+        return
+    _run_and_compare(program, out, result, seed, jit, grad)
+
+
+def _judge_static(program: Program, out: Outcome, framework: str):
+    """Rewrite the program and judge the result without running it; the
+    rewrite result, or ``None`` when the tool failed."""
     try:
-        result = rewrite_source(program.source, "jax", policy=FUZZ_POLICY)
+        result = rewrite_source(program.source, framework, policy=FUZZ_POLICY)
     except Exception as e:  # noqa: BLE001 - any exception from the tool is a failure
         out.fail("crash", f"rewrite_source raised {_error(e)}\n{traceback.format_exc()}")
-        return
+        return None
     if result.error is not None:
         out.fail("crash", f"rewrite_source reported an error on valid source: {result.error}")
-        return
+        return None
     out.statuses = [(lp.line, lp.status, lp.code) for lp in result.loops]
     out.messages = {lp.line: lp.message for lp in result.loops if lp.status != "rewritten"}
     by_line = {lp.line: lp for lp in result.loops}
@@ -340,9 +351,13 @@ def _judge(program: Program, out: Outcome, seed: int, jit: bool, grad: bool, exe
             out.forbidden.append((lp.status, lp.code))
             if lp.status == "rewritten":
                 out.fail("wrong-rewrite", f"line {line}: the loop holding `{program.construct}` was rewritten")
-    if out.failures or not execute:
-        return
+    if program.free_loops:
+        out.statuses = [st for st in out.statuses if st[0] not in program.free_loops]  # what the label speaks about
+        out.rewritten_all = all(st[1] == "rewritten" for st in out.statuses)
+    return result
 
+
+def _run_and_compare(program: Program, out: Outcome, result, seed: int, jit: bool, grad: bool) -> None:
     # ------------------------------------------------------------------ the original must run
     try:
         module = load(program.source)
@@ -472,6 +487,77 @@ def _compare_in_mode(program: Program, out: Outcome, a, b, seed: int, jit: bool,
         if not compare(f"{how} gradient", grad_a, grad_b, GRAD_RTOL, GRAD_ATOL):
             return False
     return not out.failures
+
+
+# ----------------------------------------------------------------------------- NNX models
+
+def _judge_nnx(program: Program, out: Outcome, seed: int, execute: bool) -> None:
+    """An NNX program (:mod:`fuzz.nnx_programs`): ``build(rngs)`` of the original
+    and of the rewritten module, the original's state copied into the
+    rewritten model's layout, two calls (RNG counts advance), the state after
+    them, and the gradients with respect to every ``nnx.Param`` and the inputs."""
+    result = _judge_static(program, out, "flax")
+    if result is None or out.failures or not execute:
+        return
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from loop2scan.check.flax_backend import copy_into, numeric, pure_state, stacked_like
+
+    try:
+        module = load(program.source)
+        original = module.build(nnx.Rngs(seed))
+        args = make_args(program, seed, module)
+        _quiet(original, *args)
+        original = module.build(nnx.Rngs(seed))  # afresh: the first call advanced its RNG counts
+    except Exception as e:  # noqa: BLE001
+        out.discarded = _error(e)
+        return
+    if result.new_text is None:
+        return
+    try:
+        new_module = load(result.new_text)
+        rewritten = new_module.build(nnx.Rngs(seed + 1))
+        copy_into(original, rewritten)
+    except Exception as e:  # noqa: BLE001
+        out.fail("mismatch", f"the rewritten model cannot be built or take the original's state: {_error(e)}")
+        return
+
+    def compare(what, x, y, rtol=RTOL, atol=ATOL) -> bool:
+        try:
+            assert_tree_close(x, y, rtol, atol, what)
+        except AssertionError as e:
+            out.fail("mismatch", f"{what}: {str(e).strip()}")
+            return False
+        return True
+
+    for call in range(2):
+        want = _quiet(original, *args)
+        try:
+            got = _quiet(rewritten, *args)
+        except Exception as e:  # noqa: BLE001
+            out.fail("mismatch", f"call {call + 1}: the rewritten model raises {_error(e)} where the original runs")
+            return
+        if not compare(f"call {call + 1} output", want, got) or \
+                not compare(f"state after call {call + 1}", numeric(stacked_like(pure_state(original),
+                                                                                 pure_state(rewritten))),
+                            numeric(pure_state(rewritten))):
+            return
+
+    def loss(model, x, *rest):
+        return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(model(x, *rest)))
+
+    grad = nnx.grad(loss, argnums=(0, 1))
+    try:
+        (g_model_a, g_x_a) = _quiet(grad, original, *args)
+        (g_model_b, g_x_b) = _quiet(grad, rewritten, *args)
+    except Exception as e:  # noqa: BLE001
+        out.fail("mismatch", f"gradient: {_error(e)}")
+        return
+    after = nnx.to_pure_dict(g_model_b)
+    compare("input gradient", g_x_a, g_x_b, GRAD_RTOL, GRAD_ATOL) and \
+        compare("parameter gradient", stacked_like(nnx.to_pure_dict(g_model_a), after), after, GRAD_RTOL, GRAD_ATOL)
 
 
 # ----------------------------------------------------------------------------- packages

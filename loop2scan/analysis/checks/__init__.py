@@ -8,6 +8,7 @@ module             codes       what it decides
 ``structure``      L2S01x      the form of the ``for`` statement
 ``iteration``      L2S30x      what is iterated, loop variables, trip count
 ``layer_lists``    L2S303-309  loops over per-layer parameter lists
+``module_stacks``  L2S320-323  loops over stacks of NNX modules (``--framework flax``)
 ``control_flow``   L2S1xx      Python control flow in the body
 ``side_effects``   L2S2xx      host effects, mutation, closures, conversions
 ``carries``        L2S4xx      values carried from step to step
@@ -26,6 +27,7 @@ from . import (
     framework,
     iteration,
     layer_lists,
+    module_stacks,
     outputs,
     pays,
     side_effects,
@@ -35,6 +37,6 @@ from . import (
 
 #: Every code the rules can give, in code order.
 RULE_CODES = tuple(sorted(
-    (c for module in (candidate, structure, control_flow, side_effects, iteration, layer_lists, static_uses,
+    (c for module in (candidate, structure, control_flow, side_effects, iteration, layer_lists, module_stacks, static_uses,
                       carries, outputs, framework, pays) for c in module.CODES),
     key=lambda c: c.code))

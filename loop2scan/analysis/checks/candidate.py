@@ -99,6 +99,9 @@ def evidence(la) -> Optional[ast.AST]:
     layers = _module_layers(la)
     if layers is not None:
         return layers
+    cell = _module_cell_call(la)
+    if cell is not None:
+        return cell
     # carried names that start from arrays
     body_written = all_written_names(loop.body)
     body_read = all_read_names(loop.body)
@@ -183,6 +186,26 @@ def _module_layers(la) -> Optional[ast.AST]:
         for value in la.fctx.assigned_values(it.id):
             if isinstance(value, ast.Call) and la.fctx.imports.qualname(value.func) in MODULE_LISTS:
                 return calls[0]
+    return None
+
+
+def _module_cell_call(la) -> Optional[ast.AST]:
+    """Under the Flax target, a loop in a method of an ``nnx.Module`` that calls a
+    submodule (``h = self.cell(h, x)``): a recurrent loop over arrays (whether
+    the submodule can be carried is the framework rule's question)."""
+    if la.mctx.framework != "flax" or la.func is None:
+        return None
+    cls = la.mctx.enclosing_class(la.func)
+    if cls is None:
+        return None
+    from .module_stacks import is_nnx_module
+
+    if not is_nnx_module(la.mctx, cls):
+        return None
+    for node in walk_all(la.loop.body):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "self":
+            return node
     return None
 
 

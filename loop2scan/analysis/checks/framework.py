@@ -45,7 +45,13 @@ def check_framework(la) -> None:
             if is_under(q, "flax.linen", "flax.nnx", "flax", "haiku", "equinox"):
                 raise Decline("L2S601", f"the loop builds or calls Flax/Haiku/Equinox modules "
                               f"(`{ast.unparse(node.func)}`): module state and parameter names would change under a "
-                              "scan, and this version's JAX target rewrites only loops over arrays", node)
+                              f"scan, and {_TARGET_SCOPE[fw == 'flax']}", node)
+    if fw == "flax":
+        from .module_stacks import carried_cells
+
+        la.cells = carried_cells(la)  # recurrent cells: carried by an `nnx.scan` over the steps
+        if la.cells:
+            return
     cls = la.mctx.enclosing_class(la.func) if la.func is not None else None
     if cls is not None and _is_module_class(la, cls):
         for node in walk(la.loop):
@@ -55,8 +61,16 @@ def check_framework(la) -> None:
                     f = f.value
                 if isinstance(f, ast.Name) and f.id == "self" and isinstance(node.func, (ast.Attribute, ast.Subscript)):
                     raise Decline("L2S601", f"the loop calls a submodule (`{ast.unparse(node.func)}`) of a "
-                                  "Flax/Haiku/PyTorch module; this version's JAX target rewrites only loops over "
-                                  "arrays", node)
+                                  f"Flax/Haiku/PyTorch module; {_TARGET_SCOPE[fw == 'flax']}", node)
+
+
+#: What the target rewrites, for the messages of loops that use modules (by "the target is flax").
+_TARGET_SCOPE = {
+    False: "the JAX target rewrites only loops over arrays (`--framework flax` scans NNX layer stacks and "
+           "recurrent cells)",
+    True: "the Flax target scans only NNX layer stacks (`for layer in self.layers`) and recurrent cells (a "
+          "submodule of `self` called every step) besides loops over arrays",
+}
 
 
 def _pallas_kernel(la) -> bool:
