@@ -471,3 +471,15 @@ VALID = (
             return h
         """, "rnn", ('f32[5,3,4], f32[3,4]',)),
 )
+
+
+def _nnx_optimizer_example() -> Invalid:
+    from .module_stacks import SAME_LAYERS, nnx_decoder
+
+    src = nnx_decoder(SAME_LAYERS) + ("\n\ndef make_optimizer(model):\n"
+                                      "    return nnx.Optimizer(model, optax.lamb(1e-3), wrt=nnx.Param)  # <-\n")
+    return Invalid("L2S313", "per-leaf-optimizer-of-an-nnx-layer-stack", src, says=("optax.lamb", "per-leaf"),
+                   framework="flax", header=False)
+
+
+INVALID += (_nnx_optimizer_example(),)

@@ -409,15 +409,19 @@ def check_other_uses(la, stack: Stack) -> None:
             why = f" ({result.code}: {result.message})" if result is not None else ""
             raise Decline("L2S321", f"the loop over `self.{attr}` at line {other.lineno} stays a loop{why}; "
                           "both must change together", other)
+    _check_optimizers(mctx, stack)
     project = mctx.project
     if project is None or mctx.name is None:
         return
     # the modules that import this one (where instances of the class are built, subclassed or used)
     for name in sorted(project.importers_of_module_names(mctx.name)):
-        if name == mctx.name or not project.mentions(name, attr) or not project.mentions(name, stack.cls.name):
+        if name == mctx.name or not project.mentions(name, stack.cls.name):
             continue
         other = project.module_context(name)
         if other is None:
+            continue
+        _check_optimizers(other, stack)
+        if not project.mentions(name, attr):
             continue
         other.ensure_parents(other.tree)
         for node in walk(other.tree):
@@ -429,6 +433,35 @@ def check_other_uses(la, stack: Stack) -> None:
                             "replaces it by one stacked module", node)
                 d.module = other
                 raise d
+
+
+def _check_optimizers(mctx, stack: Stack) -> None:
+    """Optimizers built where the model is (this module, or one importing its
+    class) must update each leaf element-wise: per-leaf statistics (LAMB, LARS,
+    Adafactor...) and masks that read shapes or paths change meaning when the
+    layers become one stacked leaf per variable."""
+    from ..layers import OPTAX_MASKS, OPTAX_PER_LEAF
+
+    if "optax" not in mctx.text:
+        return
+    for node in walk(mctx.tree):
+        if not isinstance(node, ast.Call):
+            continue
+        q = mctx.imports.qualname(node.func)
+        if q is None or not q.startswith("optax."):
+            continue
+        last = q.rsplit(".", 1)[-1]
+        why = None
+        if last in OPTAX_PER_LEAF:
+            why = f"uses per-leaf statistics (`{q}`)"
+        elif last in OPTAX_MASKS or any(k.arg == "mask" for k in node.keywords):
+            why = f"masks or partitions leaves (`{short(ast.unparse(node))}`: a mask reading shapes or paths would " \
+                  "pick other leaves)"
+        if why is not None:
+            d = Decline("L2S313", f"an optimizer built where `{stack.cls.name}` is used {why}: stacking "
+                        f"`self.{stack.attr}` into one module would change its update", node)
+            d.module = mctx
+            raise d
 
 
 def _owner_class(mctx, node: ast.AST) -> Optional[ast.ClassDef]:
@@ -538,6 +571,7 @@ def _submodule(mctx, cls: ast.ClassDef, attr: str, where: ast.AST) -> None:
 _BLOCK = """\
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 
@@ -552,7 +586,7 @@ class Block(nnx.Module):
 """
 
 
-def _decoder(build: str, body: str = "x = layer(x, mask)", after: str = "return x", init: str = "",
+def nnx_decoder(build: str, body: str = "x = layer(x, mask)", after: str = "return x", init: str = "",
              header: str = "for layer in self.layers:") -> str:
     """A module of ``Block`` and a ``Decoder`` whose ``__init__`` builds ``self.layers``
     with ``build`` (plus ``init``) and whose ``__call__`` runs ``body`` for each layer."""
@@ -570,29 +604,29 @@ class Decoder(nnx.Module):
 """
 
 
-_SAME = "nnx.List([Block(d, rngs=rngs) for _ in range(n)])"
+SAME_LAYERS = "nnx.List([Block(d, rngs=rngs) for _ in range(n)])"
 
 INVALID = (
     Invalid("L2S320", "index-dependent-argument",
-            _decoder("nnx.List([Block(d * (i + 1), rngs=rngs) for i in range(n)])  # <-"),
+            nnx_decoder("nnx.List([Block(d * (i + 1), rngs=rngs) for i in range(n)])  # <-"),
             says=("layer index", "`i`"), framework="flax", header=False),
     Invalid("L2S320", "different-first-block",
-            _decoder("nnx.List([nnx.Linear(d, d, rngs=rngs)] + [Block(d, rngs=rngs) for _ in range(n)])  # <-"),
+            nnx_decoder("nnx.List([nnx.Linear(d, d, rngs=rngs)] + [Block(d, rngs=rngs) for _ in range(n)])  # <-"),
             says=("range(n)",), framework="flax", header=False),
-    Invalid("L2S321", "len-of-the-list", _decoder(_SAME, after="return x / len(self.layers)  # <-"),
+    Invalid("L2S321", "len-of-the-list", nnx_decoder(SAME_LAYERS, after="return x / len(self.layers)  # <-"),
             says=("len(self.layers)",), framework="flax", header=False),
-    Invalid("L2S322", "layer-attribute-read", _decoder(_SAME, body="x = layer.lin(x) * mask  # <-"),
+    Invalid("L2S322", "layer-attribute-read", nnx_decoder(SAME_LAYERS, body="x = layer.lin(x) * mask  # <-"),
             says=("layer.lin",), framework="flax", header=False),
     Invalid("L2S322", "shared-module-called",
-            _decoder(_SAME, body="x = self.drop(layer(x, mask))  # <-", init="self.drop = nnx.Dropout(0.1, rngs=rngs)"),
+            nnx_decoder(SAME_LAYERS, body="x = self.drop(layer(x, mask))  # <-", init="self.drop = nnx.Dropout(0.1, rngs=rngs)"),
             says=("self.drop", "state"), framework="flax", header=False),
     Invalid("L2S322", "numbered-layers-with-per-layer-caches",
-            _decoder(_SAME, header="for i, layer in enumerate(self.layers):  # <-",
+            nnx_decoder(SAME_LAYERS, header="for i, layer in enumerate(self.layers):  # <-",
                      body='x = layer(x, mask) + self.bias[f"layer_{i}"]', init="self.bias = {}"),
             says=("enumerate(self.layers)", "per-layer"), framework="flax", header=False),
     Invalid("L2S321", "slice-of-the-list",
-            _decoder(_SAME, header="for layer in self.layers[1:]:  # <-"),
+            nnx_decoder(SAME_LAYERS, header="for layer in self.layers[1:]:  # <-"),
             says=("self.layers[1:]", "part of the layer list"), framework="flax", header=False),
-    Invalid("L2S323", "layout-keep", _decoder(_SAME + "  # <-"),
+    Invalid("L2S323", "layout-keep", nnx_decoder(SAME_LAYERS + "  # <-"),
             says=("--layout keep", "stacked layout"), framework="flax", header=False, layout="keep"),
 )
