@@ -92,8 +92,53 @@ class _NnxPlanEmitter(_PlanEmitter):
             for span in cell.uses:
                 node = self.index.find(span)
                 self.tr.replace[id(node)] = (lambda name: lambda u: cst.Name(name))(cell.name)
-        if self.plan.modules is not None:
-            self._register_build(self.plan.modules.build)
+        modules = self.plan.modules
+        if modules is not None and not modules.keep:
+            self._register_build(modules.build)
+        if modules is not None and modules.keep:
+            # the list's states stacked into one module on every call, written back after the scan
+            self.stacked = self._fresh(f"stacked_{modules.attr.strip('_') or 'layers'}")
+            self.index_name = self._fresh("i")
+            self.refs.tree_map, self.refs.jnp  # decide the spellings (and the imports)
+
+    def _render_xs(self, item) -> str:
+        modules = self.plan.modules
+        if modules is not None and modules.keep:
+            return self.stacked
+        return super()._render_xs(item)
+
+    def _build(self, loop: cst.For, step: str, original: cst.For) -> list:
+        stmts = super()._build(loop, step, original)
+        modules = self.plan.modules
+        if modules is None or not modules.keep:
+            return stmts
+        nnx, refs, module, attr = self.nnx, self.refs, self.module, modules.attr
+        unit = module.default_indent
+        # the loop's own variable names the layers again: the loop bound it in the function's scope too
+        # (and nothing reads it after the loop: the analysis checked that)
+        stacked, i, layer = self.stacked, self.index_name, modules.element
+        make = parse_stmt(
+            f"{stacked} = {nnx}.merge(\n"
+            f"{unit}{nnx}.graphdef(self.{attr}[0]),\n"
+            f"{unit}{refs.tree_map}(lambda *s: {refs.jnp}.stack(s), *[{nnx}.state({layer}) for {layer} in self.{attr}]),\n"
+            f")\n", module)
+        write_back = parse_stmt(
+            f"for {i}, {layer} in enumerate(self.{attr}):\n"
+            f"{unit}{nnx}.update({layer}, {refs.tree_map}(lambda s: s[{i}], {nnx}.state({stacked})))\n", module)
+        leading = stmts[0].leading_lines
+        first = stmts[0].with_changes(leading_lines=[])
+        for marks in (self.tr.step_defs, self.tr.written):
+            if id(stmts[0]) in marks:
+                marks.discard(id(stmts[0]))
+                marks.add(id(first))
+        stmts[0] = first
+        for node in (make, write_back):
+            self.tr.written.add(id(node))
+        guard = parse_stmt(f"if len(self.{attr}):\n{unit}pass\n", module)
+        block = guard.body.with_changes(body=[make, *stmts, write_back])
+        guard = guard.with_changes(body=block, leading_lines=leading)
+        self.tr.written.add(id(guard))
+        return [guard]
 
     def carry_only(self) -> bool:
         return not self.plan.ys

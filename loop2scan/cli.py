@@ -371,8 +371,8 @@ def _explain_reports(split, options) -> list[FileReport]:
 
 
 @main.command("convert-state")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=str))
-@click.argument("dst", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("src", type=click.Path(exists=True, path_type=str))
+@click.argument("dst", type=click.Path(path_type=str))
 @click.option("--to", "to", type=click.Choice(["stacked", "list"]), required=True,
               help="stacked: a list of per-layer pytrees becomes one pytree with a leading layer axis; list: back.")
 @click.option("--key", default="", help="The entry to convert, as a /-separated path (e.g. params/layers).")
@@ -380,7 +380,8 @@ def _explain_reports(split, options) -> list[FileReport]:
 def convert_state(src, dst, to, key, force) -> None:
     """Convert a saved parameter list between the list and the stacked layout.
 
-    Formats by extension: .npz, .pkl/.pickle, .msgpack (flax.serialization).
+    Formats by extension: .npz, .pkl/.pickle, .msgpack (flax.serialization);
+    a directory (or a new path with no extension) is an Orbax checkpoint.
     The conversion is exact: every value is copied bit for bit, in layer order."""
     from .layout import LayoutError, convert_checkpoint
 

@@ -306,7 +306,7 @@ def _plan_lines(plan) -> list[int]:
         lines += [c.span.line for c in y.consumers]
     if plan.layout is not None:
         lines += [e.span.line for e in plan.layout.edits]
-    if plan.modules is not None:
+    if plan.modules is not None and not plan.modules.keep:
         build = plan.modules.build
         lines += [build.span.line, build.span.end_line]
         if build.loop_span is not None:

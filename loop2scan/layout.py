@@ -11,8 +11,12 @@ two exactly (bit for bit, dtypes kept, layer order preserved)::
     assert all(... unstack_layers(stacked) ...) # and back
 
 ``convert_checkpoint`` does the same for files (``.npz``, ``.pkl``/``.pickle``,
-and ``.msgpack`` written by ``flax.serialization``); the command line is
-``loop2scan convert-state IN OUT --to stacked|list [--key PATH]``.
+and ``.msgpack`` written by ``flax.serialization``) and Orbax checkpoint
+directories (``orbax.checkpoint.StandardCheckpointer``: a path with no file
+extension); the command line is
+``loop2scan convert-state IN OUT --to stacked|list [--key PATH]``.  NNX states
+(``nnx.state(model)`` or their pure dicts) convert with :func:`stack_nnx_state`
+and :func:`unstack_nnx_state`.
 
 Only NumPy is needed (JAX arrays are converted to NumPy arrays first).
 """
@@ -284,7 +288,20 @@ def _flatten_npz(tree: Any, prefix: str = "") -> dict:
     return out
 
 
+def _is_orbax(path: str) -> bool:
+    """An Orbax checkpoint: a directory (an existing one, or a new path with no file extension)."""
+    return os.path.isdir(path) or not os.path.splitext(path)[1]
+
+
 def load_checkpoint(path: str) -> Any:
+    if _is_orbax(path):
+        if not os.path.isdir(path):
+            raise LayoutError(f"{path} is not a checkpoint directory")
+        try:
+            import orbax.checkpoint as ocp
+        except ImportError as e:
+            raise LayoutError("reading Orbax checkpoints needs orbax-checkpoint (it comes with flax)") from e
+        return ocp.StandardCheckpointer().restore(os.path.abspath(path))
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
         np = _np()
@@ -303,8 +320,32 @@ def load_checkpoint(path: str) -> Any:
     raise LayoutError(f"unsupported checkpoint format {ext or '(none)'!r}: use .npz, .pkl/.pickle or .msgpack")
 
 
+def _save_orbax(tree: Any, path: str) -> None:
+    """An Orbax checkpoint directory, written beside ``path`` and renamed into place."""
+    import shutil
+
+    import orbax.checkpoint as ocp
+
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(prefix=".loop2scan-", dir=parent)
+    staged = os.path.join(tmp, "checkpoint")
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(staged, tree)
+        checkpointer.wait_until_finished()
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_checkpoint(tree: Any, path: str) -> None:
-    """Write atomically (temporary file in the same directory, then rename)."""
+    """Write atomically (temporary file in the same directory, then rename);
+    a path with no extension is an Orbax checkpoint directory."""
+    if _is_orbax(path):
+        _save_orbax(tree, path)
+        return
     ext = os.path.splitext(path)[1].lower()
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".loop2scan-", suffix=ext, dir=directory)
@@ -335,6 +376,7 @@ def convert_checkpoint(src: str, dst: str, to: str, key: str = "") -> Any:
     """Read ``src``, convert the per-layer list at ``key`` to ``to`` ("stacked" or
     "list"), write ``dst`` (same format as its extension).  Returns the new tree."""
     tree = load_checkpoint(src)
-    new = convert_tree(tree, to, key, indexed_dict=os.path.splitext(dst)[1].lower() == ".msgpack")
+    # flax serialisation and Orbax key a list's items "0".."L-1"
+    new = convert_tree(tree, to, key, indexed_dict=os.path.splitext(dst)[1].lower() == ".msgpack" or _is_orbax(dst))
     save_checkpoint(new, dst)
     return new

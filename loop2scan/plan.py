@@ -252,8 +252,16 @@ class ModuleScan:
     attr: str  # `layers` in `self.layers`
     element: str  # the loop variable
     build: ModuleBuild
+    # `--layout keep`: the list stays a list; each call stacks its layers' states into one module for the
+    # scan and writes the changed states back to each layer
+    keep: bool = False
 
     def describe(self) -> str:
+        if self.keep:
+            return (f"`self.{self.attr}` stays a list of modules (`--layout keep`): on every call the layers' "
+                    "states are stacked into one module for the scan (an O(layers) copy per call, more under "
+                    "`grad`) and the changed states are written back to each layer; `--layout stacked` builds "
+                    "the stack once")
         return (f"`self.{self.attr}` becomes one stacked module (built at line {self.build.span.line} under "
                 f"`nnx.vmap`, one split of `{self.build.rngs}` per layer): new weights are drawn differently from "
                 "the same seed; existing weights and checkpoints carry over with `loop2scan convert-state`")

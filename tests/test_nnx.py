@@ -45,24 +45,37 @@ def _read(path: Path) -> str:
     return path.read_bytes().decode("utf-8")
 
 
-def _rewrite(text: str, framework: str = "flax"):
-    result = rewrite_source(text, framework)
+def _rewrite(text: str, framework: str = "flax", layout: str = "stacked"):
+    result = rewrite_source(text, framework, layout)
     assert result.error is None, result.error
     return result
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_golden_output(case):
+# `--layout keep`: the construction stays (the append loop is a loop of Python values again), and a
+# layer loop collecting per-layer outputs is declined (an empty list would leave them unset)
+KEEP_CASES = {
+    "decoder": [(29, R, "L2S000"), (40, N, "L2S001"), (45, R, "L2S000"), (58, R, "L2S000"), (80, D, "L2S322"),
+                (93, N, "L2S001")],
+}
+# (case, layout): the expected file of each; `--layout keep` leaves the construction alone
+LAYOUTS = {"stacked": "expected", "keep": "keep.expected"}
+GOLDEN_RUNS = [(case, layout) for case in sorted(CASES) for layout in LAYOUTS
+               if layout == "stacked" or case == "decoder"]
+
+
+@pytest.mark.parametrize("case,layout", GOLDEN_RUNS)
+def test_golden_output(case, layout):
     src = _read(GOLDEN / f"{case}.py")
-    result = _rewrite(src)
+    result = _rewrite(src, layout=layout)
     got = result.new_text if result.new_text is not None else src
-    expected = GOLDEN / f"{case}.expected.py"
+    expected = GOLDEN / f"{case}.{LAYOUTS[layout]}.py"
     if UPDATE:
         expected.write_bytes(got.encode("utf-8"))
     assert got == _read(expected)
-    assert [(r.line, r.status, r.code) for r in sorted(result.loops, key=lambda r: r.line)] == CASES[case]
+    statuses = [(r.line, r.status, r.code) for r in sorted(result.loops, key=lambda r: r.line)]
+    assert statuses == (CASES[case] if layout == "stacked" else KEEP_CASES[case])
     assert all(r.target == "flax.nnx.scan" for r in result.loops if r.status == R)
-    again = _rewrite(got)
+    again = _rewrite(got, layout=layout)
     assert again.new_text is None, "a second rewrite changed the output"
 
 
@@ -82,12 +95,12 @@ def test_jax_target_declines_module_loops(case):
 
 
 # ----------------------------------------------------------------------------- equivalence
-def _examples(case: str):
+def _examples(case: str, layout: str):
     mod = load(_read(GOLDEN / f"{case}.py"))
-    return [(case, i) for i in range(len(mod.example_inputs()))]
+    return [(case, layout, i) for i in range(len(mod.example_inputs()))]
 
 
-EXAMPLES = [e for case in sorted(CASES) for e in _examples(case)]
+EXAMPLES = [e for case, layout in GOLDEN_RUNS for e in _examples(case, layout)]
 
 
 def copy_into_stacked(original: nnx.Module, stacked: nnx.Module, keys: list[str]) -> None:
@@ -120,12 +133,13 @@ def _loss(out):
     return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(out))
 
 
-@pytest.mark.parametrize("case,index", EXAMPLES)
-def test_golden_equivalence(case, index):
+@pytest.mark.parametrize("case,layout,index", EXAMPLES)
+def test_golden_equivalence(case, layout, index):
     before = load(_read(GOLDEN / f"{case}.py"))
-    after = load(_read(GOLDEN / f"{case}.expected.py"))
+    after = load(_read(GOLDEN / f"{case}.{LAYOUTS[layout]}.py"))
     cls, kwargs, args, call_kwargs, *rest = before.example_inputs()[index]
-    keys = rest[0] if rest else []  # the layer stacks of the model (none for recurrent cells)
+    # the layer stacks of the model (none for recurrent cells, nor where the layout is kept)
+    keys = rest[0] if rest and layout == "stacked" else []
     original = getattr(before, cls)(**kwargs, rngs=nnx.Rngs(0))
     stacked = getattr(after, cls)(**kwargs, rngs=nnx.Rngs(1))
     # the models are built with different seeds: the copy is what makes them comparable
@@ -190,6 +204,12 @@ def test_zero_layers():
         e0, e1 = getattr(before, cls)(d=8, n_layers=0, rngs=nnx.Rngs(0)), getattr(after, cls)(d=8, n_layers=0,
                                                                                             rngs=nnx.Rngs(0))
         assert_tree_close(e0(x, mask), e1(x, mask))
+    # `--layout keep`: an empty list runs no scan at all
+    kept = load(_read(GOLDEN / "decoder.keep.expected.py"))
+    for cls, kwargs, call in (("Decoder", {"hidden": 12}, {"deterministic": False}), ("Encoder", {}, {})):
+        k0 = getattr(before, cls)(d=8, n_layers=0, rngs=nnx.Rngs(0), **kwargs)
+        k1 = getattr(kept, cls)(d=8, n_layers=0, rngs=nnx.Rngs(0), **kwargs)
+        assert_tree_close(k0(x, mask, **call), k1(x, mask, **call))
 
 
 # ----------------------------------------------------------------------------- the converter
@@ -327,3 +347,36 @@ def test_sharding_metadata_gets_the_layer_axis():
         copy_into_stacked(a, b, ["layers"])
         x = jax.random.normal(jax.random.key(3), (2, 4))
         assert_tree_close(a(x), b(x))
+
+
+def test_convert_state_orbax_checkpoint(tmp_path):
+    """An Orbax checkpoint of an NNX model's pure-dict state (keys of the layer
+    list are "0".."L-1" there) converts to the stacked layout and back, exactly."""
+    import subprocess
+    import sys
+
+    import orbax.checkpoint as ocp
+
+    before = load(_read(GOLDEN / "decoder.py"))
+    model = before.Decoder(d=8, hidden=12, n_layers=3, rngs=nnx.Rngs(0))
+    pure = _numeric(nnx.to_pure_dict(nnx.state(model)))  # Orbax saves RNG keys as their raw data
+    src = tmp_path / "ckpt"
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(str(src), pure)
+    checkpointer.wait_until_finished()
+    for to, dst in (("stacked", tmp_path / "stacked"), ("list", tmp_path / "back")):
+        source = src if to == "stacked" else tmp_path / "stacked"
+        proc = subprocess.run([sys.executable, "-m", "loop2scan", "convert-state", str(source), str(dst), "--to", to,
+                               "--key", "layers"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    stacked = ocp.StandardCheckpointer().restore(str(tmp_path / "stacked"))
+    kernel = np.asarray(stacked["layers"]["up"]["kernel"])
+    assert kernel.shape == (3, 8, 12)
+    for i in range(3):
+        np.testing.assert_array_equal(kernel[i], np.asarray(pure["layers"][i]["up"]["kernel"]))
+    back = ocp.StandardCheckpointer().restore(str(tmp_path / "back"))
+    assert sorted(back["layers"]) == ["0", "1", "2"]
+    for i in range(3):
+        for a, b in zip(jax.tree.leaves(back["layers"][str(i)]), jax.tree.leaves(pure["layers"][i])):
+            assert np.asarray(a).dtype == np.asarray(b).dtype
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -151,6 +151,7 @@ class LoopAnalysis:
             _body(self)
             control_flow.check_globals(self)
             modules = module_stacks.plan_module_loop(self, attr)
+            iteration.check_loop_variables(self)
             output_checks.find_accumulators(self)
             side_effects.check_mutations(self)
             self.find_carries()
@@ -172,6 +173,11 @@ class LoopAnalysis:
             self.elements_target = self.loop.target
             self.counter = None
             outputs.plan_outputs(self)
+            if modules.keep and self.ys:
+                raise Decline("L2S322", f"`{self.ys[0].name}` is collected per layer, and with `--layout keep` the "
+                              "scan runs only when the list has layers (its first layer gives the structure of "
+                              "the stacked module): with none, the collected value would have no value at all; "
+                              "the default `--layout stacked` handles it", self.loop)
             pays.plan_context(self)
             plan = self.plan()
             plan.modules = modules

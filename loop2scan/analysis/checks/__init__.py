@@ -8,7 +8,7 @@ module             codes       what it decides
 ``structure``      L2S01x      the form of the ``for`` statement
 ``iteration``      L2S30x      what is iterated, loop variables, trip count
 ``layer_lists``    L2S303-309  loops over per-layer parameter lists
-``module_stacks``  L2S320-323  loops over stacks of NNX modules (``--framework flax``)
+``module_stacks``  L2S320-322  loops over stacks of NNX modules (``--framework flax``)
 ``control_flow``   L2S1xx      Python control flow in the body
 ``side_effects``   L2S2xx      host effects, mutation, closures, conversions
 ``carries``        L2S4xx      values carried from step to step

@@ -1,4 +1,4 @@
-"""Stacks of Flax NNX modules (``L2S320``-``L2S323``).
+"""Stacks of Flax NNX modules (``L2S320``-``L2S322``).
 
 A layer stack is a list attribute of an ``nnx.Module`` built in its
 constructor, one module per layer, from one class with the same arguments for
@@ -46,10 +46,6 @@ CODES = (
          "Only loops that call each layer in turn become a scan; `len(self.layers)`, `self.layers[i]`, slices "
          "and uses from other classes or modules see a list that the stacked form replaces. Rewrite those uses "
          "or keep the loop (`# loop2scan: skip`)."),
-    Code("L2S323", "module-stack-layout", "the layer stack would change layout, and the run keeps layouts",
-         "With `--layout keep` (or `layout = \"keep\"`) the construction of a layer stack stays as it is, and this "
-         "version scans NNX layer stacks only by building them stacked: run with the default `--layout stacked` to "
-         "rewrite the loop (the converter carries existing weights over)."),
     Code("L2S322", "module-stack-step", "the loop does more with its layer than call it",
          "The step of a scan over stacked modules may call its layer, compute with arrays and read other "
          "values; it cannot read the layer's attributes, branch, or call another module of `self` (the step "
@@ -153,12 +149,10 @@ def plan_module_loop(la, attr: str) -> ModuleScan:
                       "the layers themselves (`for layer in self." + attr + ":`)", loop.target)
     element = loop.target.id
     stack = find_stack(mctx, cls, attr)
-    if mctx.layout == "keep":
-        raise Decline("L2S323", f"`self.{attr}` would be built as one stacked module, and `--layout keep` leaves "
-                      "its construction as it is; this version scans NNX layer stacks only in the stacked layout",
-                      stack.build)
     check_step(la, element, stack)
-    check_other_uses(la, stack)
+    keep = mctx.layout == "keep"
+    if not keep:
+        check_other_uses(la, stack)  # with `--layout keep` the list stays a list: its other uses see no change
     build = ModuleBuild(
         span=mctx.span(stack.build),
         attr=attr,
@@ -170,7 +164,7 @@ def plan_module_loop(la, attr: str) -> ModuleScan:
         cls=cls.name,
         partitioned=_may_be_partitioned(mctx),
     )
-    return ModuleScan(attr=attr, element=element, build=build)
+    return ModuleScan(attr=attr, element=element, build=build, keep=keep)
 
 
 #: Words of sharding metadata on variables (partition names): `nnx.with_partitioning`, `sharding=`,
@@ -538,7 +532,8 @@ def mark_build_loops(results: list) -> None:
 
     builds = {}
     for r in results:
-        if r.status == "rewritten" and r.plan is not None and r.plan.modules is not None:
+        if r.status == "rewritten" and r.plan is not None and r.plan.modules is not None \
+                and not r.plan.modules.keep:
             build = r.plan.modules.build
             if build.loop_span is not None:
                 builds.setdefault(build.loop_span.line, (build, r.line))
@@ -627,6 +622,4 @@ INVALID = (
     Invalid("L2S321", "slice-of-the-list",
             nnx_decoder(SAME_LAYERS, header="for layer in self.layers[1:]:  # <-"),
             says=("self.layers[1:]", "part of the layer list"), framework="flax", header=False),
-    Invalid("L2S323", "layout-keep", nnx_decoder(SAME_LAYERS + "  # <-"),
-            says=("--layout keep", "stacked layout"), framework="flax", header=False, layout="keep"),
 )
