@@ -184,6 +184,11 @@ class LoopAnalysis:
             plan.role = "layer"
             plan.discard = style.discard_name(self, plan)
             plan.notes.append(modules.describe())
+            if not modules.keep:
+                ctor = modules.build.constructor.split("(", 1)[0]
+                plan.assumptions.append(f"`{ctor}(...)` builds the same module whatever the call, apart from drawing "
+                                        f"from `{modules.build.rngs}`: the stacked construction runs it once, under "
+                                        "`nnx.vmap`, for every layer")
         except Decline as d:
             return self.declined(d)
         return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
@@ -335,6 +340,9 @@ class LoopAnalysis:
                     continue
                 if isinstance(node.func, ast.Attribute):
                     continue  # methods of values: array methods, or judged by the kind rules
+                if isinstance(node.func, ast.Name) and module_stacks.stack_attribute(self) is not None \
+                        and node.func.id in self.targets:
+                    continue  # a layer of a stack: scanned as a module, its state changes written back
                 text = ast.unparse(node.func)
                 if text not in opaque:
                     opaque.append(text)
