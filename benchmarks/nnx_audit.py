@@ -67,7 +67,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -79,6 +78,7 @@ from typing import Any, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import REPO_ROOT, RESULTS_DIR, log, machine_info, machine_line, now_iso, redact  # noqa: E402
+from real_audit import last_error_line, run_cmd  # noqa: E402
 
 BUILD_DIR = os.path.join(REPO_ROOT, "build")
 VENV = os.path.join(BUILD_DIR, "nnx-audit-venv")
@@ -183,30 +183,6 @@ GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-5
 
 
 # --------------------------------------------------------------------------- small helpers
-
-def run_cmd(cmd: list[str], *, cwd: str | None = None, env: dict | None = None, timeout: float | None = None,
-            ) -> tuple[Optional[int], str, str, float]:
-    """Run ``cmd`` in its own process group; (exit code or None on timeout, stdout, stderr, seconds)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            errors="replace", start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        code: Optional[int] = proc.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        code = None
-    return code, out, err, time.perf_counter() - t0
-
-
-def last_error_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if ln.startswith("ERROR") or "Error" in ln.split(":")[0]:
-            return ln[:300]
-    return (lines[-1] if lines else "")[:300]
-
 
 def vpy() -> str:
     return os.path.join(VENV, "bin", "python")

@@ -63,7 +63,7 @@ class _Refs:
     used (an ``import jax`` there would be circular)."""
 
     def __init__(self, aliases: dict[str, str], module_names: set[str], module_name: Optional[str] = None,
-                 jax_version: Optional[tuple[int, ...]] = None) -> None:
+                 jax_version: Optional[tuple[int, ...]] = None, scan: bool = True) -> None:
         self.imports: list = []
         # `jax.tree` came with jax 0.4.25: older targets spell the tree functions `jax.tree_util.tree_*`
         self.tree_module = jax_version is None or jax_version >= JAX_TREE_MODULE
@@ -76,6 +76,12 @@ class _Refs:
             by_qual.setdefault(qual, []).append(local)
         self.by_qual = {k: sorted(v) for k, v in by_qual.items()}
         self.module_names = module_names
+        self.scan: Optional[str] = None
+        if scan:  # `jax.lax.scan` is emitted (not only `nnx.scan`)
+            self._resolve_scan()
+
+    def _resolve_scan(self) -> None:
+        module_name, module_names = self.module_name, self.module_names
         scan = self._first(SCAN_FUNCTIONS)
         module = self._first(SCAN_MODULES)
         if scan is not None:
@@ -215,7 +221,8 @@ class JaxScanEmitter:
         if not plans and not edits:
             return self.module, failures
         try:
-            refs = _Refs(self.aliases, self.module_names, self.module_name, self.style.jax)
+            refs = _Refs(self.aliases, self.module_names, self.module_name, self.style.jax,
+                         scan=self.emits_lax_scan(plans, edits))
         except MappingError as e:
             return self.module, {**{p.loop: str(e) for p in plans}, **{e_.span: str(e) for e_ in edits}}
         index = SpanIndex(self.module, self.lines, self.line_offset)
@@ -257,6 +264,10 @@ class JaxScanEmitter:
         module = module.visit(fit)
         self.imports = list(refs.imports)
         return module, failures
+
+    def emits_lax_scan(self, plans: list[ScanPlan], edits: Sequence[LayoutEdit]) -> bool:
+        """Some of the plans (or edits) are written with ``jax.lax.scan``."""
+        return True
 
     def plan_emitter(self, plan: ScanPlan, index: SpanIndex, refs: "_Refs", tr: EditTransformer,
                      reserved: set[str], taken: set[str]):

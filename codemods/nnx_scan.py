@@ -42,12 +42,14 @@ from loop2scan.plan import ModuleBuild, ScanPlan
 from .common import EditTransformer, ImportItem, MappingError, SpanIndex, fresh_name, parse_stmt
 from .jax_scan import JaxScanEmitter, _PlanEmitter, _Refs
 
-TARGET = "flax.nnx.scan"
 NNX_MODULES = ("flax.nnx",)
 
 
 class NnxScanEmitter(JaxScanEmitter):
     """The JAX emitter, with ``nnx.scan`` for the plans over module stacks."""
+
+    def emits_lax_scan(self, plans: list[ScanPlan], edits) -> bool:
+        return bool(edits) or any(p.modules is None and not p.cells for p in plans)
 
     def plan_emitter(self, plan: ScanPlan, index: SpanIndex, refs: _Refs, tr: EditTransformer,
                      reserved: set[str], taken: set[str]):

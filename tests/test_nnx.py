@@ -27,6 +27,7 @@ from flax import nnx
 
 from helpers import assert_tree_close, load
 from loop2scan import rewrite_source
+from loop2scan.check.flax_backend import numeric
 from loop2scan.layout import LayoutError, stack_nnx_state, unstack_nnx_state
 
 GOLDEN = Path(__file__).parent / "golden_nnx"
@@ -120,15 +121,6 @@ def stacked_view(state, keys: list[str]):
     return pure
 
 
-def _numeric(tree):
-    """RNG keys as their raw data, so that they compare as arrays."""
-    def leaf(x):
-        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.random.key_data(x)
-        return x
-    return jax.tree.map(leaf, tree)
-
-
 def _loss(out):
     return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(out))
 
@@ -143,8 +135,8 @@ def test_golden_equivalence(case, layout, index):
     original = getattr(before, cls)(**kwargs, rngs=nnx.Rngs(0))
     stacked = getattr(after, cls)(**kwargs, rngs=nnx.Rngs(1))
     # the models are built with different seeds: the copy is what makes them comparable
-    assert not np.allclose(np.asarray(jax.tree.leaves(_numeric(stacked_view(nnx.state(original), keys)))[-1]),
-                           np.asarray(jax.tree.leaves(_numeric(nnx.to_pure_dict(nnx.state(stacked))))[-1]))
+    assert not np.allclose(np.asarray(jax.tree.leaves(numeric(stacked_view(nnx.state(original), keys)))[-1]),
+                           np.asarray(jax.tree.leaves(numeric(nnx.to_pure_dict(nnx.state(stacked))))[-1]))
     copy_into_stacked(original, stacked, keys)
 
     # eager (or as decorated), twice: RNG counts advance between calls
@@ -152,8 +144,8 @@ def test_golden_equivalence(case, layout, index):
         a = original(*args, **call_kwargs)
         b = stacked(*args, **call_kwargs)
         assert_tree_close(a, b, rtol=2e-5, atol=2e-6)
-        assert_tree_close(_numeric(stacked_view(nnx.state(original), keys)),
-                          _numeric(nnx.to_pure_dict(nnx.state(stacked))), what="state after the call")
+        assert_tree_close(numeric(stacked_view(nnx.state(original), keys)),
+                          numeric(nnx.to_pure_dict(nnx.state(stacked))), what="state after the call")
 
     # under nnx.jit
     call = nnx.jit(lambda m, *a: m(*a, **call_kwargs))
@@ -168,8 +160,8 @@ def test_golden_equivalence(case, layout, index):
     assert_tree_close(g_x_a, g_x_b, rtol=1e-4, atol=1e-5, what="input gradient")
     assert_tree_close(stacked_view(g_model_a, keys), nnx.to_pure_dict(g_model_b), rtol=1e-4, atol=1e-5,
                       what="parameter gradients")
-    assert_tree_close(_numeric(stacked_view(nnx.state(original), keys)),
-                      _numeric(nnx.to_pure_dict(nnx.state(stacked))), what="state after the gradient")
+    assert_tree_close(numeric(stacked_view(nnx.state(original), keys)),
+                      numeric(nnx.to_pure_dict(nnx.state(stacked))), what="state after the gradient")
 
 
 def test_dropout_masks_differ_across_layers():
@@ -224,8 +216,8 @@ def test_converter_round_trip_is_exact_and_keeps_layer_order():
         np.testing.assert_array_equal(kernel[i], pure["layers"][i]["up"]["kernel"])
     back = unstack_nnx_state(stacked, "layers")
     assert sorted(back["layers"]) == [0, 1, 2]
-    assert jax.tree.structure(_numeric(back)) == jax.tree.structure(_numeric(pure))
-    for x, y in zip(jax.tree.leaves(_numeric(back)), jax.tree.leaves(_numeric(pure))):
+    assert jax.tree.structure(numeric(back)) == jax.tree.structure(numeric(pure))
+    for x, y in zip(jax.tree.leaves(numeric(back)), jax.tree.leaves(numeric(pure))):
         assert x.dtype == y.dtype
         np.testing.assert_array_equal(x, y)
     # a nested path, through an nnx.List index
@@ -258,7 +250,10 @@ def test_examples_match_their_handwritten_scans():
                               b["self"](*b["args"], **b.get("kwargs", {})), rtol=2e-5, atol=2e-6, what=stem)
 
 
-REVERSED = """\
+def _stack_source(kernel_init: str = "", call: str = "for layer in self.layers:\n            x = layer(x)\n        return x") -> str:
+    """A module of residual `Block`s stacked in `Model` (``kernel_init``: extra
+    argument of the block's Linear; ``call``: the body of `Model.__call__`)."""
+    return f"""\
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -266,7 +261,7 @@ from flax import nnx
 
 class Block(nnx.Module):
     def __init__(self, d, *, rngs):
-        self.lin = nnx.Linear(d, d, rngs=rngs)
+        self.lin = nnx.Linear(d, d{kernel_init}, rngs=rngs)
 
     def __call__(self, x):
         return x + jnp.tanh(self.lin(x))
@@ -278,12 +273,12 @@ class Model(nnx.Module):
 
     @nnx.jit
     def __call__(self, x):
-        states = []
-        for layer in reversed(self.layers):
-            x = layer(x)
-            states.append(x)
-        return x, jnp.stack(states)
+        {call}
 """
+
+
+REVERSED = _stack_source(call="states = []\n        for layer in reversed(self.layers):\n            x = layer(x)\n"
+                              "            states.append(x)\n        return x, jnp.stack(states)")
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
@@ -301,31 +296,8 @@ def test_reversed_layers_scan_in_reverse(n):
     assert_tree_close(a(x), b(x))
 
 
-SHARDED = """\
-import jax
-import jax.numpy as jnp
-from flax import nnx
-
-
-class Block(nnx.Module):
-    def __init__(self, d, *, rngs):
-        init = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp"))
-        self.lin = nnx.Linear(d, d, kernel_init=init, rngs=rngs)
-
-    def __call__(self, x):
-        return x + jnp.tanh(self.lin(x))
-
-
-class Model(nnx.Module):
-    def __init__(self, d, n, *, rngs):
-        self.layers = nnx.List([Block(d, rngs=rngs) for _ in range(n)])
-
-    @nnx.jit
-    def __call__(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
-"""
+SHARDED = _stack_source(kernel_init=", kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), "
+                                   "(\"embed\", \"mlp\"))")
 
 
 def test_sharding_metadata_gets_the_layer_axis():
@@ -359,7 +331,7 @@ def test_convert_state_orbax_checkpoint(tmp_path):
 
     before = load(_read(GOLDEN / "decoder.py"))
     model = before.Decoder(d=8, hidden=12, n_layers=3, rngs=nnx.Rngs(0))
-    pure = _numeric(nnx.to_pure_dict(nnx.state(model)))  # Orbax saves RNG keys as their raw data
+    pure = numeric(nnx.to_pure_dict(nnx.state(model)))  # Orbax saves RNG keys as their raw data
     src = tmp_path / "ckpt"
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(str(src), pure)
@@ -380,3 +352,43 @@ def test_convert_state_orbax_checkpoint(tmp_path):
         for a, b in zip(jax.tree.leaves(back["layers"][str(i)]), jax.tree.leaves(pure["layers"][i])):
             assert np.asarray(a).dtype == np.asarray(b).dtype
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+NAMES_FROM_NNX = """\
+import jax.numpy as jnp
+from flax.nnx import Linear, List, Module, jit
+
+
+class Block(Module):
+    def __init__(self, d, *, rngs):
+        self.lin = Linear(d, d, rngs=rngs)
+
+    def __call__(self, x):
+        return x + jnp.tanh(self.lin(x))
+
+
+class Model(Module):
+    def __init__(self, d, n, *, rngs):
+        self.layers = List([Block(d, rngs=rngs) for _ in range(n)])
+
+    @jit
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+"""
+
+
+def test_a_module_importing_names_from_nnx_gets_nnx_and_nothing_else():
+    """`from flax import nnx` is added for the emitted `nnx.*` calls; no `import jax`
+    (nothing emitted uses it)."""
+    result = _rewrite(NAMES_FROM_NNX)
+    new = result.new_text
+    assert new.splitlines()[:3] == ["import jax.numpy as jnp", "from flax import nnx",
+                                    "from flax.nnx import Linear, List, Module, jit"]
+    assert "import jax\n" not in new
+    before, after = load(NAMES_FROM_NNX), load(new)
+    a, b = before.Model(4, 3, rngs=nnx.Rngs(0)), after.Model(4, 3, rngs=nnx.Rngs(1))
+    copy_into_stacked(a, b, ["layers"])
+    x = jax.random.normal(jax.random.key(5), (2, 4))
+    assert_tree_close(a(x), b(x))

@@ -330,6 +330,8 @@ class LoopAnalysis:
                 out.append(f"`{item.source_text}` is an array, or a list of arrays of one shape and dtype "
                            "(the scan stacks it with `jnp.asarray`)")
         opaque = []
+        # the layers of a stack are scanned as modules, their state changes written back
+        layers = self.targets if module_stacks.stack_attribute(self) is not None else set()
         for node in walk_all(self.loop.body):
             if isinstance(node, ast.Call):
                 q = self.qual(node.func)
@@ -340,9 +342,8 @@ class LoopAnalysis:
                     continue
                 if isinstance(node.func, ast.Attribute):
                     continue  # methods of values: array methods, or judged by the kind rules
-                if isinstance(node.func, ast.Name) and module_stacks.stack_attribute(self) is not None \
-                        and node.func.id in self.targets:
-                    continue  # a layer of a stack: scanned as a module, its state changes written back
+                if isinstance(node.func, ast.Name) and node.func.id in layers:
+                    continue
                 text = ast.unparse(node.func)
                 if text not in opaque:
                     opaque.append(text)

@@ -115,17 +115,10 @@ def is_nnx_module(mctx, cls: ast.ClassDef, depth: int = 0) -> bool:
         if q is not None and (q in MODULE_BASES or is_under(q, "flax.nnx") and q.endswith(".Module")):
             return True
         if isinstance(base, ast.Name) and depth < 8:
-            local = _module_class(mctx, base.id)
+            local = mctx.module_classes.get(base.id)
             if local is not None and local is not cls and is_nnx_module(mctx, local, depth + 1):
                 return True
     return False
-
-
-def _module_class(mctx, name: str) -> Optional[ast.ClassDef]:
-    for stmt in mctx.tree.body:
-        if isinstance(stmt, ast.ClassDef) and stmt.name == name:
-            return stmt
-    return None
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -186,12 +179,11 @@ def _may_be_partitioned(mctx) -> bool:
 def find_stack(mctx, cls: ast.ClassDef, attr: str) -> Stack:
     """Where and how ``self.<attr>`` is built: once, in ``__init__``, as a list of
     modules of one class with arguments that do not depend on the layer."""
-    init = next((s for s in cls.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None)
+    init = _init(cls)
     if init is None:
         raise Decline("L2S320", f"`{cls.name}` has no `__init__` building `self.{attr}` (it may come from a base "
                       "class or be set from outside); the stacked form needs to see how every layer is built", cls)
-    builds = [s for s in walk(cls) if isinstance(s, (ast.Assign, ast.AnnAssign, ast.AugAssign))
-              and any(_is_self_attr(t, attr) for t in _targets(s))]
+    builds = _assignments(cls, attr)
     if not builds:
         raise Decline("L2S320", f"`self.{attr}` is not assigned in `{cls.name}`; the stacked form needs to see how "
                       "every layer is built", cls)
@@ -226,6 +218,16 @@ def find_stack(mctx, cls: ast.ClassDef, attr: str) -> Stack:
                       "stacked form needs the number of layers and every layer built alike", where)
     rngs = _check_element(mctx, cls, element, index)
     return Stack(cls, attr, build, append_loop, element, count, rngs, init)
+
+
+def _assignments(cls: ast.ClassDef, attr: str) -> list[ast.stmt]:
+    """Every statement of the class assigning ``self.<attr>``."""
+    return [s for s in walk(cls) if isinstance(s, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+            and any(_is_self_attr(t, attr) for t in _targets(s))]
+
+
+def _init(cls: ast.ClassDef) -> Optional[ast.FunctionDef]:
+    return next((s for s in cls.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None)
 
 
 def _targets(stmt: ast.stmt) -> list[ast.AST]:
@@ -310,7 +312,7 @@ def _check_element(mctx, cls: ast.ClassDef, element: ast.AST, index: str) -> str
 def _is_rngs(mctx, name: str, cls: ast.ClassDef) -> bool:
     if name == "rngs":
         return True
-    init = next((s for s in cls.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None)
+    init = _init(cls)
     if init is None:
         return False
     for a in [*init.args.posonlyargs, *init.args.args, *init.args.kwonlyargs]:
@@ -325,7 +327,7 @@ def _is_module_class(mctx, callee: ast.AST) -> bool:
     if q is not None and is_under(q, "flax.nnx"):
         return q.rsplit(".", 1)[-1][:1].isupper()
     if isinstance(callee, ast.Name):
-        local = _module_class(mctx, callee.id)
+        local = mctx.module_classes.get(callee.id)
         return local is not None and is_nnx_module(mctx, local)
     return False
 
@@ -421,7 +423,7 @@ def check_other_uses(la, stack: Stack) -> None:
         for node in walk(other.tree):
             if isinstance(node, ast.Attribute) and node.attr == attr and not (
                     isinstance(node.value, ast.Name) and node.value.id == "self"
-                    and not _derives_named(other, _owner_class(other, node), stack.cls.name)):
+                    and not _derives_named(_owner_class(other, node), stack.cls.name)):
                 d = Decline("L2S321", f"`{short(ast.unparse(node))}` in {other.display_path()} (line "
                             f"{node.lineno}) may read `{stack.cls.name}.{attr}` as a list; the stacked form "
                             "replaces it by one stacked module", node)
@@ -470,13 +472,13 @@ def _derives(mctx, cls: ast.ClassDef, base: ast.ClassDef, depth: int = 0) -> boo
         if isinstance(b, ast.Name):
             if b.id == base.name:
                 return True
-            local = _module_class(mctx, b.id)
+            local = mctx.module_classes.get(b.id)
             if local is not None and depth < 8 and _derives(mctx, local, base, depth + 1):
                 return True
     return False
 
 
-def _derives_named(mctx, cls: Optional[ast.ClassDef], base: str) -> bool:
+def _derives_named(cls: Optional[ast.ClassDef], base: str) -> bool:
     if cls is None:
         return False
     return any((isinstance(b, ast.Name) and b.id == base) or (isinstance(b, ast.Attribute) and b.attr == base)
@@ -496,11 +498,11 @@ def carried_cells(la) -> list:
     cls = mctx.enclosing_class(func) if func is not None else None
     if cls is None or not is_nnx_module(mctx, cls):
         return []
-    calls: dict[str, list[ast.Attribute]] = {}
+    calls: dict[str, ast.Call] = {}  # the first call of each `self.<attr>`
     for node in walk_all(la.loop.body):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "self":
-            calls.setdefault(node.func.attr, [])
+            calls.setdefault(node.func.attr, node)
     if not calls:
         return []
     from ...plan import CarriedModule
@@ -508,7 +510,7 @@ def carried_cells(la) -> list:
     out = []
     local_names = set(la.fctx.all_names) | set(mctx.module_names)
     for attr in sorted(calls):
-        _submodule(mctx, cls, attr, la.loop)
+        _submodule(mctx, cls, attr, calls[attr])
         uses = [n for n in walk_all(la.loop.body) if isinstance(n, ast.Attribute) and n.attr == attr
                 and isinstance(n.value, ast.Name) and n.value.id == "self"]
         for use in uses:
@@ -551,9 +553,8 @@ def _submodule(mctx, cls: ast.ClassDef, attr: str, where: ast.AST) -> None:
     if any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name == attr for s in cls.body):
         raise Decline("L2S322", f"the loop calls `self.{attr}`, a method of the module: a scan step would close "
                       "over the whole module (call a submodule, or keep the loop)", where)
-    builds = [s for s in walk(cls) if isinstance(s, (ast.Assign, ast.AnnAssign, ast.AugAssign))
-              and any(_is_self_attr(t, attr) for t in _targets(s))]
-    init = next((s for s in cls.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None)
+    builds = _assignments(cls, attr)
+    init = _init(cls)
     if len(builds) != 1 or init is None or builds[0] not in init.body or \
             not isinstance(getattr(builds[0], "value", None), ast.Call) or \
             not _is_module_class(mctx, builds[0].value.func):
@@ -582,18 +583,20 @@ class Block(nnx.Module):
 
 
 def nnx_decoder(build: str, body: str = "x = layer(x, mask)", after: str = "return x", init: str = "",
-             header: str = "for layer in self.layers:") -> str:
+                header: str = "for layer in self.layers:", before: str = "",
+                signature: str = "@nnx.jit\n    def __call__(self, x, mask):") -> str:
     """A module of ``Block`` and a ``Decoder`` whose ``__init__`` builds ``self.layers``
-    with ``build`` (plus ``init``) and whose ``__call__`` runs ``body`` for each layer."""
+    with ``build`` (plus ``init``) and whose ``__call__`` (``signature``) runs
+    ``before``, then ``body`` for each layer, then ``after``."""
     extra = f"\n        {init}" if init else ""
+    first = f"{before}\n        " if before else ""
     return _BLOCK + f"""\
 class Decoder(nnx.Module):
     def __init__(self, d, n, *, rngs):
         self.layers = {build}{extra}
 
-    @nnx.jit
-    def __call__(self, x, mask):
-        {header}
+    {signature}
+        {first}{header}
             {body}
         {after}
 """
@@ -619,6 +622,32 @@ INVALID = (
             nnx_decoder(SAME_LAYERS, header="for i, layer in enumerate(self.layers):  # <-",
                      body='x = layer(x, mask) + self.bias[f"layer_{i}"]', init="self.bias = {}"),
             says=("enumerate(self.layers)", "per-layer"), framework="flax", header=False),
+    Invalid("L2S322", "per-layer-outputs-with-the-layout-kept",
+            nnx_decoder(SAME_LAYERS, header="for layer in self.layers:  # <-", before="states = []",
+                        body="x = layer(x, mask)\n            states.append(x)", after="return jnp.stack(states)"),
+            says=("`states`", "--layout keep", "no value"), framework="flax", header=False, layout="keep"),
+    Invalid("L2S322", "cell-method-of-self", _BLOCK + """\
+class Cell(nnx.Module):
+    def __init__(self, d, *, rngs):
+        self.lin = nnx.Linear(d, d, rngs=rngs)
+
+    def __call__(self, h, x):
+        return jnp.tanh(self.lin(h) + x)
+
+
+class RNN(nnx.Module):
+    def __init__(self, d, *, rngs):
+        self.cell = Cell(d, rngs=rngs)
+
+    def squash(self, h):
+        return 0.5 * h
+
+    @nnx.jit
+    def __call__(self, xs: jax.Array, h):
+        for x in xs:
+            h = self.squash(self.cell(h, x))  # <-
+        return h
+""", says=("`self.squash`", "method"), framework="flax", header=False),
     Invalid("L2S321", "slice-of-the-list",
             nnx_decoder(SAME_LAYERS, header="for layer in self.layers[1:]:  # <-"),
             says=("self.layers[1:]", "part of the layer list"), framework="flax", header=False),

@@ -552,3 +552,15 @@ NOT_THIS = (
             return h
         """, "rnn", ("f32[2,3], f32[3]",)),
 )
+
+
+def _nnx_eager_example() -> Invalid:
+    from .module_stacks import SAME_LAYERS, nnx_decoder
+
+    src = nnx_decoder(SAME_LAYERS, body="x = layer(x, weight)  # <-",
+                      signature="def __call__(self, x: jax.Array, weight=1.0):")
+    return Invalid("L2S702", "nnx-layer-stack-eager-with-a-python-value", src,
+                   says=("`weight`", "module level", "under `jax.jit`"), framework="flax", header=False)
+
+
+INVALID += (_nnx_eager_example(),)
