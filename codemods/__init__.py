@@ -15,4 +15,8 @@ def emitter_for(framework: str):
         from .nnx_scan import NnxScanEmitter
 
         return NnxScanEmitter
+    if framework == "torch_xla":
+        from .torch_xla_scan import TorchXlaEmitter
+
+        return TorchXlaEmitter
     raise ValueError(f"no emitter for framework {framework!r}")

@@ -6,7 +6,7 @@ options override it.  Unknown keys are an error, so a typo never silently
 changes nothing.
 
     [tool.loop2scan]
-    framework = "jax"                 # auto | jax | flax
+    framework = "jax"                 # auto | jax | flax | torch_xla
     layout = "stacked"                # per-layer parameter lists: stacked (at construction) | keep
     exclude = ["build", "third_party"]  # replaces the default excludes
     extend-exclude = ["*_pb2.py"]      # adds to them

@@ -24,8 +24,9 @@ from .policy import DEFAULT_POLICY, DEFAULT_STYLE, Policy, Style
 from .versions import JAX_SCAN, show
 
 FRAMEWORKS = ("auto", "jax", "flax", "flax-linen", "torch_xla")
-AVAILABLE_FRAMEWORKS = ("auto", "jax", "flax")
-TARGETS = {"jax": "jax.lax.scan", "flax": "flax.nnx.scan, and jax.lax.scan for array loops"}
+AVAILABLE_FRAMEWORKS = ("auto", "jax", "flax", "torch_xla")
+TARGETS = {"jax": "jax.lax.scan", "flax": "flax.nnx.scan, and jax.lax.scan for array loops",
+           "torch_xla": "torch_xla scan_layers, for loops over lists of layers"}
 
 
 @dataclass
@@ -283,7 +284,7 @@ def _emit(text: str, mctx: ModuleContext, loops: list[LoopResult], fw: str, extr
     for first, last, new in sorted(replacements, reverse=True):
         new_lines[first - 1:last] = [new]
     if imports:
-        at = _import_insertion_line(mctx)
+        at = _import_insertion_line(mctx, ("torch", "torch_xla") if fw == "torch_xla" else ("jax",))
         block = "".join(_import_line(item) + newline for item in imports)
         if at > 0 and not new_lines[at - 1].endswith(("\n", "\r")):
             new_lines[at - 1] += newline
@@ -323,11 +324,11 @@ def _top_level_statement(mctx: ModuleContext, line: int) -> int:
     raise ValueError(f"no top-level statement holds line {line}")
 
 
-def _import_insertion_line(mctx: ModuleContext) -> int:
+def _import_insertion_line(mctx: ModuleContext, roots: tuple[str, ...] = ("jax",)) -> int:
     """Index into the file's lines after which new imports go: after the last
-    ``jax`` import (``import jax...``, ``from jax... import ...``) of the
-    module's leading block of docstring and imports, else after the last
-    import of that block."""
+    import of the target framework (``roots``: ``import jax...``, ``from jax...
+    import ...``) of the module's leading block of docstring and imports, else
+    after the last import of that block."""
     at = 0
     jax_at = None
     for i, stmt in enumerate(mctx.tree.body):
@@ -337,18 +338,18 @@ def _import_insertion_line(mctx: ModuleContext) -> int:
             continue
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             at = stmt.end_lineno
-            if _imports_jax(stmt):
+            if _imports_framework(stmt, roots):
                 jax_at = stmt.end_lineno
             continue
         break
     return jax_at if jax_at is not None else at
 
 
-def _imports_jax(stmt: ast.stmt) -> bool:
+def _imports_framework(stmt: ast.stmt, roots: tuple[str, ...]) -> bool:
     if isinstance(stmt, ast.Import):
-        return any(a.name == "jax" or a.name.startswith("jax.") for a in stmt.names)
-    return isinstance(stmt, ast.ImportFrom) and not stmt.level and stmt.module is not None and (
-        stmt.module == "jax" or stmt.module.startswith("jax."))
+        return any(a.name.split(".")[0] in roots for a in stmt.names)
+    return isinstance(stmt, ast.ImportFrom) and not stmt.level and stmt.module is not None and \
+        stmt.module.split(".")[0] in roots
 
 
 def _first_newline(text: str) -> str:

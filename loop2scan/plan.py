@@ -278,6 +278,44 @@ class CarriedModule:
     uses: list[Span] = field(default_factory=list)  # every `self.cell` in the body
 
 
+@dataclass
+class SharedValue:
+    """A value the body of a loop over torch layers reads from outside it: it
+    reaches the step of ``scan_layers`` through the adapter module, as a buffer
+    (a tensor, or ``None``) or as a plain attribute (a Python value)."""
+
+    expr: str  # as written in the body: `mask`, `self.training`
+    attr: str  # the adapter's attribute
+    tensor: bool  # a tensor or None (a buffer), else a Python value
+    uses: list[Span] = field(default_factory=list)  # every read in the body
+
+
+@dataclass
+class TorchLayerScan:
+    """A loop calling each layer of a list of torch modules in turn, run with
+    ``torch_xla``'s ``scan_layers`` (``codemods/torch_xla_scan.py``)."""
+
+    attr: str  # `layers` in `self.layers`
+    element: str  # the loop variable
+    element_uses: list[Span]  # every call of it in the body
+    cls: str  # the class whose method holds the loop
+    layer_class: str  # the class of every layer
+    iterable: str  # what the loop iterates, as written (`self.layers`, `self.layers[:n]`)
+    shared: list[SharedValue] = field(default_factory=list)
+
+    def describe(self) -> str:
+        tensors = [s.expr for s in self.shared if s.tensor]
+        values = [s.expr for s in self.shared if not s.tensor]
+        parts = [f"`scan_layers` runs the first `{self.layer_class}`'s code with every layer's parameters and "
+                 "buffers (stacked on each call); the list stays as it is"]
+        if tensors:
+            parts.append("tensors passed to every layer (" + ", ".join(f"`{t}`" for t in tensors)
+                         + ") travel with the step as buffers (stacked with the layers)")
+        if values:
+            parts.append("Python values (" + ", ".join(f"`{v}`" for v in values) + ") as attributes")
+        return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Context:
     """Where the loop's function runs, as far as the project shows.
@@ -333,6 +371,7 @@ class ScanPlan:
     nested_in: Optional[tuple[int, int]] = None  # (line, col) of the enclosing loop whose step holds this one
     modules: Optional[ModuleScan] = None  # set for loops over a stack of NNX modules (``nnx.scan``)
     cells: list[CarriedModule] = field(default_factory=list)  # NNX submodules carried by an ``nnx.scan`` over steps
+    torch_layers: Optional[TorchLayerScan] = None  # set for loops over torch layers (``scan_layers``)
 
 
 Status = Literal["rewritten", "declined", "skipped", "not-candidate"]
@@ -387,6 +426,10 @@ class LoopResult:
             if plan.modules is not None:
                 data["modules"] = {"attribute": plan.modules.attr, "as": plan.modules.element,
                                    "build_line": plan.modules.build.span.line, "count": plan.modules.build.count}
+            if plan.torch_layers is not None:
+                tl = plan.torch_layers
+                data["layers"] = {"attribute": tl.attr, "as": tl.element, "class": tl.layer_class,
+                                  "shared": [{"expr": v.expr, "as": v.attr, "tensor": v.tensor} for v in tl.shared]}
             if plan.layout is not None:
                 lay = plan.layout
                 data["layout"] = {"mode": lay.mode, "structure": lay.name, "builder": lay.builder,

@@ -864,7 +864,7 @@ def test_framework_jax_and_auto(project, framework):
     assert b"jax.lax.scan(" in (project / "rnn.py").read_bytes()
 
 
-@pytest.mark.parametrize("framework", ["flax-linen", "torch_xla"])
+@pytest.mark.parametrize("framework", ["flax-linen"])
 @pytest.mark.parametrize("command", ["rewrite", "explain"])
 def test_framework_not_available_is_a_usage_error(project, framework, command):
     before = snapshot(project)
@@ -904,10 +904,10 @@ def test_config_is_found_from_a_subdirectory(project):
 
 def test_config_framework_not_available_is_an_error_and_command_line_wins(project):
     put(project / "pkg" / "sub" / "model.py", RNN_SRC)
-    _pyproject(project / "pyproject.toml", 'framework = "torch_xla"\n')
+    _pyproject(project / "pyproject.toml", 'framework = "flax-linen"\n')
     r = cli("rewrite", "proj/pkg/sub")
     assert r.exit_code == 2
-    assert "'torch_xla'" in r.stderr and r.stdout == ""
+    assert "'flax-linen'" in r.stderr and r.stdout == ""
     r = cli("rewrite", "proj/pkg/sub", "--framework", "jax")
     assert r.exit_code == 1
     assert "--- a/proj/pkg/sub/model.py" in r.stdout
@@ -958,9 +958,9 @@ def test_explicit_config_path(project, tmp_path):
     r = cli("rewrite", project, "--config", conf, "--format", "json")
     assert r.exit_code == 0
     assert "proj/rnn.py" not in by_path(json.loads(r.stdout))
-    _pyproject(conf, 'framework = "torch_xla"\n')
+    _pyproject(conf, 'framework = "flax-linen"\n')
     r = cli("rewrite", project, "--config", conf)
-    assert r.exit_code == 2 and "torch_xla" in r.stderr
+    assert r.exit_code == 2 and "flax-linen" in r.stderr
 
 
 def test_explicit_config_path_that_does_not_exist(project):

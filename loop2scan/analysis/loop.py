@@ -44,6 +44,7 @@ from .checks import (
     side_effects,
     static_uses,
     structure,
+    torch_layers,
 )
 from .checks import outputs as output_checks
 from .checks.candidate import NOT_CANDIDATE, NUMPY_LOOP, REWRITTEN, SKIPPED
@@ -109,6 +110,13 @@ class LoopAnalysis:
                 attr = module_stacks.stack_attribute(self)
                 if attr is not None:
                     return self.run_module_stack(attr)
+            if self.mctx.framework == "torch_xla":
+                attr = torch_layers.layer_attribute(self)
+                if attr is not None:
+                    return self.run_torch_layers(attr)
+                built = torch_layers.builds_modules(self)
+                if built is not None:
+                    return LoopResult(span.line, span.col, span.end_line, "not-candidate", NOT_CANDIDATE, built)
             has_evidence = candidate.evidence(self) is not None
             host = candidate.numpy_loop(self) if self.mctx.framework is not None and (
                 has_evidence or candidate.calls_numpy(self)) else None
@@ -137,6 +145,22 @@ class LoopAnalysis:
             message += f" (in {d.module.display_path()}, line {getattr(d.node, 'lineno', '?')})"
         return LoopResult(span.line, span.col, span.end_line, "declined", d.code, message, where=where)
 
+    def start_layer_loop(self, plan_layers: Callable[[], object]):
+        """The steps every loop over a list of modules starts with: the loop's
+        form, its names, what it iterates, the body's control flow and effects,
+        then the target's own rules (``plan_layers``, whose facts are returned),
+        the loop variables and the accumulators."""
+        self.mctx.ensure_parents(self.func)
+        structure.check_loop_form(self)
+        self.find_names()
+        iteration.find_iteration(self)
+        _body(self)
+        control_flow.check_globals(self)
+        facts = plan_layers()
+        iteration.check_loop_variables(self)
+        output_checks.find_accumulators(self)
+        return facts
+
     def run_module_stack(self, attr: str) -> LoopResult:
         """A loop over a stack of NNX modules (``checks.module_stacks``): its own
         rules, then the general steps for the body, the carries, the per-layer
@@ -144,15 +168,7 @@ class LoopAnalysis:
         layers as the loop's elements."""
         span = self.mctx.span(self.loop)
         try:
-            self.mctx.ensure_parents(self.func)
-            structure.check_loop_form(self)
-            self.find_names()
-            iteration.find_iteration(self)
-            _body(self)
-            control_flow.check_globals(self)
-            modules = module_stacks.plan_module_loop(self, attr)
-            iteration.check_loop_variables(self)
-            output_checks.find_accumulators(self)
+            modules = self.start_layer_loop(lambda: module_stacks.plan_module_loop(self, attr))
             side_effects.check_mutations(self)
             self.find_carries()
             if not self.carries:
@@ -193,6 +209,47 @@ class LoopAnalysis:
             return self.declined(d)
         return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
                           target=module_stacks.SCANNED_AS)
+
+    def run_torch_layers(self, attr: str) -> LoopResult:
+        """A loop over a list of torch layers (``checks.torch_layers``): the
+        torch rules for the list, the layer's code and the body, then the
+        general steps for the loop form, the carries and what is live after
+        the loop.  The plan runs the loop's own iterable with ``scan_layers``."""
+        span = self.mctx.span(self.loop)
+        try:
+            scan = self.start_layer_loop(lambda: torch_layers.plan_layer_loop(self, attr))
+            if self.accs:
+                name = next(iter(self.accs))
+                raise Decline("L2S332", f"`{name}` collects a value per layer; `scan_layers` returns only the "
+                              "carry", self.loop)
+            side_effects.check_mutations(self)
+            self.find_carries()
+            if not self.carries:
+                raise Decline("L2S332", "nothing flows from one layer to the next (no name is read before it is "
+                              "written in the body)", self.loop)
+            if self.last_values:
+                raise Decline("L2S332", f"`{self.last_values[0]}` is computed in the body and read after the loop; "
+                              "`scan_layers` returns only the carry", self.loop)
+            for name in self.carries:
+                carries._check_carry_init(self, name)
+            self.find_tainted()
+            self.xs, self.ys, self.xs_tree, self.index_info = [], [], None, None
+            self.reverse, self.length, self.length_reason = False, None, ""
+            self.elements_target = self.loop.target
+            self.counter = None
+            plan = self.plan()
+            scan.shared = torch_layers.shared_values(self, scan, plan.broadcast)
+            plan.torch_layers = scan
+            plan.hoisted = []  # the adapter module is defined once, at module level
+            plan.role = "layer"
+            plan.notes.append(scan.describe())
+            plan.assumptions = [
+                f"`{c}` is a floating-point tensor (or a tuple of them): `scan_layers` traces its carry with "
+                "gradients" for c in self.carries]
+        except Decline as d:
+            return self.declined(d)
+        return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
+                          target=torch_layers.SCANNED_AS)
 
     # -------------------------------------------------------- fact steps
     def find_names(self) -> None:

@@ -9,6 +9,7 @@ module             codes       what it decides
 ``iteration``      L2S30x      what is iterated, loop variables, trip count
 ``layer_lists``    L2S303-309  loops over per-layer parameter lists
 ``module_stacks``  L2S320-322  loops over stacks of NNX modules (``--framework flax``)
+``torch_layers``   L2S330-334  loops over lists of torch layers (``--framework torch_xla``)
 ``control_flow``   L2S1xx      Python control flow in the body
 ``side_effects``   L2S2xx      host effects, mutation, closures, conversions
 ``carries``        L2S4xx      values carried from step to step
@@ -33,10 +34,11 @@ from . import (
     side_effects,
     static_uses,
     structure,
+    torch_layers,
 )
 
 #: Every code the rules can give, in code order.
 RULE_CODES = tuple(sorted(
-    (c for module in (candidate, structure, control_flow, side_effects, iteration, layer_lists, module_stacks, static_uses,
-                      carries, outputs, framework, pays) for c in module.CODES),
+    (c for module in (candidate, structure, control_flow, side_effects, iteration, layer_lists, module_stacks,
+                      torch_layers, static_uses, carries, outputs, framework, pays) for c in module.CODES),
     key=lambda c: c.code))

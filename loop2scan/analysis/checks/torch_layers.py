@@ -1,0 +1,913 @@
+"""Loops over lists of PyTorch layers, for ``torch_xla``'s ``scan_layers`` (``L2S330``-``L2S334``).
+
+A layer list is an attribute of a module built in its constructor, one layer
+per step of ``range(n)``, from one class with the same arguments for every
+layer::
+
+    self.layers = nn.ModuleList([Block(d, heads) for _ in range(n_layers)])
+
+and the loops of the class that call each layer in turn::
+
+    for layer in self.layers:
+        h = layer(h, mask, position_ids=pos)
+
+``scan_layers(layers, carry)`` runs the *first* layer's Python code with every
+layer's parameters and buffers, traced once with AOTAutograd.  That is the
+loop only when
+
+* every layer is built alike (so layer 0's Python attributes hold for all of
+  them): one class, arguments that do not depend on the layer, nothing set on
+  single layers afterwards (``L2S330``);
+* the layer's ``forward``, and everything it calls that the project shows,
+  changes no state: no in-place tensor update, no attribute or buffer write
+  (BatchNorm's running statistics), nothing read back to the host; a layer
+  whose code is out of sight is not assumed pure (``L2S331``; in JAX a call is
+  assumed pure, in PyTorch it is not);
+* the loop body only calls its layer and computes with what it gets
+  (``L2S332``), updates nothing in place (``L2S333``), and every value it
+  passes to each layer is shown to be either a tensor (or ``None``) or a
+  Python value (``L2S334``): a scanned step cannot close over tensors, so
+  tensors travel with the step as buffers, and Python values as attributes.
+
+The list itself is not changed: ``scan_layers`` takes it (or the slice the
+loop iterates) as it is, so checkpoints and every other use of the list stay
+as they are.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Optional
+
+from ...plan import SharedValue, TorchLayerScan
+from ..activity import all_written_names, target_names, walk_all
+from ..decline import Code, Decline, short
+from ..examples import Invalid
+from ..imports import is_under
+from ..nodes import walk
+from .module_stacks import _append_loop, _assignments, _init, _is_self_attr, _range_count
+
+CODES = (
+    Code("L2S330", "torch-layer-build", "the layer list is not built alike for every layer",
+         "Build the list in `__init__` from one class with the same arguments for every layer "
+         "(`nn.ModuleList([Block(d) for _ in range(n)])`): `scan_layers` runs the first layer's Python code with "
+         "every layer's weights, so per-layer arguments (`layer_idx=i`, a window every other layer), other "
+         "classes or attributes set on single layers would silently take the first layer's values."),
+    Code("L2S331", "torch-layer-effects", "the layer's code changes state or is out of sight",
+         "A scanned layer must be a function of its inputs and weights: in-place tensor updates, attribute or "
+         "buffer writes (BatchNorm running statistics, caches, counters), values read back to the host and "
+         "Python branches on tensor values would be lost or fail under `scan_layers`. PyTorch calls are not "
+         "assumed pure: a layer class whose source is not in the project is not rewritten."),
+    Code("L2S332", "torch-layer-step", "the loop does more with its layers than call each in turn",
+         "The step of `scan_layers` gets one layer and the carry, and returns the carry: the loop body may "
+         "call its layer and compute with tensors; per-layer outputs, the layer index, other modules of `self`, "
+         "branches (a gradient-checkpointing branch) and values used after the loop keep it a loop."),
+    Code("L2S333", "torch-in-place", "the loop body updates a tensor in place",
+         "`h += x` and `x.add_(y)` change the tensor itself (possibly the caller's); write `h = h + x`."),
+    Code("L2S334", "torch-shared-value", "a value passed to every layer is not shown to be a tensor or a Python value",
+         "`scan_layers` cannot close over tensors: tensors (or `None`) passed to every layer travel with the "
+         "step as buffers, Python values (flags, sizes, config) as attributes. Annotate the parameter "
+         "(`mask: Optional[torch.Tensor]`, `use_cache: bool`) or give it a literal default."),
+)
+
+SCANNED_AS = "torch_xla.experimental.scan_layers.scan_layers"
+
+LIST_TYPES = ("torch.nn.ModuleList", "torch.nn.modules.container.ModuleList")
+SEQUENTIAL_TYPES = ("torch.nn.Sequential", "torch.nn.modules.container.Sequential")
+MODULE_BASES = ("torch.nn.Module", "torch.nn.modules.module.Module")
+
+#: ``torch.nn`` layers whose ``forward`` changes no state (checked against their source).
+PURE_TORCH_LAYERS = {
+    "Linear", "Bilinear", "Identity", "LayerNorm", "RMSNorm", "GroupNorm", "Embedding", "ReLU", "ReLU6", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid",
+    "Softmax", "LogSoftmax", "Softplus", "ELU", "SELU", "CELU", "LeakyReLU", "PReLU", "Hardtanh", "Hardswish",
+    "Hardsigmoid", "GLU", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "Flatten", "Unflatten", "MultiheadAttention",
+}
+#: ``torch.nn`` layers holding parameters (by default).
+PARAMETER_TORCH_LAYERS = {"Linear", "Bilinear", "LayerNorm", "RMSNorm", "GroupNorm", "Embedding", "PReLU", "Conv1d",
+                          "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+                          "MultiheadAttention"}
+#: ``torch.nn`` layers and functions that draw random numbers.  Under ``scan_layers`` (torch_xla 2.9) every
+#: layer draws the same numbers: one dropout mask for all layers, where the loop draws one per layer.
+RANDOM_TORCH_LAYERS = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
+RANDOM_FUNCTIONS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+                    "rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "bernoulli",
+                    "multinomial", "normal", "poisson", "randperm", "rrelu"}
+_INVERT_WHY = ("applies `~`: torch_xla 2.9's scan computes `~` on the boolean tensors it scans (buffers, values "
+               "passed to every layer) as an integer bitwise not (`~True` becomes -2); write `.logical_not()`")
+_RANDOM_WHY = ("draws random numbers, and under `scan_layers` every layer draws the same ones (one dropout mask "
+               "for all layers, where the loop draws one per layer)")
+#: ``torch.nn`` layers that write buffers in ``forward`` (running statistics in training).
+STATEFUL_TORCH_LAYERS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "InstanceNorm1d",
+                         "InstanceNorm2d", "InstanceNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d",
+                         "LazyBatchNorm3d"}
+
+#: Builtins a layer may call (pure; their results are Python values or tensors).
+PURE_BUILTINS = {"len", "isinstance", "min", "max", "abs", "int", "float", "bool", "tuple", "list", "dict", "range",
+                 "zip", "enumerate", "getattr", "hasattr", "sum", "any", "all", "round", "divmod", "pow",
+                 "reversed", "sorted", "map", "str", "super", "type", "slice", "callable", "set", "frozenset"}
+#: Namespaces whose functions are pure (apart from the in-place spellings checked separately).
+PURE_ROOTS = ("torch", "math", "einops", "operator", "functools", "typing", "numbers", "collections",
+              "dataclasses")
+#: ``torch`` functions with effects on the process or host.
+TORCH_EFFECTS = ("torch.save", "torch.load", "torch.manual_seed", "torch.seed", "torch.set_", "torch.cuda",
+                 "torch.distributed", "torch.utils.checkpoint", "torch._dynamo", "torch.compiler", "torch.jit",
+                 "torch.autograd", "torch.backends", "torch.nn.init", "torch.random", "torch.testing")
+#: Tensor methods that read values back to the host (or branch on them).
+HOST_METHODS = {"item", "tolist", "numpy", "cpu", "nonzero", "data_ptr", "backward"}
+#: Tensor methods whose names end in ``_`` but change nothing.
+NOT_IN_PLACE = {"requires_grad_"}
+
+
+@dataclass
+class _Found:
+    """A class (or function) and the module that defines it."""
+
+    mctx: object
+    node: ast.AST
+
+
+# ---------------------------------------------------------------------------- recognition
+
+def layer_attribute(la) -> Optional[str]:
+    """``X`` when the loop iterates ``self.X`` (or a slice of it, ``reversed``,
+    ``enumerate`` or ``zip`` of it) in a method of a class: the loops this
+    target hands to :func:`plan_layer_loop`."""
+    from .module_stacks import stacked_iterable
+
+    loop, func = la.loop, la.func
+    if func is None or not isinstance(loop, ast.For):
+        return None
+    it = stacked_iterable(loop.iter)
+    if it is None or la.mctx.enclosing_class(func) is None:
+        return None
+    return it.attr
+
+
+def builds_modules(la) -> Optional[str]:
+    """Why a loop in a constructor is not a candidate (it builds the modules,
+    Python objects), or ``None``."""
+    if la.func is not None and getattr(la.func, "name", None) == "__init__" and \
+            la.mctx.enclosing_class(la.func) is not None:
+        return "the loop is in a constructor: it builds modules (Python objects), it computes nothing to scan"
+    return None
+
+
+def plan_layer_loop(la, attr: str) -> TorchLayerScan:
+    """The facts of a loop over a list of torch layers, or a decline."""
+    mctx, loop, func = la.mctx, la.loop, la.func
+    cls = mctx.enclosing_class(func)
+    it = loop.iter
+    base = it.args[0] if _is_reversed(it) else it
+    if not (isinstance(base, ast.Attribute) or (isinstance(base, ast.Subscript) and isinstance(base.slice, ast.Slice)
+                                                and isinstance(base.value, ast.Attribute))):
+        raise Decline("L2S332", f"the loop iterates `{short(ast.unparse(it))}`: the step of `scan_layers` gets one "
+                      "layer and no layer number or per-layer companion values (caches, names keyed by the index); "
+                      f"iterate `self.{attr}` alone", it)
+    if not isinstance(loop.target, ast.Name):
+        raise Decline("L2S332", f"the loop unpacks `{short(ast.unparse(loop.target))}` from each layer",
+                      loop.target)
+    element = loop.target.id
+    layer_cls = find_layers(la, cls, attr)
+    check_layer_class(layer_cls, f"`{_class_name(layer_cls)}`", where=loop, where_module=mctx)
+    if not holds_parameters(layer_cls):
+        raise Decline("L2S330", f"`{_class_name(layer_cls)}` holds no parameter the analysis can see (an "
+                      "`nn.Parameter`, a buffer, or a `torch.nn` layer with weights): `scan_layers` scans the "
+                      "layers' parameters and fails when there are none", loop)
+    uses = check_body(la, element, attr)
+    return TorchLayerScan(attr=attr, element=element, element_uses=uses, cls=cls.name,
+                          layer_class=_class_name(layer_cls), iterable=mctx.source(it))
+
+
+def _is_reversed(it: ast.AST) -> bool:
+    return isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "reversed" \
+        and len(it.args) == 1 and not it.keywords
+
+
+def _class_name(found) -> str:
+    return found.node.name if isinstance(found, _Found) else found.rsplit(".", 1)[-1]
+
+
+# ---------------------------------------------------------------------------- the list
+
+def find_layers(la, cls: ast.ClassDef, attr: str):
+    """The class of every layer of ``self.<attr>``: a :class:`_Found` for a
+    class of the project, or the qualified name of a ``torch.nn`` layer."""
+    mctx = la.mctx
+    init = _init(cls)
+    builds = _assignments(cls, attr)
+    if init is None or not builds:
+        raise Decline("L2S330", f"`self.{attr}` is not built in `{cls.name}.__init__` (it may come from a base class "
+                      "or be set from outside); the rewrite needs to see that every layer is built alike", cls)
+    if len(builds) > 1:
+        raise Decline("L2S330", f"`self.{attr}` is assigned more than once in `{cls.name}` (line {builds[0].lineno} "
+                      f"and line {builds[1].lineno})", builds[1])
+    build = builds[0]
+    if not isinstance(build, (ast.Assign, ast.AnnAssign)) or build not in init.body or \
+            (isinstance(build, ast.Assign) and len(build.targets) != 1) or build.value is None:
+        raise Decline("L2S330", f"`self.{attr}` is built by `{short(ast.unparse(build))}`, not by a plain "
+                      "assignment in the body of `__init__`", build)
+    value = build.value
+    q = mctx.imports.qualname(value.func) if isinstance(value, ast.Call) else None
+    if q in LIST_TYPES:
+        if len(value.args) > 1 or value.keywords:
+            raise Decline("L2S330", f"`{short(ast.unparse(value))}` is not a list of layers built in place", value)
+        value = value.args[0] if value.args else ast.List(elts=[], ctx=ast.Load())
+    elif q in SEQUENTIAL_TYPES:
+        if len(value.args) != 1 or not isinstance(value.args[0], ast.Starred) or value.keywords:
+            raise Decline("L2S330", f"`{short(ast.unparse(value))}` does not build its layers in place "
+                          "(`nn.Sequential(*[Block(d) for _ in range(n)])`)", value)
+        value = value.args[0].value
+    if isinstance(value, (ast.ListComp, ast.GeneratorExp)):
+        gen = value.generators
+        if len(gen) != 1 or gen[0].ifs or gen[0].is_async or not isinstance(gen[0].target, ast.Name):
+            raise Decline("L2S330", f"`{short(ast.unparse(value))}` is not one layer per step of `range(n)`", value)
+        index, count, element, where = gen[0].target.id, _range_count(gen[0].iter), value.elt, gen[0].iter
+    elif isinstance(value, ast.List) and not value.elts:
+        append_loop, index, count, element = _append_loop(init, build, attr)
+        where = append_loop.iter
+        if len(append_loop.body) != 1:
+            raise Decline("L2S330", "the loop filling the list does more than append one layer", append_loop)
+    else:
+        raise Decline("L2S330", f"`self.{attr}` is built by `{short(ast.unparse(build.value))}`; the rewrite needs "
+                      "one layer per step of `range(n)` (a comprehension or an `append` loop) to see that every "
+                      "layer is built alike", build)
+    if count is None:
+        raise Decline("L2S330", f"the layers are built over `{short(ast.unparse(where))}`, not `range(n)`", where)
+    found = _check_element(mctx, element, index)
+    _check_set_afterwards(la, cls, attr, build)
+    return found
+
+
+def _check_element(mctx, element: ast.AST, index: str):
+    if not isinstance(element, ast.Call):
+        raise Decline("L2S330", f"each layer is `{short(ast.unparse(element))}`, not a call of a layer class",
+                      element)
+    for arg in [*element.args, *[k.value for k in element.keywords]]:
+        for node in walk(arg):
+            if isinstance(node, ast.Name) and node.id == index:
+                raise Decline("L2S330", f"the argument `{short(ast.unparse(arg))}` depends on the layer index "
+                              f"`{index}`: the layers differ, and `scan_layers` would run the first layer's code "
+                              "(its Python attributes) for all of them", arg)
+            if isinstance(node, (ast.Call, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
+                                 ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)):
+                raise Decline("L2S330", f"the argument `{short(ast.unparse(arg))}` is computed anew for each layer; "
+                              "compute it once before the list and pass the value", node)
+        if isinstance(arg, ast.Starred):
+            raise Decline("L2S330", f"`{short(ast.unparse(element))}` unpacks its arguments", element)
+    found = resolve_class(mctx, element.func)
+    if found is None:
+        raise Decline("L2S330", f"`{short(ast.unparse(element.func))}` is not shown to be a layer class (a class of "
+                      "the project deriving from `nn.Module`, or a layer of `torch.nn`)", element.func)
+    return found
+
+
+def _check_set_afterwards(la, cls: ast.ClassDef, attr: str, build: ast.stmt) -> None:
+    """No single layer is changed after the list is built: no item or attribute
+    of ``self.<attr>`` assigned, no loop over it setting attributes of its layers."""
+    for node in walk(cls):
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            for t in targets:
+                for leaf in walk(t):
+                    if isinstance(leaf, (ast.Attribute, ast.Subscript)) and leaf is not t or leaf is t:
+                        base = leaf
+                        while isinstance(base, (ast.Attribute, ast.Subscript)) and not _is_self_attr(base, attr):
+                            base = base.value
+                        if _is_self_attr(base, attr) and base is not t and node is not build:
+                            raise Decline("L2S330", f"`{short(ast.unparse(t))}` (line {node.lineno}) changes part of "
+                                          f"`self.{attr}` after it is built: `scan_layers` would run the first "
+                                          "layer's code for every layer", node)
+        if isinstance(node, ast.For) and node is not la.loop and isinstance(node.target, ast.Name):
+            from .module_stacks import stacked_iterable
+
+            it = stacked_iterable(node.iter)
+            if it is not None and it.attr == attr:
+                var = node.target.id
+                for inner in walk_all(node.body):
+                    if isinstance(inner, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                        for t in (inner.targets if isinstance(inner, ast.Assign) else [inner.target]):
+                            root = t
+                            while isinstance(root, (ast.Attribute, ast.Subscript)):
+                                root = root.value
+                            if isinstance(root, ast.Name) and root.id == var and root is not t:
+                                raise Decline("L2S330", f"`{short(ast.unparse(t))}` (line {inner.lineno}) sets a "
+                                              f"value on each layer of `self.{attr}` in turn; the layers may differ "
+                                              "and `scan_layers` would use the first layer's", inner)
+                    if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and \
+                            inner.func.id == "setattr":
+                        raise Decline("L2S330", f"`setattr` on the layers of `self.{attr}` (line {inner.lineno})",
+                                      inner)
+
+
+def resolve_class(mctx, func: ast.AST):
+    """The class a constructor call names: a :class:`_Found` in this module or
+    another module of the project, the qualified name of a ``torch.nn`` class,
+    or ``None``."""
+    q = mctx.imports.qualname(func)
+    if q is not None and is_under(q, "torch.nn") and q.rsplit(".", 1)[-1][:1].isupper():
+        return q
+    if isinstance(func, ast.Name):
+        local = mctx.module_classes.get(func.id)
+        if local is not None:
+            return _Found(mctx, local)
+    project = mctx.project
+    if q is not None and project is not None:
+        found = project.split(q)
+        if found is not None and "." not in found[1]:
+            other = project.module_context(found[0])
+            if other is not None and found[1] in other.module_classes:
+                return _Found(other, other.module_classes[found[1]])
+    return None
+
+
+# ---------------------------------------------------------------------------- layer code
+
+def check_layer_class(found, what: str, depth: int = 0, seen: Optional[set] = None, where=None,
+                      where_module=None) -> None:
+    """The layer's ``forward`` and everything it calls change no state.
+    ``where`` (in ``where_module``): the call building the layer, for messages."""
+    seen = set() if seen is None else seen
+
+    def fail(message: str):
+        d = Decline("L2S331", message, where)
+        d.module = where_module
+        raise d
+
+    if isinstance(found, str):
+        last = found.rsplit(".", 1)[-1]
+        if last in RANDOM_TORCH_LAYERS:
+            fail(f"{what} holds a `{last}`, which {_RANDOM_WHY}")
+        if last in STATEFUL_TORCH_LAYERS:
+            fail(f"{what} holds a `{last}`, which updates its running statistics (buffers) in training: under "
+                 "`scan_layers` the updates would land on stacked copies and be lost")
+        if last in ("ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict"):
+            fail(f"{what} holds a `{last}` whose layers the analysis does not follow")
+        if last not in PURE_TORCH_LAYERS:
+            fail(f"{what} uses `{found}`, a `torch.nn` layer not known to leave its state unchanged in `forward`")
+        return
+    key = (id(found.mctx), found.node.name)
+    if key in seen or depth > 6:
+        return
+    seen.add(key)
+    mctx, cls = found.mctx, found.node
+    bases = _project_bases(mctx, cls)
+    if bases is None:
+        raise Decline("L2S331", f"{what}: the class `{cls.name}` derives from a class whose code is not in the "
+                      "project; PyTorch calls are not assumed pure", None)
+    classes = [found, *bases]
+    methods = {}
+    for c in reversed(classes):
+        for stmt in c.node.body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                methods[stmt.name] = _Found(c.mctx, stmt)
+    if "forward" not in methods:
+        raise Decline("L2S331", f"{what}: `{cls.name}` has no `forward` in the project", None)
+    for c in classes:
+        init = _init(c.node)
+        if init is not None:
+            _check_init(c, init, what)
+    checker = _CodeChecker(found, methods, what, depth, seen)
+    checker.check_function(methods["forward"])
+
+
+def holds_parameters(found, depth: int = 0) -> bool:
+    """The layer class holds parameters or buffers: an ``nn.Parameter``, a
+    ``register_buffer``, or a submodule of a class that does."""
+    if isinstance(found, str):
+        return found.rsplit(".", 1)[-1] in PARAMETER_TORCH_LAYERS
+    if depth > 6:
+        return False
+    classes = [found, *(_project_bases(found.mctx, found.node) or [])]
+    for c in classes:
+        for node in walk(c.node):
+            if isinstance(node, ast.Call):
+                q = c.mctx.imports.qualname(node.func)
+                if q in ("torch.nn.Parameter", "torch.nn.parameter.Parameter") or (
+                        isinstance(node.func, ast.Attribute) and node.func.attr in ("register_buffer",
+                                                                                    "register_parameter")):
+                    return True
+                sub = resolve_class(c.mctx, node.func)
+                if sub is not None and not (isinstance(sub, _Found) and sub.node is c.node) and \
+                        holds_parameters(sub, depth + 1):
+                    return True
+    return False
+
+
+def _project_bases(mctx, cls: ast.ClassDef, depth: int = 0) -> Optional[list]:
+    """The project classes ``cls`` derives from (up to ``nn.Module``), or ``None``
+    when a base is out of sight."""
+    out = []
+    for base in cls.bases:
+        q = mctx.imports.qualname(base)
+        if q in MODULE_BASES:
+            continue
+        found = resolve_class(mctx, base)
+        if not isinstance(found, _Found) or depth > 6:
+            return None
+        out.append(found)
+        more = _project_bases(found.mctx, found.node, depth + 1)
+        if more is None:
+            return None
+        out.extend(more)
+    if not cls.bases:
+        return None
+    return out
+
+
+def _check_init(found: _Found, init: ast.FunctionDef, what: str) -> None:
+    """The constructor keeps no count of its calls (a class attribute or a
+    global changed per layer would make the layers differ)."""
+    for node in walk(init):
+        if isinstance(node, (ast.Global, ast.Nonlocal)):
+            raise Decline("L2S330", f"{what}: `{found.node.name}.__init__` changes `{', '.join(node.names)}` "
+                          "(global): the layers may differ", node)
+        if isinstance(node, (ast.Assign, ast.AugAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                root = t
+                while isinstance(root, (ast.Attribute, ast.Subscript)):
+                    root = root.value
+                if isinstance(t, ast.Attribute) and (
+                        (isinstance(root, ast.Name) and root.id in (found.node.name, "cls"))
+                        or (isinstance(t.value, ast.Call) and isinstance(t.value.func, ast.Name)
+                            and t.value.func.id == "type")
+                        or (isinstance(t.value, ast.Attribute) and t.value.attr == "__class__")):
+                    raise Decline("L2S330", f"{what}: `{found.node.name}.__init__` sets the class attribute "
+                                  f"`{short(ast.unparse(t))}`: the layers may differ", node)
+
+
+class _CodeChecker:
+    """Walks a layer's ``forward``, the methods and functions it calls and the
+    submodules it calls, declining on the first state change."""
+
+    def __init__(self, owner: _Found, methods: dict, what: str, depth: int, seen: set) -> None:
+        self.owner = owner
+        self.methods = methods
+        self.what = what
+        self.depth = depth
+        self.seen = seen
+        self.done: set[int] = set()
+
+    def fail(self, message: str, node, mctx) -> None:
+        d = Decline("L2S331", f"{self.what}: {message}", node)
+        d.module = mctx
+        raise d
+
+    def check_function(self, fn: _Found, is_method: bool = True) -> None:
+        if id(fn.node) in self.done:
+            return
+        self.done.add(id(fn.node))
+        mctx, func = fn.mctx, fn.node
+        where = f"`{getattr(func, 'name', 'the function')}` (line {func.lineno})"
+        python_names = _python_locals(func)
+        for node in walk_all(func.body):
+            if isinstance(node, (ast.Global, ast.Nonlocal)):
+                self.fail(f"{where} changes the global `{node.names[0]}`", node, mctx)
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Delete)):
+                targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+                for t in targets:
+                    for leaf in _target_leaves(t):
+                        if isinstance(leaf, ast.Attribute):
+                            self.fail(f"{where} sets `{short(ast.unparse(leaf))}`: a write to an attribute or "
+                                      "buffer would land on a stacked copy and be lost", node, mctx)
+                        if isinstance(leaf, ast.Subscript):
+                            self.fail(f"{where} assigns `{short(ast.unparse(leaf))}` in place", node, mctx)
+                if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name) and \
+                        node.target.id not in python_names:
+                    self.fail(f"{where} updates `{node.target.id}` in place "
+                              f"(`{short(ast.unparse(node))}`): write `{node.target.id} = "
+                              f"{node.target.id} {_op(node.op)} ...`", node, mctx)
+            if isinstance(node, ast.Call):
+                self.check_call(fn, node, is_method)
+            if isinstance(node, (ast.If, ast.While, ast.IfExp, ast.Assert)):
+                self.check_test(fn, node.test)
+            if isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await)):
+                self.fail(f"{where} is a generator or coroutine", node, mctx)
+            if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
+                self.fail(f"`{short(ast.unparse(node))}` (line {node.lineno}) {_INVERT_WHY}", node, mctx)
+
+    def check_test(self, fn: _Found, test: ast.AST) -> None:
+        for node in walk(test):
+            if isinstance(node, ast.Call):
+                f = node.func
+                q = fn.mctx.imports.qualname(f)
+                if (isinstance(f, ast.Attribute) and f.attr in ("any", "all", "item", "equal", "allclose", "sum",
+                                                                  "max", "min", "mean", "isnan", "isinf")) or \
+                        (q is not None and is_under(q, "torch") and not q.rsplit(".", 1)[-1].startswith("is_")):
+                    self.fail(f"`{short(ast.unparse(test))}` (line {test.lineno}) branches on tensor values: "
+                              "the first layer's branch would be traced for every layer", test, fn.mctx)
+
+    def check_call(self, fn: _Found, call: ast.Call, is_method: bool) -> None:
+        mctx = fn.mctx
+        f = call.func
+        if any(k.arg == "out" for k in call.keywords):
+            self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) writes into `out=`", call, mctx)
+        if isinstance(f, ast.Attribute) and f.attr.endswith("_") and not f.attr.endswith("__") \
+                and f.attr not in NOT_IN_PLACE:
+            self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) updates a tensor in place", call, mctx)
+        if isinstance(f, ast.Attribute) and f.attr in HOST_METHODS:
+            self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) reads a tensor back to the host", call, mctx)
+        if isinstance(f, ast.Attribute) and f.attr in ("register_buffer", "register_parameter", "apply",
+                                                       "register_forward_hook", "register_forward_pre_hook"):
+            self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) changes the module", call, mctx)
+        # calls of `self.<name>`: a method (checked too) or a submodule (its class checked)
+        if is_method and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "self":
+            if f.attr in self.methods:
+                self.check_function(self.methods[f.attr])
+                return
+            sub, built = self._submodule(f.attr)
+            if sub is None:
+                self.fail(f"`self.{f.attr}` (line {call.lineno}) is called, and the analysis cannot see what it is "
+                          "(a submodule built in `__init__` from a known class)", call, mctx)
+            check_layer_class(sub, self.what, self.depth + 1, self.seen, where=built, where_module=self.owner.mctx)
+            return
+        q = mctx.imports.qualname(f)
+        if isinstance(f, ast.Name) and q is None:
+            if f.id in PURE_BUILTINS:
+                return
+            local = mctx.module_functions.get(f.id)
+            if local is not None:
+                self.check_function(_Found(mctx, local), is_method=False)
+                return
+            if f.id in mctx.module_classes:
+                return  # building a value of a class of the module (a dataclass, a named tuple)
+            if f.id in ("print", "input", "open", "breakpoint"):
+                self.fail(f"`{f.id}(...)` (line {call.lineno}) has a host effect", call, mctx)
+            return  # a local function or a callable argument: its calls are checked where it is defined
+        if q is not None:
+            if any(q == e or q.startswith(e + ".") or (e.endswith("_") and q.startswith(e)) for e in TORCH_EFFECTS):
+                self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) calls `{q}`", call, mctx)
+            if is_under(q, "torch") and q.rsplit(".", 1)[-1] in RANDOM_FUNCTIONS:
+                self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) {_RANDOM_WHY}", call, mctx)
+            if is_under(q, *PURE_ROOTS) or q.startswith("builtins."):
+                return
+            project = mctx.project
+            if project is not None:
+                found = project.function(q)
+                if found is not None:
+                    self.check_function(_Found(found[1], found[0]), is_method=False)
+                    return
+            self.fail(f"`{short(ast.unparse(f))}` (line {call.lineno}) is out of sight (`{q}`); PyTorch code is not "
+                      "assumed pure", call, mctx)
+        # method calls on values (`x.view(...)`, `self.lin.weight.t()`): tensor methods, checked above
+
+    def _submodule(self, attr: str):
+        """The class of ``self.<attr>`` when the class assigns it once from a
+        class, and the assignment (``(None, None)`` otherwise)."""
+        builds = _assignments(self.owner.node, attr)
+        if len(builds) != 1 or not isinstance(builds[0], ast.Assign) or not isinstance(builds[0].value, ast.Call):
+            return None, None
+        return resolve_class(self.owner.mctx, builds[0].value.func), builds[0]
+
+
+def _target_leaves(t: ast.AST) -> list:
+    if isinstance(t, (ast.Tuple, ast.List)):
+        return [leaf for e in t.elts for leaf in _target_leaves(e)]
+    if isinstance(t, ast.Starred):
+        return _target_leaves(t.value)
+    return [t]
+
+
+def _python_locals(func: ast.AST) -> set[str]:
+    """Names of ``func`` bound only to Python numbers (literal ints and floats,
+    ``len(...)``, arithmetic on such): ``n += 1`` on them changes no tensor."""
+    values: dict[str, list] = {}
+    for node in walk_all(func.body):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                for name in target_names(t):
+                    values.setdefault(name, []).append(node.value if isinstance(t, ast.Name) else None)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            values.setdefault(node.target.id, []).append(node.value)
+        elif isinstance(node, (ast.For, ast.comprehension)):
+            for name in target_names(node.target):
+                values.setdefault(name, []).append(
+                    node.iter if isinstance(node.iter, ast.Call) and isinstance(node.iter.func, ast.Name)
+                    and node.iter.func.id == "range" else None)
+    out: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, vals in values.items():
+            if name not in out and vals and all(v is not None and _python_number(v, out) for v in vals):
+                out.add(name)
+                changed = True
+    return out
+
+
+def _python_number(expr: ast.AST, known: set[str]) -> bool:
+    if isinstance(expr, ast.Constant):
+        return isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool) or isinstance(expr.value,
+                                                                                                        bool)
+    if isinstance(expr, ast.Name):
+        return expr.id in known
+    if isinstance(expr, ast.BinOp):
+        return _python_number(expr.left, known) and _python_number(expr.right, known)
+    if isinstance(expr, ast.UnaryOp):
+        return _python_number(expr.operand, known)
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in ("len", "range", "int",
+                                                                                          "min", "max", "abs"):
+        return expr.func.id != "range" or True
+    return False
+
+
+def _op(op: ast.operator) -> str:
+    return {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.MatMult: "@", ast.Pow: "**",
+            ast.FloorDiv: "//", ast.Mod: "%", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
+            ast.LShift: "<<", ast.RShift: ">>"}.get(type(op), "?")
+
+
+# ---------------------------------------------------------------------------- the loop body
+
+def check_body(la, element: str, attr: str) -> list:
+    """The body calls its layer and computes with tensors; returns the spans of
+    every call of the layer.  Declines what the step of ``scan_layers`` cannot
+    hold."""
+    mctx, loop = la.mctx, la.loop
+    for stmt in loop.body:
+        if isinstance(stmt, ast.AugAssign):
+            target = stmt.target
+            raise Decline("L2S333", f"`{short(ast.unparse(stmt))}` updates `{short(ast.unparse(target))}` in place "
+                          f"(in PyTorch `+=` on a tensor changes it, possibly the caller's); write "
+                          f"`{short(ast.unparse(target))} = {short(ast.unparse(target))} {_op(stmt.op)} ...`", stmt)
+        if isinstance(stmt, ast.If) and _is_checkpointing_test(stmt.test):
+            raise Decline("L2S332", f"the body branches on `{short(ast.unparse(stmt.test))}` (a gradient-"
+                          "checkpointing branch): the step runs one code path for every layer; turn "
+                          "checkpointing off for the scanned loop or keep the loop", stmt)
+        if not isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.Expr, ast.Pass)):
+            raise Decline("L2S332", f"the body holds a `{type(stmt).__name__.lower()}` statement; the step of "
+                          "`scan_layers` runs the same code for every layer (keep the body to assignments and "
+                          "calls)", stmt)
+    if element in all_written_names(loop.body):
+        raise Decline("L2S305", f"the loop variable `{element}` is reassigned in the body", loop)
+    uses = []
+    calls = {id(n.func) for n in walk_all(loop.body) if isinstance(n, ast.Call)}
+    for node in walk_all(loop.body):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Attribute) and f.attr.endswith("_") and not f.attr.endswith("__") \
+                    and f.attr not in NOT_IN_PLACE:
+                raise Decline("L2S333", f"`{short(ast.unparse(node))}` updates a tensor in place", node)
+            if any(k.arg == "out" for k in node.keywords):
+                raise Decline("L2S333", f"`{short(ast.unparse(node))}` writes into `out=`", node)
+            if isinstance(f, ast.Attribute) and f.attr in HOST_METHODS:
+                raise Decline("L2S202", f"`{short(ast.unparse(node))}` reads a tensor back to the host", node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
+            raise Decline("L2S331", f"`{short(ast.unparse(node))}` {_INVERT_WHY}", node)
+        if isinstance(node, ast.Name) and node.id == element and isinstance(node.ctx, ast.Load):
+            if id(node) not in calls:
+                parent = mctx.parent(node)
+                what = short(ast.unparse(parent)) if parent is not None and not isinstance(parent, ast.stmt) \
+                    else element
+                raise Decline("L2S332", f"`{what}` uses the layer other than by calling it; `scan_layers` runs "
+                              "the first layer's code, so only calls of the layer are per layer", node)
+            uses.append(mctx.span(node))
+        if isinstance(node, ast.Name) and node.id == "self" and isinstance(node.ctx, ast.Load):
+            parent = mctx.parent(node)
+            top = node
+            while isinstance(parent, ast.Attribute):
+                top, parent = parent, mctx.parent(parent)
+            if isinstance(parent, ast.Call) and parent.func is top:
+                raise Decline("L2S332", f"the body calls `{short(ast.unparse(top))}`, a part of `self` shared by "
+                              "every layer: the step of `scan_layers` cannot close over its tensors (call it "
+                              "before or after the loop)", parent)
+            if top is node:
+                raise Decline("L2S332", "the body passes `self` on; the step would close over the whole module",
+                              node)
+            if isinstance(top, ast.Attribute) and top.attr == attr:
+                raise Decline("L2S332", f"the body reads `self.{attr}` itself", top)
+    for node in walk_all(loop.body):
+        if isinstance(node, (ast.Lambda, ast.ListComp, ast.GeneratorExp, ast.DictComp, ast.SetComp)):
+            raise Decline("L2S332", f"`{short(ast.unparse(node))}` defines a scope of its own in the body; keep "
+                          "the body to plain calls and arithmetic", node)
+    if not uses:
+        raise Decline("L2S332", f"the body never calls `{element}`", loop)
+    return uses
+
+
+def _is_checkpointing_test(test: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and "checkpoint" in n.attr for n in walk(test)) or \
+        any(isinstance(n, ast.Name) and "checkpoint" in n.id for n in walk(test))
+
+
+# ---------------------------------------------------------------------------- values shared by every layer
+
+def shared_values(la, scan: TorchLayerScan, broadcast: list[str]) -> list[SharedValue]:
+    """What the body reads from outside it, each shown to be a tensor (or
+    ``None``) or a Python value; the calls of functions are checked for effects."""
+    mctx, loop = la.mctx, la.loop
+    out: list[SharedValue] = []
+    taken = {"layer"}
+    # `self.<chain>` reads: Python values of the module (`self.training`, `self.config.x`)
+    chains: dict[str, list] = {}
+    for node in walk_all(loop.body):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            root = node
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            parent = mctx.parent(node)
+            if isinstance(root, ast.Name) and root.id == "self" and not isinstance(parent, ast.Attribute):
+                chains.setdefault(ast.unparse(node), []).append(node)
+    for text, nodes in chains.items():
+        node = nodes[0]
+        if not _python_chain(node):
+            raise Decline("L2S334", f"`{text}` is passed to every layer, and nothing shows whether it is a tensor or "
+                          "a Python value (only `self.training` and `self.config...` are known to be Python values)",
+                          node)
+        out.append(SharedValue(text, _attr_name(node.attr, taken), False, [mctx.span(n) for n in nodes]))
+    for name in broadcast:
+        nodes = [n for n in walk_all(loop.body) if isinstance(n, ast.Name) and n.id == name
+                 and isinstance(n.ctx, ast.Load)]
+        if not nodes:
+            continue
+        kind = _value_kind(la, name)
+        if kind is None:
+            raise Decline("L2S334", f"`{name}` is passed to every layer, and nothing shows whether it is a tensor "
+                          "(or `None`) or a Python value", nodes[0])
+        out.append(SharedValue(name, _attr_name(name, taken), kind == "tensor", [mctx.span(n) for n in nodes]))
+    # calls of functions other than the layer: checked like layer code
+    for node in walk_all(loop.body):
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id == scan.element):
+            checker = _CodeChecker(_Found(mctx, la.func), {}, "the loop body", 0, set())
+            checker.check_call(_Found(mctx, la.func), node, is_method=False)
+    return out
+
+
+#: Attributes of ``nn.Module`` an adapter's own attribute must not shadow.
+_MODULE_ATTRS = {"training", "forward", "layer", "parameters", "buffers", "children", "modules", "state_dict",
+                 "train", "eval", "to", "cuda", "cpu", "float", "double", "half", "type", "apply", "register_buffer",
+                 "register_parameter", "register_module", "add_module", "zero_grad", "requires_grad_",
+                 "named_parameters", "named_buffers", "named_children", "named_modules", "load_state_dict",
+                 "extra_repr", "call_super_init", "dump_patches", "get_submodule", "get_parameter", "get_buffer",
+                 "bfloat16", "share_memory", "xpu", "ipu", "mtia", "to_empty", "set_extra_state", "get_extra_state"}
+
+
+def _attr_name(base: str, taken: set) -> str:
+    name = base.lstrip("_") or "value"
+    if name in _MODULE_ATTRS or name.startswith("_"):
+        name = f"shared_{name}"
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def _python_chain(node: ast.Attribute) -> bool:
+    parts = []
+    n = node
+    while isinstance(n, ast.Attribute):
+        parts.append(n.attr)
+        n = n.value
+    parts.reverse()
+    return parts == ["training"] or (len(parts) >= 2 and parts[0] in ("config", "cfg"))
+
+
+def _value_kind(la, name: str) -> Optional[str]:
+    """``"tensor"`` (a tensor, or ``None``), ``"python"`` (a Python value) or
+    ``None`` (not known) for a name the body reads from outside."""
+    fctx = la.fctx
+    defs = fctx.defs_before(la.loop, name)
+    kinds = set()
+    for d in defs:
+        if d.kind == "param":
+            kinds.add(_param_kind(la, name))
+        elif d.kind in ("assign",) and getattr(d, "node", None) is not None:
+            value = _assigned_value(d.node, name)
+            kinds.add(_expr_kind(la, value) if value is not None else None)
+        else:
+            kinds.add(None)
+    if len(kinds) != 1:
+        return None
+    return kinds.pop()
+
+
+def _assigned_value(stmt: ast.AST, name: str) -> Optional[ast.AST]:
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
+            and stmt.targets[0].id == name:
+        return stmt.value
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+        return stmt.value
+    return None
+
+
+def _param_kind(la, name: str) -> Optional[str]:
+    fctx = la.fctx
+    ann = fctx.param_annotations.get(name)
+    default = fctx.param_defaults.get(name)
+    if ann is not None:
+        return _annotation_kind(la.mctx, ann)
+    if isinstance(default, ast.Constant) and default.value is not None:
+        return "python"
+    return None
+
+
+def _annotation_kind(mctx, ann: ast.AST) -> Optional[str]:
+    if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
+        try:
+            ann = ast.parse(ann.value, mode="eval").body
+        except SyntaxError:
+            return None
+    if isinstance(ann, ast.Subscript) and (getattr(ann.value, "id", None) == "Optional"
+                                          or getattr(ann.value, "attr", None) == "Optional"):
+        return _annotation_kind(mctx, ann.slice)
+    if isinstance(ann, ast.BinOp) and isinstance(ann.op, ast.BitOr):
+        sides = [a for a in (ann.left, ann.right) if not (isinstance(a, ast.Constant) and a.value is None)]
+        kinds = {_annotation_kind(mctx, a) for a in sides}
+        return kinds.pop() if len(kinds) == 1 else None
+    q = mctx.imports.qualname(ann)
+    if q is not None and is_under(q, "torch") and q.endswith("Tensor"):
+        return "tensor"
+    if isinstance(ann, ast.Name) and ann.id in ("bool", "int", "float", "str"):
+        return "python"
+    return None
+
+
+_TORCH_TUPLES = {"split", "chunk", "unbind", "tensor_split", "sort", "topk", "max", "min", "meshgrid",
+                 "broadcast_tensors", "split_with_sizes", "unique", "lu", "qr", "svd", "eig", "where"}
+
+
+def _expr_kind(la, value: ast.AST) -> Optional[str]:
+    if isinstance(value, ast.Constant):
+        return "python"
+    if isinstance(value, ast.Call):
+        q = la.mctx.imports.qualname(value.func)
+        if q is not None and is_under(q, "torch") and not is_under(q, "torch.nn") and \
+                q.rsplit(".", 1)[-1] not in _TORCH_TUPLES and q.rsplit(".", 1)[-1][:1].islower() \
+                and not q.rsplit(".", 1)[-1].startswith(("is_", "get_")):
+            return "tensor"
+    return None
+
+
+# ----------------------------------------------------------------------------- examples
+
+_HEADER = """\
+import torch
+import torch.nn as nn
+import torch_xla
+
+
+class Block(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+
+    def forward(self, h, mask):
+        return h + torch.tanh(self.lin(h)) * mask
+
+
+"""
+
+
+def torch_decoder(build: str = "nn.ModuleList([Block(d) for _ in range(n)])", body: str = "h = layer(h, mask)",
+                  header: str = "for layer in self.layers:", init: str = "", block: str = "",
+                  signature: str = "def forward(self, h: torch.Tensor, mask: torch.Tensor):") -> str:
+    """A module of ``Block`` (or ``block``) and a ``Decoder`` whose ``__init__``
+    builds ``self.layers`` with ``build`` and whose ``forward`` runs ``body`` per layer."""
+    extra = f"\n        {init}" if init else ""
+    return (block or _HEADER) + f"""\
+class Decoder(nn.Module):
+    def __init__(self, d, n):
+        super().__init__()
+        self.layers = {build}{extra}
+
+    {signature}
+        {header}
+            {body}
+        return h
+"""
+
+
+_DECODER = torch_decoder()[len(_HEADER):]
+
+INVALID = (
+    Invalid("L2S330", "layer-index-argument",
+            torch_decoder("nn.ModuleList([Block(d * (i + 1)) for i in range(n)])  # <-"),
+            says=("layer index", "`i`"), framework="torch_xla", header=False),
+    Invalid("L2S331", "batch-norm-in-the-layer", _HEADER.replace("self.lin = nn.Linear(d, d)",
+                                                                 "self.lin = nn.Linear(d, d)\n        "
+                                                                 "self.norm = nn.BatchNorm1d(d)  # <-").replace(
+        "return h + torch.tanh(self.lin(h)) * mask", "return h + self.norm(self.lin(h)) * mask") + _DECODER, says=("BatchNorm1d", "running statistics"), framework="torch_xla", header=False),
+    Invalid("L2S331", "attribute-write-in-forward", _HEADER.replace(
+        "return h + torch.tanh(self.lin(h)) * mask", "self.last = h  # <-\n        return h + self.lin(h) * mask")
+        + _DECODER, says=("self.last", "stacked copy"), framework="torch_xla", header=False),
+    Invalid("L2S331", "dropout-in-the-layer", _HEADER.replace(
+        "self.lin = nn.Linear(d, d)", "self.lin = nn.Linear(d, d)\n        self.drop = nn.Dropout(0.1)  # <-").replace(
+        "return h + torch.tanh(self.lin(h)) * mask", "return h + self.drop(self.lin(h)) * mask") + _DECODER, says=("Dropout", "same"), framework="torch_xla", header=False),
+    Invalid("L2S331", "invert-of-a-boolean-mask", torch_decoder(body="h = layer(h, ~mask)  # <-"),
+            says=("`~mask`", "logical_not"), framework="torch_xla", header=False),
+    Invalid("L2S332", "per-layer-outputs", torch_decoder(
+        body="h = layer(h, mask)\n            if self.keep:  # <-\n                states.append(h)",
+        init="self.keep = True").replace("        for layer", "        states = []\n        for layer"),
+        says=("`if` statement",), framework="torch_xla", header=False),
+    Invalid("L2S332", "gradient-checkpointing-branch", torch_decoder(
+        body="if self.gradient_checkpointing and self.training:  # <-\n                h = torch.utils.checkpoint."
+             "checkpoint(layer, h, mask)\n            else:\n                h = layer(h, mask)",
+        init="self.gradient_checkpointing = False"),
+        says=("gradient-checkpointing",), framework="torch_xla", header=False),
+    Invalid("L2S333", "in-place-add", torch_decoder(body="h += layer(h, mask)  # <-"),
+            says=("in place", "h = h + ..."), framework="torch_xla", header=False),
+    Invalid("L2S334", "unknown-shared-value", torch_decoder(
+        signature="def forward(self, h, mask):", body="h = layer(h, mask)  # <-"),
+        says=("`mask`", "tensor"), framework="torch_xla", header=False),
+)
