@@ -219,3 +219,23 @@ def test_scan_miscomputes_invert_of_scanned_booleans():
     h = torch.zeros(3, device=dev)
     assert layer(h).cpu().tolist() == [0.0, 1.0, 0.0]
     assert scan_layers([layer], h).cpu().tolist() == [-2.0, -1.0, -2.0]
+
+
+def test_check_says_the_rewrite_is_not_run(tmp_path):
+    from click.testing import CliRunner
+
+    from loop2scan.cli import main
+
+    path = tmp_path / "decoder.py"
+    path.write_text((GOLDEN / "decoder.py").read_text())
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.loop2scan.examples]\n"decoder.py::Decoder.forward" = "decoder.py::nothing"\n')
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = CliRunner().invoke(main, ["rewrite", "decoder.py", "--check", "--no-diff"])
+    finally:
+        os.chdir(old)
+    assert "no torch_xla backend" in r.output, r.output
+    assert "0 verified" in r.output and "3 unverified" in r.output
+    assert path.read_text() == (GOLDEN / "decoder.py").read_text()
