@@ -271,7 +271,7 @@ def _check_set_afterwards(la, cls: ast.ClassDef, attr: str, build: ast.stmt) -> 
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
             for t in targets:
                 for leaf in walk(t):
-                    if isinstance(leaf, (ast.Attribute, ast.Subscript)) and leaf is not t or leaf is t:
+                    if isinstance(leaf, (ast.Attribute, ast.Subscript)):
                         base = leaf
                         while isinstance(base, (ast.Attribute, ast.Subscript)) and not _is_self_attr(base, attr):
                             base = base.value
@@ -598,8 +598,7 @@ def _python_locals(func: ast.AST) -> set[str]:
 
 def _python_number(expr: ast.AST, known: set[str]) -> bool:
     if isinstance(expr, ast.Constant):
-        return isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool) or isinstance(expr.value,
-                                                                                                        bool)
+        return isinstance(expr.value, (int, float))  # bools included
     if isinstance(expr, ast.Name):
         return expr.id in known
     if isinstance(expr, ast.BinOp):
@@ -608,7 +607,7 @@ def _python_number(expr: ast.AST, known: set[str]) -> bool:
         return _python_number(expr.operand, known)
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in ("len", "range", "int",
                                                                                           "min", "max", "abs"):
-        return expr.func.id != "range" or True
+        return True
     return False
 
 
@@ -727,10 +726,11 @@ def shared_values(la, scan: TorchLayerScan, broadcast: list[str]) -> list[Shared
                           "(or `None`) or a Python value", nodes[0])
         out.append(SharedValue(name, _attr_name(name, taken), kind == "tensor", [mctx.span(n) for n in nodes]))
     # calls of functions other than the layer: checked like layer code
+    here = _Found(mctx, la.func)
+    checker = _CodeChecker(here, {}, "the loop body", 0, set())
     for node in walk_all(loop.body):
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id == scan.element):
-            checker = _CodeChecker(_Found(mctx, la.func), {}, "the loop body", 0, set())
-            checker.check_call(_Found(mctx, la.func), node, is_method=False)
+            checker.check_call(here, node, is_method=False)
     return out
 
 
