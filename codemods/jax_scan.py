@@ -515,7 +515,7 @@ class _PlanEmitter:
         if any(c.kind == "tree-stack" and (c.axis != 0 or c.flipped != plan.reverse)
                for y in plan.ys for c in y.consumers):
             self.refs.tree_map  # decide the spelling (and the import) before checking for shadowing
-        if _needs_jnp(plan):
+        if self.needs_jnp():
             self.refs.jnp  # decide the spelling (and the import) before checking for shadowing
         # per-step inputs: index reads become the names bound by the step; a scanned
         # expression is rendered from its edited node (an enclosing loop's rewrite may
@@ -544,6 +544,10 @@ class _PlanEmitter:
         for y in plan.ys:
             self._register_output(y)
         tr.loops[id(loop)] = lambda o, u, step=step: self._build(u, step, o)
+
+    def needs_jnp(self) -> bool:
+        """The emitted code spells ``jax.numpy`` somewhere."""
+        return _needs_jnp(self.plan)
 
     def _layout_edit(self, node: cst.BaseExpression, edit) -> cst.BaseExpression:
         return layout_edit(self.module, self.refs, node, edit)

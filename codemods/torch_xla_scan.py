@@ -29,15 +29,28 @@ tuple carry is splatted into ``forward`` and returned as a tuple.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import libcst as cst
 
 from loop2scan.analysis.checks.torch_layers import SCANNED_AS
 from loop2scan.plan import ScanPlan
 
-from .common import EditTransformer, ImportItem, MappingError, SpanIndex, block_statements, fresh_name, parse_stmt
-from .jax_scan import JaxScanEmitter, _Refs
+from .common import (
+    EditTransformer,
+    ImportItem,
+    MappingError,
+    SpanIndex,
+    block_statements,
+    fresh_name,
+    parse_expr,
+    parse_stmt,
+)
+from .jax_scan import JaxScanEmitter, _PlanEmitter, _Refs
 
 SCAN_LAYERS = ("torch_xla.experimental.scan_layers", "scan_layers")
+SCAN = ("torch_xla.experimental.scan", "scan")
+FUNCTIONAL_CALL = ("torch.func", "functional_call")
 
 
 class TorchXlaEmitter(JaxScanEmitter):
@@ -50,8 +63,10 @@ class TorchXlaEmitter(JaxScanEmitter):
 
     def plan_emitter(self, plan: ScanPlan, index: SpanIndex, refs: _Refs, tr: EditTransformer,
                      reserved: set[str], taken: set[str]):
+        if plan.torch_time is not None:
+            return _TimeStepEmitter(plan, index, refs, tr, reserved, taken, owner=self)
         if plan.torch_layers is None:
-            raise MappingError("the torch_xla target rewrites only loops over lists of layers")
+            raise MappingError("the torch_xla target rewrites loops over lists of layers and time loops")
         return _LayerStepEmitter(self, plan, index, refs, tr, taken)
 
     def nn(self, refs: _Refs) -> str:
@@ -68,17 +83,22 @@ class TorchXlaEmitter(JaxScanEmitter):
         return "nn"
 
     def scan_layers(self, refs: _Refs) -> str:
-        qual = ".".join(SCAN_LAYERS)
+        return self.imported(refs, SCAN_LAYERS)
+
+    def imported(self, refs: _Refs, item: tuple[str, str]) -> str:
+        """How this module spells ``module.name`` of ``item`` (``from module import
+        name`` is added when it has none)."""
+        module, name = item
         for local, q in sorted(self.aliases.items()):
-            if q == qual:
+            if q == f"{module}.{name}":
                 return local
         for local, q in sorted(self.aliases.items()):
-            if q == SCAN_LAYERS[0]:
-                return f"{local}.scan_layers"
-        if "scan_layers" in self.module_names:
-            raise MappingError("the module binds the name `scan_layers` to something else")
-        _need(refs, ImportItem(*SCAN_LAYERS))
-        return "scan_layers"
+            if q == module:
+                return f"{local}.{name}"
+        if name in self.module_names:
+            raise MappingError(f"the module binds the name `{name}` to something else")
+        _need(refs, ImportItem(module, name))
+        return name
 
 
 def _need(refs: _Refs, item: ImportItem) -> None:
@@ -168,3 +188,128 @@ class _LayerStepEmitter:
         call = parse_stmt(line + "\n", module).with_changes(leading_lines=loop.leading_lines)
         self.tr.written.add(id(call))
         return [call]
+
+
+class _TimeStepEmitter(_PlanEmitter):
+    """A time loop run with ``torch_xla.experimental.scan.scan``: the step has
+    ``lax.scan``'s signature (``(carry, x) -> (carry, y)``); the inputs are
+    stepped through along their first axis (``x.movedim(k, 0)``, ``.flip(0)``
+    for a reversed loop: the outputs then come in the loop's order).  The step
+    closes over no tensor: the parameters of the submodules it calls and the
+    tensors it reads from outside ride in the carry, unchanged."""
+
+    def __init__(self, *args, owner: TorchXlaEmitter, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+
+    def register(self) -> None:
+        owner, refs = self.owner, self.refs
+        self.scan = owner.imported(refs, SCAN)
+        scan = self.plan.torch_time
+        if scan.cells:
+            self.functional_call = owner.imported(refs, FUNCTIONAL_CALL)
+        super().register()
+        for cell in scan.cells:
+            for span in cell.calls:
+                node = self.index.find(span)
+                self.tr.replace[id(node)] = (lambda c: lambda u: self._functional_call(u, c))(cell)
+
+    def _functional_call(self, call: cst.Call, cell) -> cst.BaseExpression:
+        code = self.module.code_for_node
+        args = [code(a.value) for a in call.args if a.keyword is None]
+        kwargs = [f'"{a.keyword.value}": {code(a.value)}' for a in call.args if a.keyword is not None]
+        inputs = f"({args[0]},)" if len(args) == 1 else f"({', '.join(args)})"
+        parts = [code(call.func), cell.name, inputs]
+        if kwargs:
+            parts.append("{" + ", ".join(kwargs) + "}")
+        return parse_expr(f"{self.functional_call}({', '.join(parts)})", self.module)
+
+    def _register_output(self, y) -> None:
+        if y.kind == "last":
+            # the value of the last step processed: the outputs come in the loop's order
+            target = self._fresh(f"all_{y.name}")
+            self.ys_values.append(lambda: cst.Name(y.name))
+            self.ys_targets.append(target)
+            self.post.append(f"{y.name} = {target}[-1]")
+            return
+        super()._register_output(y)
+
+    def _identity(self, c) -> bool:
+        return c.kind == "stack" and c.axis == 0 and not c.flipped
+
+    def _consumer(self, node: cst.BaseExpression, c, name: str) -> cst.BaseExpression:
+        seq = f"{name}.flip(0)" if c.flipped else name
+        if c.kind == "stack":
+            text = seq if c.axis == 0 else f"{seq}.movedim(0, {c.axis})"
+        elif c.kind == "len":
+            return node
+        else:  # index
+            text = f"{name}[{c.axis}]"
+        expr = parse_expr(text, self.module)
+        if getattr(node, "lpar", None):
+            expr = expr.with_changes(lpar=node.lpar, rpar=node.rpar)
+        return expr
+
+    def _render_xs(self, item) -> str:
+        src = item.source_text
+        axis = item.axis
+        if item.kind == "elements":
+            node = self.index.find(item.source)
+            unbind = _unbind(self.module, node)
+            if unbind is not None:
+                src, axis = unbind
+        if "\n" in src:
+            src = f"({src})"
+        base = src if axis == 0 else f"{src}.movedim({axis}, 0)"
+        if item.kind == "slice":
+            sl = item.slice_text()
+            if sl != ":":
+                base = f"{base}[{sl}]"
+        if self.plan.reverse:
+            base = f"{base}.flip(0)"
+        return base
+
+    def scan_options(self) -> list[str]:
+        return []
+
+    def needs_jnp(self) -> bool:
+        return False
+
+    def passed_in_carry(self) -> list[str]:
+        scan = self.plan.torch_time
+        return [c.name for c in scan.cells] + list(scan.carried)
+
+    def scan_call(self, step: str, carry_init: str, xs_text: Optional[str]) -> tuple[str, str]:
+        if xs_text is None:
+            raise MappingError("torch_xla's scan needs a tensor to step through")
+        return f"{self.scan}({step}, {carry_init}, {xs_text})", ""
+
+    def _build(self, loop: cst.For, step: str, original: cst.For) -> list[cst.BaseStatement]:
+        out = super()._build(loop, step, original)
+        cells = self.plan.torch_time.cells
+        if not cells:
+            return out
+        lines = [parse_stmt(f"{c.name} = dict(self.{c.attr}.named_parameters())\n", self.module) for c in cells]
+        lines[0] = lines[0].with_changes(leading_lines=out[0].leading_lines)
+        step_def = out[0].with_changes(leading_lines=[cst.EmptyLine(indent=False)])
+        self.tr.step_defs.add(id(step_def))
+        out[0] = step_def
+        return [self._written(line) for line in lines] + out
+
+
+def _unbind(module: cst.Module, node: cst.CSTNode) -> Optional[tuple[str, int]]:
+    """``(x, k)`` for ``x.unbind(k)`` / ``torch.unbind(x, k)`` (the analysis has
+    checked the form: a literal, non-negative ``k``)."""
+    if not isinstance(node, cst.Call):
+        return None
+    code = module.code_for_node
+    func = node.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "unbind" and \
+            not (isinstance(func.value, cst.Name) and func.value.value == "torch"):
+        base, rest = code(func.value), [a.value for a in node.args]
+    elif isinstance(func, cst.Attribute) and func.attr.value == "unbind":
+        base, rest = code(node.args[0].value), [a.value for a in node.args[1:]]
+    else:
+        return None
+    axis = int(code(rest[0])) if rest else 0
+    return base, axis

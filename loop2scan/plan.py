@@ -316,6 +316,42 @@ class TorchLayerScan:
         return "; ".join(parts)
 
 
+@dataclass
+class TorchCell:
+    """A submodule of ``self`` a torch time loop calls every step
+    (``self.cell(x_t, h)``): its parameters travel in the scan's carry (a step
+    cannot close over tensors) and each call becomes
+    ``functional_call(self.cell, cell_params, (x_t, h))``."""
+
+    attr: str  # `cell` in `self.cell`
+    name: str  # the carried dict of its parameters: `cell_params`
+    calls: list[Span] = field(default_factory=list)  # every call of it in the body
+
+
+@dataclass
+class TorchTimeScan:
+    """A time loop run with ``torch_xla.experimental.scan.scan``
+    (``codemods/torch_xla_scan.py``)."""
+
+    cells: list[TorchCell] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)  # tensors read from outside: carried unchanged
+    closed: list[str] = field(default_factory=list)  # Python values read from outside: closed over
+
+    def describe(self) -> str:
+        parts = ["torch_xla's `scan` steps through the first axis of its inputs; the step cannot close over "
+                 "tensors"]
+        if self.cells:
+            parts.append("the parameters of " + ", ".join(f"`self.{c.attr}`" for c in self.cells)
+                         + " travel in the carry and are applied with `torch.func.functional_call` (gradients "
+                         "reach the module's own parameters)")
+        if self.carried:
+            parts.append("tensors read from outside (" + ", ".join(f"`{n}`" for n in self.carried)
+                         + ") travel in the carry unchanged")
+        if self.closed:
+            parts.append("Python values (" + ", ".join(f"`{n}`" for n in self.closed) + ") are closed over")
+        return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Context:
     """Where the loop's function runs, as far as the project shows.
@@ -372,6 +408,7 @@ class ScanPlan:
     modules: Optional[ModuleScan] = None  # set for loops over a stack of NNX modules (``nnx.scan``)
     cells: list[CarriedModule] = field(default_factory=list)  # NNX submodules carried by an ``nnx.scan`` over steps
     torch_layers: Optional[TorchLayerScan] = None  # set for loops over torch layers (``scan_layers``)
+    torch_time: Optional[TorchTimeScan] = None  # set for torch time loops (torch_xla's ``scan``)
 
 
 Status = Literal["rewritten", "declined", "skipped", "not-candidate"]
@@ -430,6 +467,10 @@ class LoopResult:
                 tl = plan.torch_layers
                 data["layers"] = {"attribute": tl.attr, "as": tl.element, "class": tl.layer_class,
                                   "shared": [{"expr": v.expr, "as": v.attr, "tensor": v.tensor} for v in tl.shared]}
+            if plan.torch_time is not None:
+                tt = plan.torch_time
+                data["torch_scan"] = {"modules": [f"self.{c.attr}" for c in tt.cells], "carried": tt.carried,
+                                      "closed_over": tt.closed}
             if plan.layout is not None:
                 lay = plan.layout
                 data["layout"] = {"mode": lay.mode, "structure": lay.name, "builder": lay.builder,

@@ -2,11 +2,13 @@
 
 One small package (relative imports, a method example, a factory that raises,
 a carry whose shape changes) and the shipped examples (including the
-parameter-list MLP, verified through the layout converter)."""
+parameter-list MLP, verified through the layout converter, and the torch_xla
+decoder; the torch_xla backend itself: tests/test_check_torch_xla.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -189,21 +191,26 @@ def test_tight_tolerance_turns_rounding_into_a_difference(project):
 
 
 def test_examples_verify_including_the_layout_change(tmp_path):
-    """README: every model in examples/ verifies with --check (the MLP through the converter)."""
+    """README: every model in examples/ verifies with --check (the MLP through the converter, the
+    torch_xla decoder on the XLA device)."""
     proj = tmp_path / "proj"
     shutil.copytree(ROOT / "examples", proj / "examples")
     shutil.copy(ROOT / "pyproject.toml", proj / "pyproject.toml")
     (proj / ".git").mkdir()
+    env = dict(os.environ, PJRT_DEVICE=os.environ.get("PJRT_DEVICE", "CPU"))  # torch_xla: the CPU unless set
     proc = subprocess.run([sys.executable, "-m", "loop2scan", "rewrite", "examples", "--check", "--format", "json"],
-                          cwd=proj, capture_output=True, text=True)
+                          cwd=proj, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr + proc.stdout[-2000:]
     data = json.loads(proc.stdout)
     verdicts = {(Path(f["path"]).name, loop["line"]): loop["check"]["verdict"]
                 for f in data["files"] for loop in f["loops"] if loop["status"] == "rewritten"}
-    assert len(verdicts) == 7 and set(verdicts.values()) == {"verified"}, verdicts
+    assert len(verdicts) == 9 and set(verdicts.values()) == {"verified"}, verdicts
     mlp = next(loop for f in data["files"] if f["path"].endswith("jax_mlp.py") for loop in f["loops"]
                if loop["status"] == "rewritten")
     assert mlp["layout"]["mode"] == "stacked" and "gradients" in mlp["check"]
+    decoder = next(loop["check"] for f in data["files"] if f["path"].endswith("torch_decoder.py")
+                   for loop in f["loops"] if loop["status"] == "rewritten")
+    assert decoder["mode"] == "eval" and decoder["gradients"]["parameters"] == 1 + 8 * 10 + 2  # every parameter
 
 
 def test_example_table_errors_are_usage_errors(project):

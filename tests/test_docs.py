@@ -103,5 +103,7 @@ def test_readme_gallery_is_what_the_tool_writes_for_the_examples():
     codes = (REPO / "docs" / "codes.md").read_text(encoding="utf-8")
     assert gallery.codes_md(codes) == codes, "docs/codes.md is stale: run `python docs/generate.py`"
     # one entry per example the tool changes, with code before and after
-    assert rendered.count("#### `examples/") == 6
+    assert rendered.count("#### `examples/") == 8
     assert rendered.count("jax.lax.scan(") >= 5
+    assert "scan_layers(" in rendered  # the torch_xla decoder
+    assert "functional_call(self.cell" in rendered  # the torch_xla GRU

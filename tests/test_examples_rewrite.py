@@ -4,6 +4,7 @@ programs compute what the originals compute (run as scripts too)."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -18,10 +19,12 @@ from helpers import assert_tree_close, load
 
 from loop2scan.layout import stack_layers
 
+os.environ.setdefault("PJRT_DEVICE", "CPU")  # the torch_xla example, run as a script, on the CPU unless set
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXPECTED_REWRITES = {"jax_rnn.py": 1, "jax_lstm.py": 1, "jax_cumulative.py": 2, "jax_mlp.py": 1, "nnx_decoder.py": 1,
-                     "nnx_gru.py": 1}
-TARGETS = {"nnx_decoder.py": "nnx.scan(", "nnx_gru.py": "nnx.scan("}  # else jax.lax.scan
+                     "nnx_gru.py": 1, "torch_decoder.py": 1, "torch_gru.py": 1}
+TARGETS = {"nnx_decoder.py": "nnx.scan(", "nnx_gru.py": "nnx.scan(", "torch_decoder.py": "scan_layers(",
+           "torch_gru.py": "= scan("}  # else jax.lax.scan
 
 
 @pytest.fixture(scope="module")

@@ -260,6 +260,10 @@ def static_int(expr: ast.AST, fctx, changing: set[str], depth: int = 0) -> Optio
             if bad is not None:
                 return bad
         return None
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr in ("size", "dim") \
+            and not expr.keywords and len(expr.args) <= 1:
+        # torch's `x.size(1)`, `x.dim()`: static metadata of a tensor
+        return static_int(expr.args[0], fctx, changing, depth + 1) if expr.args else None
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute):
         q = fctx.imports.qualname(expr.func)
         if q in ("math.ceil", "math.floor", "math.prod"):

@@ -45,6 +45,7 @@ from .checks import (
     static_uses,
     structure,
     torch_layers,
+    torch_time,
 )
 from .checks import outputs as output_checks
 from .checks.candidate import NOT_CANDIDATE, NUMPY_LOOP, REWRITTEN, SKIPPED
@@ -78,6 +79,8 @@ class LoopAnalysis:
         self.targets: set[str] = set()
         self.layer = None
         self.cells: list = []  # NNX submodules the step carries (Flax target: recurrent cells)
+        self.torch_cells: list = []  # torch submodules whose parameters the step carries (torch_xla target)
+        self.torch_time = None  # the torch_xla target's facts of a time loop (checks.torch_time)
         self.iteration = None
         self.accs: dict = {}
         self.carries: list[str] = []
@@ -111,12 +114,12 @@ class LoopAnalysis:
                 if attr is not None:
                     return self.run_module_stack(attr)
             if self.mctx.framework == "torch_xla":
-                attr = torch_layers.layer_attribute(self)
-                if attr is not None:
-                    return self.run_torch_layers(attr)
                 built = torch_layers.builds_modules(self)
                 if built is not None:
                     return LoopResult(span.line, span.col, span.end_line, "not-candidate", NOT_CANDIDATE, built)
+                attr = torch_layers.layer_attribute(self)
+                if attr is not None:
+                    return self.run_torch_layers(attr)
             has_evidence = candidate.evidence(self) is not None
             host = candidate.numpy_loop(self) if self.mctx.framework is not None and (
                 has_evidence or candidate.calls_numpy(self)) else None
@@ -130,10 +133,13 @@ class LoopAnalysis:
                 step(self)
             plan = self.plan()
             style.finish_plan(self, plan)  # the step's role, the discard name, notes
+            if plan.torch_time is not None:
+                torch_time.finish_plan(plan)
         except Decline as d:
             return self.declined(d)
+        target = module_stacks.SCANNED_AS if plan.cells else torch_time.SCANNED_AS if plan.torch_time else None
         return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
-                          target=module_stacks.SCANNED_AS if plan.cells else None)
+                          target=target)
 
     def declined(self, d: Decline) -> LoopResult:
         span = self.mctx.span(self.loop)
@@ -332,13 +338,17 @@ class LoopAnalysis:
                         changed = True
         return tainted
 
+    def broadcast_names(self) -> list[str]:
+        """The values of the function the step reads (neither carried nor per step)."""
+        step_reads = self.step_reads(self.xs)
+        return [n for n in self.ordered_reads(step_reads)
+                if n not in self.written and n not in self.targets and n not in self.accs and self.is_value_name(n)]
+
     def plan(self) -> ScanPlan:
         loop, mctx, fctx = self.loop, self.mctx, self.fctx
         reads_in_body = all_read_names(loop.body)
         step_reads = self.step_reads(self.xs)
-        broadcast = [n for n in self.ordered_reads(step_reads)
-                     if n not in self.written and n not in self.targets and n not in self.accs
-                     and self.is_value_name(n)]
+        broadcast = self.broadcast_names()
         return ScanPlan(
             loop=mctx.span(loop),
             function=mctx.qualified_function_name(self.func),
@@ -364,6 +374,7 @@ class LoopAnalysis:
             context=self.context,
             hoisted=self.hoisted,
             cells=list(self.cells),
+            torch_time=self.torch_time,
             nested_in=(mctx.span(self.nested_in).line, mctx.span(self.nested_in).col)
             if self.nested_in is not None else None,
         )
@@ -580,6 +591,8 @@ class LoopAnalysis:
             parts.append(f"ys: {', '.join(y.name for y in plan.ys)}")
         if plan.reverse:
             parts.append("reverse")
+        if plan.torch_time is not None and plan.torch_time.cells:
+            parts.insert(0, "modules: " + ", ".join(f"self.{c.attr}" for c in plan.torch_time.cells))
         return ("nnx.scan" if plan.cells or plan.modules else "scan") + " with " + "; ".join(parts)
 
     def trip_count_at_least_one(self) -> bool:
@@ -655,6 +668,7 @@ PIPELINE: tuple[Step, ...] = (
     pays.check_short_loop,              # L2S701: a small constant trip count
     pays.check_unrolled_on_purpose,     # L2S703: unroll remainders, loops beside lax loops, test references
     pays.plan_context,                  # L2S702: traced (closure step) or eager (step defined once) or declined
+                                        # (torch_xla: checks.torch_time.plan_time_scan, L2S334, L2S335)
 )
 
 

@@ -25,7 +25,7 @@ from .decline import Decline, position, short
 from .kinds import UNKNOWN, _rank
 from .nodes import walk
 
-STACK_FUNCS = {"jax.numpy.stack"}
+STACK_FUNCS = {"jax.numpy.stack", "torch.stack"}  # the axis keyword: `axis`, torch's `dim`
 ARRAY_FUNCS = {"jax.numpy.array", "jax.numpy.asarray"}
 SEQUENCE_FUNCS = {
     "jax.numpy.concatenate", "jax.numpy.vstack", "jax.numpy.hstack", "jax.numpy.dstack",
@@ -202,7 +202,7 @@ class OutputAnalysis:
             q = self.ctx.facts.qual(p.func)
             kwargs = {k.arg: k.value for k in p.keywords}
             if q in STACK_FUNCS:
-                axis_node = kwargs.pop("axis", None)
+                axis_node = kwargs.pop("dim" if q == "torch.stack" else "axis", None)
                 if len(p.args) == 2 and axis_node is None:
                     axis_node = p.args[1]
                 elif len(p.args) > 2:

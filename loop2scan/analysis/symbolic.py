@@ -146,6 +146,10 @@ def to_lin(expr: ast.AST, resolve, depth: int = 0) -> Optional[Lin]:
             and expr.value.attr == "shape" and int_literal(expr.slice) is not None):
         # x.shape[-1] is its own atom: the same length as x.shape[ndim - 1], though not provably so
         return Lin.atom(length_atom(expr.value.value, int_literal(expr.slice)), text)
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr == "size"
+            and len(expr.args) == 1 and not expr.keywords and int_literal(expr.args[0]) is not None):
+        # torch's x.size(k): the same length as x.shape[k]
+        return Lin.atom(length_atom(expr.func.value, int_literal(expr.args[0])), text)
     if isinstance(expr, ast.Name):
         d = resolve(expr.id)
         if d is not None:

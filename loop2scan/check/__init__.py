@@ -21,7 +21,9 @@ The example table (``pyproject.toml``)::
 
 A factory returns the positional arguments as a tuple, or a dict with
 ``args``, ``kwargs`` and, for a method, ``self``; a factory with a parameter
-named ``module`` receives the (original) module of the target.
+named ``module`` receives the (original) module of the target (the Flax NNX
+and torch_xla backends call it with the rewritten module too, and give the
+rewritten model the original's weights).
 """
 
 from __future__ import annotations
@@ -93,9 +95,6 @@ def check_loops(path: str, original_text: str, new_text: str, loops: list[LoopRe
     """Verify the rewritten loops of one file.  Returns ``{loop line: check dict}``."""
     rewritten = [lp for lp in loops if lp.status == "rewritten" and lp.plan is not None]
     results: dict[int, dict] = {}
-    if framework == "torch_xla":
-        return {lp.line: _unverified("`--check` has no torch_xla backend in this version: the rewrite is not run")
-                for lp in rewritten}
     root = root or os.getcwd()
     rel = os.path.relpath(os.path.abspath(path), root).replace(os.sep, "/")
     mine = [e for e in examples if os.path.normpath(e.file) == os.path.normpath(rel)]
@@ -112,7 +111,7 @@ def check_loops(path: str, original_text: str, new_text: str, loops: list[LoopRe
         job = jobs.setdefault(ex.target, {"target": ex.target, "factory": ex.factory, "rtol": ex.rtol,
                                           "atol": ex.atol, "loops": [], "layout_params": [],
                                           "dtype_variants": []})
-        if plan.dtype_assumed and "bfloat16" not in job["dtype_variants"]:
+        if plan.dtype_assumed and framework != "torch_xla" and "bfloat16" not in job["dtype_variants"]:
             # a carry's dtype is not visible: run the example in bfloat16 too (docs/assumptions.md)
             job["dtype_variants"].append("bfloat16")
         if plan.modules is not None or plan.cells:
@@ -123,6 +122,8 @@ def check_loops(path: str, original_text: str, new_text: str, loops: list[LoopRe
             "function": plan.function,
             "carries": list(plan.carries),
             "carry_inits": _carry_inits(original_text, plan),
+            # a loop over torch layers: `scan_layers` runs layer 0's code, so their attributes are compared
+            "torch_layers": plan.torch_layers.attr if plan.torch_layers is not None else None,
         })
         # a parameter list whose layout changed: the example's argument is converted
         if plan.layout is not None and plan.layout.mode == "stacked" and plan.function == ex.target \
@@ -221,6 +222,8 @@ def describe(check: dict) -> str:
     parts = []
     if check.get("device"):
         parts.append(f"on {check['device']}")
+    if check.get("mode"):
+        parts.append(f"in {check['mode']} mode")
     out = check.get("outputs")
     if out:
         parts.append(f"outputs max abs {out['max_abs']:.1e}, rel {out['max_rel']:.1e}")
@@ -231,6 +234,9 @@ def describe(check: dict) -> str:
         parts.append(check["gradients_note"])
     for dtype, outcome in (check.get("dtypes") or {}).items():
         parts.append(f"{dtype} inputs: {outcome}")
+    first = check.get("first_call_s")
+    if first and first.get("before") is not None and first.get("after") is not None:
+        parts.append(f"first call {_sec(first['before'])} -> {_sec(first['after'])}")
     comp = check.get("compile_s")
     if comp and comp.get("before") is not None and comp.get("after") is not None:
         parts.append(f"compile {_sec(comp['before'])} -> {_sec(comp['after'])}")

@@ -1,7 +1,9 @@
 """The JAX backend of ``--check`` (imported only by the worker process).
 
 Another framework plugs in with a class of the same methods: its own device
-naming, layout conversion, calls, gradients, state and timings.
+naming, layout conversion, calls, gradients, state and timings (or, where the
+check builds the models itself, a ``run_example`` method: ``torch_xla_backend``).
+Tolerances and the comparison of host arrays are shared (``compare.py``).
 """
 
 from __future__ import annotations
@@ -9,39 +11,15 @@ from __future__ import annotations
 import inspect
 import statistics
 import time
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# (rtol, atol) per floating dtype; integers and booleans must be equal.
-DEFAULT_TOLERANCES = {
-    "float64": (1e-9, 1e-12),
-    "float32": (1e-4, 1e-5),
-    "float16": (1e-2, 1e-2),
-    "bfloat16": (2e-2, 2e-2),
-    "complex64": (1e-4, 1e-5),
-    "complex128": (1e-9, 1e-12),
-}
-GRADIENT_FACTOR = 10.0  # gradients accumulate more rounding than outputs
+from .compare import DEFAULT_TOLERANCES, GRADIENT_FACTOR, Tolerances, aval, compare_arrays
 
-
-@dataclass
-class Tolerances:
-    rtol: Optional[float] = None
-    atol: Optional[float] = None
-    factor: float = 1.0
-
-    def for_dtype(self, dtype) -> tuple[float, float]:
-        rtol, atol = DEFAULT_TOLERANCES.get(str(dtype), (1e-4, 1e-5))
-        rtol = self.rtol if self.rtol is not None else rtol * self.factor
-        atol = self.atol if self.atol is not None else atol * self.factor
-        return rtol, atol
-
-    def gradients(self) -> "Tolerances":
-        return Tolerances(self.rtol, self.atol, GRADIENT_FACTOR)
+__all__ = ["DEFAULT_TOLERANCES", "GRADIENT_FACTOR", "JaxBackend", "Tolerances"]
 
 
 def _is_array(x: Any) -> bool:
@@ -132,31 +110,7 @@ class JaxBackend:
             if x.shape != y.shape or x.dtype != y.dtype:
                 differences.append(f"{name}: {_aval(x)} before, {_aval(y)} after")
                 continue
-            if not np.issubdtype(x.dtype, np.inexact):
-                if not np.array_equal(x, y):
-                    differences.append(f"{name}: values differ ({int(np.sum(x != y))} of {x.size} elements)")
-                continue
-            x64, y64 = x.astype(np.float64) if x.dtype != np.complex128 else x, \
-                y.astype(np.float64) if y.dtype != np.complex128 else y
-            if x.size == 0:
-                continue
-            err = np.abs(x64 - y64)
-            finite = np.isfinite(x64) & np.isfinite(y64)
-            if not np.array_equal(np.isfinite(x64), np.isfinite(y64)) or \
-                    not np.array_equal(np.isnan(x64), np.isnan(y64)):
-                differences.append(f"{name}: non-finite values differ")
-                continue
-            err = np.where(finite, err, 0.0)
-            rel = err / np.maximum(np.abs(x64), np.finfo(np.float64).tiny)
-            stats["max_abs"] = max(stats["max_abs"], float(err.max()))
-            stats["max_rel"] = max(stats["max_rel"], float(np.where(np.abs(x64) > 0, rel, 0).max()))
-            rtol, atol = tol.for_dtype(x.dtype)
-            bad = err > atol + rtol * np.abs(x64)
-            if bad.any():
-                i = np.unravel_index(int(np.argmax(np.where(bad, err, -1))), x.shape) if x.ndim else ()
-                differences.append(f"{name}: max abs error {float(err.max()):.3g} exceeds rtol={rtol:g}, "
-                                   f"atol={atol:g} (at index {tuple(int(j) for j in i)}: {x64[i]!r} before, "
-                                   f"{y64[i]!r} after)")
+            compare_arrays(name, x, y, tol, stats, differences)
         return stats
 
     # -- gradients ------------------------------------------------------------------
@@ -284,4 +238,4 @@ def _static(x: Any) -> bool:
 
 
 def _aval(x: np.ndarray) -> str:
-    return f"{x.dtype}[{','.join(str(d) for d in x.shape)}]"
+    return aval(x.shape, x.dtype)

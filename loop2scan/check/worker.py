@@ -5,7 +5,10 @@ It loads the original module normally (as part of its package, so relative
 imports work) and the rewritten source next to it under another name with the
 same ``__package__``; builds each example's inputs with its factory; runs both
 versions through the framework backend (outputs, gradients, state, compile
-and run time, on the framework's default device); and compares.
+and run time, on the framework's default device); and compares.  The
+backend follows the spec's framework (``jax_backend``, with ``flax_backend``
+for NNX layer stacks; ``torch_xla_backend``), and only that framework is
+imported.
 """
 
 from __future__ import annotations
@@ -64,6 +67,18 @@ def resolve(module: types.ModuleType, qualname: str) -> Any:
     return obj
 
 
+
+def bound_targets(original, rewritten, target: str, before, after):
+    """``target`` of the original and of the rewritten module, bound to the
+    instances ``before`` and ``after`` when they are methods (raises
+    ``AttributeError`` when a module lacks it)."""
+    fn_before = resolve(original, target)
+    fn_after = resolve(rewritten, target)
+    if before is not None:
+        fn_before = types.MethodType(fn_before, before)
+        fn_after = types.MethodType(fn_after, after)
+    return fn_before, fn_after
+
 def load_factory(ref: str, root: str, original_path: str, original: types.ModuleType) -> Any:
     if "::" in ref:
         file, name = ref.split("::", 1)
@@ -91,6 +106,14 @@ def call_factory(factory: Any, module: types.ModuleType) -> tuple[tuple, dict, A
 def run_example(job: dict, spec: dict, backend, original, rewritten) -> dict:
     target = job["target"]
     result: dict = {"target": target, "device": backend.device_name()}
+    if hasattr(backend, "run_example"):
+        # the backend builds the models itself (torch_xla: both modules, one set of weights)
+        try:
+            factory = load_factory(job["factory"], spec["root"], spec["path"], original)
+        except Exception as e:  # noqa: BLE001 - reported as the reason
+            return dict(result, verdict="unverified", reason=f"the example factory {job['factory']} cannot be "
+                        f"loaded: {type(e).__name__}: {_first_line(e)}")
+        return backend.run_example(job, spec, original, rewritten, factory, result)
     if job.get("modules"):
         # the rewrite changed how the model is built: the Flax NNX check builds both
         try:
@@ -106,13 +129,9 @@ def run_example(job: dict, spec: dict, backend, original, rewritten) -> dict:
         return dict(result, verdict="unverified", reason=f"the example factory {job['factory']} raised "
                     f"{type(e).__name__}: {e}")
     try:
-        fn_before = resolve(original, target)
-        fn_after = resolve(rewritten, target)
+        fn_before, fn_after = bound_targets(original, rewritten, target, instance, instance)
     except AttributeError as e:
         return dict(result, verdict="unverified", reason=f"cannot find `{target}`: {e}")
-    if instance is not None:
-        fn_before = types.MethodType(fn_before, instance)
-        fn_after = types.MethodType(fn_after, instance)
     # inputs in the rewritten layout (parameter lists stacked by the converter)
     args_after, kwargs_after, converted = backend.to_rewritten_layout(fn_before, args, kwargs,
                                                                        job.get("layout_params", []))
@@ -223,14 +242,30 @@ def _first_line(e: BaseException) -> str:
     return " ".join(text.splitlines()[0].split()) if text else type(e).__name__
 
 
-def main() -> int:
-    spec = json.loads(sys.stdin.read())
+def load_backend(framework: str, device: str):
+    """The backend of ``framework``, or the reason there is none."""
+    if framework == "torch_xla":
+        try:
+            from .torch_xla_backend import TorchXlaBackend
+
+            return TorchXlaBackend(device), None
+        except ImportError as e:
+            return None, f"torch_xla is not installed (`pip install loop2scan[torch-xla]`): {e}"
+        except Exception as e:  # noqa: BLE001 - a runtime that does not start
+            return None, f"torch_xla does not start: {type(e).__name__}: {_first_line(e)}"
     try:
         from .jax_backend import JaxBackend
 
-        backend = JaxBackend(spec.get("device", "default"))
+        return JaxBackend(device), None
     except ImportError as e:
-        print(json.dumps({"error": f"JAX is not installed (`pip install loop2scan[jax]`): {e}"}))
+        return None, f"JAX is not installed (`pip install loop2scan[jax]`): {e}"
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    backend, error = load_backend(spec.get("framework", "jax"), spec.get("device", "default"))
+    if backend is None:
+        print(json.dumps({"error": error}))
         return 0
     try:
         original = load_original(spec["path"])

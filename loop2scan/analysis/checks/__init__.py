@@ -10,6 +10,7 @@ module             codes       what it decides
 ``layer_lists``    L2S303-309  loops over per-layer parameter lists
 ``module_stacks``  L2S320-322  loops over stacks of NNX modules (``--framework flax``)
 ``torch_layers``   L2S330-334  loops over lists of torch layers (``--framework torch_xla``)
+``torch_time``     L2S335-336  torch time loops (``--framework torch_xla``)
 ``control_flow``   L2S1xx      Python control flow in the body
 ``side_effects``   L2S2xx      host effects, mutation, closures, conversions
 ``carries``        L2S4xx      values carried from step to step
@@ -35,10 +36,11 @@ from . import (
     static_uses,
     structure,
     torch_layers,
+    torch_time,
 )
 
 #: Every code the rules can give, in code order.
 RULE_CODES = tuple(sorted(
     (c for module in (candidate, structure, control_flow, side_effects, iteration, layer_lists, module_stacks,
-                      torch_layers, static_uses, carries, outputs, framework, pays) for c in module.CODES),
+                      torch_layers, torch_time, static_uses, carries, outputs, framework, pays) for c in module.CODES),
     key=lambda c: c.code))

@@ -14,8 +14,8 @@ CODES = (
     Code("L2S601", "framework-mismatch", "the loop uses a framework the chosen target does not handle",
         "Nothing to change: this version rewrites loops over JAX arrays, and the loop is left as it is."),
     Code("L2S602", "framework-unavailable", "no scan target is available for this file's framework",
-        "Nothing to change: plain PyTorch has no scan that runs eagerly on CUDA, and for `torch_xla` files this "
-        "version rewrites only loops over lists of layers (`scan_layers`); the loop is left as it is."),
+        "Nothing to change: plain PyTorch has no scan that runs eagerly on CUDA; files that import `torch_xla` "
+        "get the torch_xla target (`scan_layers` and `scan`). The loop is left as it is."),
     Code("L2S603", "framework-version", "the framework version the code must run on lacks what the rewrite needs",
          "Nothing to change if that version is right; otherwise say which version the code runs on "
          "(`target-versions` in [tool.loop2scan], or the project's declared dependencies)."),
@@ -30,9 +30,10 @@ def check_framework(la) -> None:
         if fw == "torch":
             raise Decline("L2S602", "plain PyTorch file (no `torch_xla` import): there is no scan that keeps "
                           "eager CUDA code working, so the loop is left unchanged", la.loop)
-        raise Decline("L2S602", "the `torch_xla` target of this version rewrites loops calling each layer of a "
-                      "list of layers built in `__init__` (`for layer in self.layers: h = layer(h, ...)`); this "
-                      "loop is left unchanged", la.loop)
+        from .torch_time import check_time_loop
+
+        check_time_loop(la)  # L2S331, L2S333, L2S335, L2S336: the torch rules for a time loop
+        return
     if la.func is not None and _pallas_kernel(la):
         raise Decline("L2S601", "the loop is in Pallas kernel code (the function uses `jax.experimental."
                       "pallas`); kernel loops are unrolled on purpose and a scan may not lower there",
@@ -125,15 +126,6 @@ INVALID = (
         """, says=("nn.Dense", "Flax")),
     Invalid("L2S602", "plain-torch-file", """
         import torch
-
-        def rnn(xs, h):
-            for x in xs:
-                h = torch.tanh(h + x)
-            return h
-        """, says=("torch_xla",), framework="auto", header=False),
-    Invalid("L2S602", "torch-xla-file", """
-        import torch
-        import torch_xla
 
         def rnn(xs, h):
             for x in xs:

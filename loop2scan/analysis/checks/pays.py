@@ -258,6 +258,11 @@ def plan_context(la) -> None:
     """Where the function runs, and so the form of the step: a closure inside a
     transformation; defined once at module level (its local values passed in the
     carry) where it may run eagerly; or a decline."""
+    if la.mctx.framework == "torch_xla":
+        from .torch_time import plan_time_scan
+
+        plan_time_scan(la)  # the step closes over no tensor: it is traced on every call either way
+        return
     enclosing = _enclosing_rewritten_loop(la)
     if enclosing is not None:
         la.context = Context(TRACED, f"inside the step of the loop at line {enclosing.lineno}, itself a scan")

@@ -82,12 +82,12 @@ PURE_TORCH_LAYERS = {
     "Linear", "Bilinear", "Identity", "LayerNorm", "RMSNorm", "GroupNorm", "Embedding", "ReLU", "ReLU6", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid",
     "Softmax", "LogSoftmax", "Softplus", "ELU", "SELU", "CELU", "LeakyReLU", "PReLU", "Hardtanh", "Hardswish",
     "Hardsigmoid", "GLU", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-    "Flatten", "Unflatten", "MultiheadAttention",
+    "Flatten", "Unflatten", "MultiheadAttention", "RNNCell", "GRUCell", "LSTMCell",
 }
 #: ``torch.nn`` layers holding parameters (by default).
 PARAMETER_TORCH_LAYERS = {"Linear", "Bilinear", "LayerNorm", "RMSNorm", "GroupNorm", "Embedding", "PReLU", "Conv1d",
                           "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-                          "MultiheadAttention"}
+                          "MultiheadAttention", "RNNCell", "GRUCell", "LSTMCell"}
 #: ``torch.nn`` layers and functions that draw random numbers.  Under ``scan_layers`` (torch_xla 2.9) every
 #: layer draws the same numbers: one dropout mask for all layers, where the loop draws one per layer.
 RANDOM_TORCH_LAYERS = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
@@ -225,7 +225,10 @@ def find_layers(la, cls: ast.ClassDef, attr: str):
             raise Decline("L2S330", f"`{short(ast.unparse(value))}` is not one layer per step of `range(n)`", value)
         index, count, element, where = gen[0].target.id, _range_count(gen[0].iter), value.elt, gen[0].iter
     elif isinstance(value, ast.List) and not value.elts:
-        append_loop, index, count, element = _append_loop(init, build, attr)
+        try:
+            append_loop, index, count, element = _append_loop(init, build, attr)
+        except Decline as d:  # the NNX rule's finding, under this target's code
+            raise Decline("L2S330", d.message, d.node) from None
         where = append_loop.iter
         if len(append_loop.body) != 1:
             raise Decline("L2S330", "the loop filling the list does more than append one layer", append_loop)
@@ -279,19 +282,25 @@ def _check_set_afterwards(la, cls: ast.ClassDef, attr: str, build: ast.stmt) -> 
                             raise Decline("L2S330", f"`{short(ast.unparse(t))}` (line {node.lineno}) changes part of "
                                           f"`self.{attr}` after it is built: `scan_layers` would run the first "
                                           "layer's code for every layer", node)
-        if isinstance(node, ast.For) and node is not la.loop and isinstance(node.target, ast.Name):
+        if isinstance(node, ast.For) and node is not la.loop:
             from .module_stacks import stacked_iterable
 
             it = stacked_iterable(node.iter)
             if it is not None and it.attr == attr:
-                var = node.target.id
+                names = set(target_names(node.target))
                 for inner in walk_all(node.body):
+                    f = inner.func if isinstance(inner, ast.Call) else None
+                    if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in names \
+                            and f.attr not in _LAYER_METHODS_KEEPING_ATTRIBUTES:
+                        raise Decline("L2S330", f"`{short(ast.unparse(inner))}` (line {inner.lineno}) is called on "
+                                      f"each layer of `self.{attr}` in turn and may set values that differ between "
+                                      "layers; `scan_layers` would use the first layer's", inner)
                     if isinstance(inner, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
                         for t in (inner.targets if isinstance(inner, ast.Assign) else [inner.target]):
                             root = t
                             while isinstance(root, (ast.Attribute, ast.Subscript)):
                                 root = root.value
-                            if isinstance(root, ast.Name) and root.id == var and root is not t:
+                            if isinstance(root, ast.Name) and root.id in names and root is not t:
                                 raise Decline("L2S330", f"`{short(ast.unparse(t))}` (line {inner.lineno}) sets a "
                                               f"value on each layer of `self.{attr}` in turn; the layers may differ "
                                               "and `scan_layers` would use the first layer's", inner)
@@ -299,6 +308,14 @@ def _check_set_afterwards(la, cls: ast.ClassDef, attr: str, build: ast.stmt) -> 
                             inner.func.id == "setattr":
                         raise Decline("L2S330", f"`setattr` on the layers of `self.{attr}` (line {inner.lineno})",
                                       inner)
+
+
+#: Methods of a layer that change no Python attribute (its weights are scanned from every layer).
+_LAYER_METHODS_KEEPING_ATTRIBUTES = {
+    "reset_parameters", "parameters", "named_parameters", "buffers", "named_buffers", "modules", "named_modules",
+    "children", "named_children", "state_dict", "to", "float", "half", "double", "bfloat16", "cuda", "cpu",
+    "requires_grad_", "zero_grad", "forward",
+}
 
 
 def resolve_class(mctx, func: ast.AST):
@@ -375,8 +392,18 @@ def check_layer_class(found, what: str, depth: int = 0, seen: Optional[set] = No
 def holds_parameters(found, depth: int = 0) -> bool:
     """The layer class holds parameters or buffers: an ``nn.Parameter``, a
     ``register_buffer``, or a submodule of a class that does."""
+    return _holds(found, ("torch.nn.Parameter", "torch.nn.parameter.Parameter"),
+                  ("register_buffer", "register_parameter"), PARAMETER_TORCH_LAYERS, depth)
+
+
+def holds_buffers(found, depth: int = 0) -> bool:
+    """The class registers buffers (itself or in a submodule)."""
+    return _holds(found, (), ("register_buffer",), STATEFUL_TORCH_LAYERS, depth)
+
+
+def _holds(found, constructors: tuple, methods: tuple, torch_layers: set, depth: int) -> bool:
     if isinstance(found, str):
-        return found.rsplit(".", 1)[-1] in PARAMETER_TORCH_LAYERS
+        return found.rsplit(".", 1)[-1] in torch_layers
     if depth > 6:
         return False
     classes = [found, *(_project_bases(found.mctx, found.node) or [])]
@@ -384,13 +411,11 @@ def holds_parameters(found, depth: int = 0) -> bool:
         for node in walk(c.node):
             if isinstance(node, ast.Call):
                 q = c.mctx.imports.qualname(node.func)
-                if q in ("torch.nn.Parameter", "torch.nn.parameter.Parameter") or (
-                        isinstance(node.func, ast.Attribute) and node.func.attr in ("register_buffer",
-                                                                                    "register_parameter")):
+                if q in constructors or (isinstance(node.func, ast.Attribute) and node.func.attr in methods):
                     return True
                 sub = resolve_class(c.mctx, node.func)
                 if sub is not None and not (isinstance(sub, _Found) and sub.node is c.node) and \
-                        holds_parameters(sub, depth + 1):
+                        _holds(sub, constructors, methods, torch_layers, depth + 1):
                     return True
     return False
 
@@ -441,27 +466,42 @@ class _CodeChecker:
     """Walks a layer's ``forward``, the methods and functions it calls and the
     submodules it calls, declining on the first state change."""
 
-    def __init__(self, owner: _Found, methods: dict, what: str, depth: int, seen: set) -> None:
+    def __init__(self, owner: _Found, methods: dict, what: str, depth: int, seen: set,
+                 code: str = "L2S331") -> None:
         self.owner = owner
         self.methods = methods
         self.what = what
         self.depth = depth
         self.seen = seen
+        self.code = code
         self.done: set[int] = set()
+        self._python: dict[int, set[str]] = {}
 
     def fail(self, message: str, node, mctx) -> None:
-        d = Decline("L2S331", f"{self.what}: {message}", node)
+        d = Decline(self.code, f"{self.what}: {message}", node)
         d.module = mctx
         raise d
+
+    def python_names(self, func: ast.AST) -> set[str]:
+        """Names of ``func`` bound only to Python numbers."""
+        if id(func) not in self._python:
+            self._python[id(func)] = _python_locals(func)
+        return self._python[id(func)]
 
     def check_function(self, fn: _Found, is_method: bool = True) -> None:
         if id(fn.node) in self.done:
             return
         self.done.add(id(fn.node))
+        func = fn.node
+        self.check_statements(fn, func.body, f"`{getattr(func, 'name', 'the function')}` (line {func.lineno})",
+                              is_method)
+
+    def check_statements(self, fn: _Found, body: list, where: str = "the loop body", is_method: bool = False) -> None:
+        """``body``, statements of the function ``fn`` (calls of ``self.<name>`` are
+        followed only for a method)."""
         mctx, func = fn.mctx, fn.node
-        where = f"`{getattr(func, 'name', 'the function')}` (line {func.lineno})"
-        python_names = _python_locals(func)
-        for node in walk_all(func.body):
+        python_names = self.python_names(func)
+        for node in walk_all(body):
             if isinstance(node, (ast.Global, ast.Nonlocal)):
                 self.fail(f"{where} changes the global `{node.names[0]}`", node, mctx)
             if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Delete)):
@@ -553,12 +593,16 @@ class _CodeChecker:
         # method calls on values (`x.view(...)`, `self.lin.weight.t()`): tensor methods, checked above
 
     def _submodule(self, attr: str):
-        """The class of ``self.<attr>`` when the class assigns it once from a
-        class, and the assignment (``(None, None)`` otherwise)."""
-        builds = _assignments(self.owner.node, attr)
-        if len(builds) != 1 or not isinstance(builds[0], ast.Assign) or not isinstance(builds[0].value, ast.Call):
-            return None, None
-        return resolve_class(self.owner.mctx, builds[0].value.func), builds[0]
+        return _submodule_build(self.owner, attr)
+
+
+def _submodule_build(owner: _Found, attr: str):
+    """The class of ``self.<attr>`` when the class ``owner`` assigns it once from
+    a class, and the assignment (``(None, None)`` otherwise)."""
+    builds = _assignments(owner.node, attr)
+    if len(builds) != 1 or not isinstance(builds[0], ast.Assign) or not isinstance(builds[0].value, ast.Call):
+        return None, None
+    return resolve_class(owner.mctx, builds[0].value.func), builds[0]
 
 
 def _target_leaves(t: ast.AST) -> list:
