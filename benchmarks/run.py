@@ -3,6 +3,7 @@
     python benchmarks/run.py                      # everything (25-40 minutes on 2 cores)
     python benchmarks/run.py --quick              # smoke run (a few minutes)
     python benchmarks/run.py --only compile       # one part: throughput, compile, startup, short or eager (repeatable)
+    python benchmarks/run.py --only torch_xla     # the torch_xla decoder (opt-in: needs torch_xla; 20-30 minutes)
     python benchmarks/run.py --summary-only       # redo summary.md and the plots from existing JSON
 
 Writes benchmarks/results/<part>.json, summary.md and the PNG plots.  Run it
@@ -22,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS_DIR, check_workloads, log, read_result  # noqa: E402
 
 PARTS = ("throughput", "compile", "startup", "short", "eager")
+# parts run only when named with --only (not by a full run)
+OPT_IN_PARTS = ("torch_xla",)
 
 
 def wait_idle(limit_s: float) -> None:
@@ -37,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fast smoke run: 1 repetition, fewer sizes")
     ap.add_argument("--only", action="append", metavar="PART",
                     help="run only this part: throughput, compile, startup, short (short static loops: "
-                         "loop vs scan by trip count) or eager (eager calls of scans) (repeat or comma-separate)")
+                         "loop vs scan by trip count), eager (eager calls of scans) or torch_xla (the torch_xla "
+                         "decoder: loop vs loop2scan vs scan_layers; opt-in, not part of a full run) "
+                         "(repeat or comma-separate)")
     ap.add_argument("--workload", action="append", metavar="NAME",
                     help="compile part: only this registered workload (repeatable)")
     ap.add_argument("--summary-only", action="store_true", help="only rebuild summary.md and the plots (re-aggregating compile.json from its measurements)")
@@ -51,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.only or []:
         for p in item.replace("|", ",").split(","):
             p = p.strip()
-            if p not in PARTS:
-                ap.error(f"unknown part {p!r}; choose from {', '.join(PARTS)}")
+            if p not in PARTS + OPT_IN_PARTS:
+                ap.error(f"unknown part {p!r}; choose from {', '.join(PARTS + OPT_IN_PARTS)}")
             if p not in parts:
                 parts.append(p)
     if not parts:
@@ -88,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             import eager_calls
 
             eager_calls.run(quick=args.quick)
+        elif part == "torch_xla":
+            import compile_torch_xla_decoder
+
+            compile_torch_xla_decoder.run(quick=args.quick)
         log(f"== {part} done in {time.perf_counter() - t_part:.0f} s")
 
     if args.summary_only:
