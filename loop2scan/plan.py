@@ -428,6 +428,9 @@ class LoopResult:
     target: Optional[str] = None  # the emitted API, e.g. "jax.lax.scan"
     where: Optional[Span] = None  # the construct that caused a decline
     check: Optional[dict] = None  # the result of `--check` for a rewrite
+    # every blocker the rules find for a declined loop over torch layers, the first being ``code``:
+    # ``{"code", "message", "line"}`` (``line`` is ``None`` for a construct in another module)
+    blockers: Optional[list] = None
 
     def to_json(self) -> dict:
         plan = self.plan
@@ -477,6 +480,8 @@ class LoopResult:
                                   "builder_line": lay.builder_line,
                                   "edits": [{"kind": e.kind, "line": e.span.line} for e in lay.edits],
                                   "returned_from": lay.returned_from}
+        if self.blockers:
+            data["blockers"] = list(self.blockers)
         if self.where is not None:
             data["where"] = self.where.to_json()
         if self.check is not None:

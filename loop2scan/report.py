@@ -173,6 +173,9 @@ def explain_loop(path: str, loop: LoopResult) -> str:
         lines.append(f"    at {path}:{loop.where.line}:{loop.where.col + 1}")
     if loop.status == "declined" and code is not None:
         lines.append(f"    fix: {code.fix}")
+    for i, b in enumerate((loop.blockers or [])[1:]):
+        where = f" (line {b['line']})" if b["line"] is not None else ""
+        lines.append(f"    {'also:' if i == 0 else '':<6}{b['code']}{where}: {b['message']}")
     return "\n".join(lines)
 
 

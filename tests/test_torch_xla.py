@@ -161,6 +161,39 @@ def test_reversed_order_matters(models):
     assert not torch.allclose(a(x, gain).cpu(), forwards.cpu(), atol=1e-4)
 
 
+def test_a_declined_layer_loop_lists_every_blocker(tmp_path, monkeypatch):
+    """The JSON report and `explain` carry every blocker the rules find on their
+    own, the first being the loop's code: here a per-layer constructor argument,
+    a layer writing an attribute in `forward`, an in-place update in the body and
+    a value of unknown kind passed to every layer."""
+    import json
+
+    from click.testing import CliRunner
+
+    from loop2scan.analysis.checks.torch_layers import torch_decoder
+    from loop2scan.cli import main
+
+    src = torch_decoder("nn.ModuleList([Block(d * (i + 1)) for i in range(n)])", body="h += layer(h, mask)",
+                        signature="def forward(self, h, mask):").replace(
+        "return h + torch.tanh(self.lin(h)) * mask", "self.seen = h\n        return h + torch.tanh(self.lin(h)) * mask")
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    Path("model.py").write_text(src)
+    r = runner.invoke(main, ["rewrite", "model.py", "--framework", "torch_xla", "--format", "json"])
+    loop = next(lp for f in json.loads(r.output)["files"] for lp in f["loops"] if lp["status"] == "declined")
+    codes = [b["code"] for b in loop["blockers"]]
+    assert codes[0] == loop["code"] == "L2S330"
+    assert set(codes) == {"L2S330", "L2S331", "L2S333", "L2S334"}, loop["blockers"]
+    assert all(b["line"] for b in loop["blockers"])
+    text = runner.invoke(main, ["explain", "model.py", "--framework", "torch_xla"]).output
+    assert "also: L2S331" in text and "L2S333" in text and "L2S334" in text, text
+    # a loop held back by one rule lists that rule alone
+    Path("model.py").write_text(torch_decoder(body="h += layer(h, mask)"))
+    r = runner.invoke(main, ["rewrite", "model.py", "--framework", "torch_xla", "--format", "json"])
+    loop = next(lp for f in json.loads(r.output)["files"] for lp in f["loops"] if lp["status"] == "declined")
+    assert [b["code"] for b in loop["blockers"]] == ["L2S333"]
+
+
 # ---------------------------------------------------------------------------- time loops (torch_xla's scan)
 
 @pytest.fixture(scope="module")

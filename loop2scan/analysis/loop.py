@@ -223,37 +223,51 @@ class LoopAnalysis:
         the loop.  The plan runs the loop's own iterable with ``scan_layers``."""
         span = self.mctx.span(self.loop)
         try:
-            scan = self.start_layer_loop(lambda: torch_layers.plan_layer_loop(self, attr))
-            if self.accs:
-                name = next(iter(self.accs))
-                raise Decline("L2S332", f"`{name}` collects a value per layer; `scan_layers` returns only the "
-                              "carry", self.loop)
-            side_effects.check_mutations(self)
-            self.find_carries()
-            if not self.carries:
-                raise Decline("L2S332", "nothing flows from one layer to the next (no name is read before it is "
-                              "written in the body)", self.loop)
-            if self.last_values:
-                raise Decline("L2S332", f"`{self.last_values[0]}` is computed in the body and read after the loop; "
-                              "`scan_layers` returns only the carry", self.loop)
-            for name in self.carries:
-                carries._check_carry_init(self, name)
-            self.find_tainted()
-            self.xs, self.ys, self.xs_tree, self.index_info = [], [], None, None
-            self.reverse, self.length, self.length_reason = False, None, ""
-            self.elements_target = self.loop.target
-            self.counter = None
-            plan = self.plan()
-            scan.shared = torch_layers.shared_values(self, scan, plan.broadcast)
-            plan.torch_layers = scan
-            plan.hoisted = []  # the adapter module is defined once, at module level
-            plan.role = "layer"
-            plan.notes.append(scan.describe())
-            plan.assumptions = [
-                f"`{c}` is a floating-point tensor (or a tuple of them): `scan_layers` traces its carry with "
-                "gradients" for c in self.carries]
+            return self._torch_layers(attr, span)
         except Decline as d:
-            return self.declined(d)
+            result = self.declined(d)
+            result.blockers = [self.blocker(b) for b in torch_layers.all_blockers(self, attr, d)]
+            return result
+
+    def blocker(self, d: Decline) -> dict:
+        """One blocker of a declined loop, for reports: its code, message and line."""
+        line = getattr(d.node, "lineno", None) if d.module is None or d.module is self.mctx else None
+        message = d.message
+        if d.module is not None and d.module is not self.mctx:
+            message += f" (in {d.module.display_path()}, line {getattr(d.node, 'lineno', '?')})"
+        return {"code": d.code, "message": message, "line": line}
+
+    def _torch_layers(self, attr: str, span) -> LoopResult:
+        """The steps of :meth:`run_torch_layers` (a decline propagates)."""
+        scan = self.start_layer_loop(lambda: torch_layers.plan_layer_loop(self, attr))
+        if self.accs:
+            name = next(iter(self.accs))
+            raise Decline("L2S332", f"`{name}` collects a value per layer; `scan_layers` returns only the "
+                          "carry", self.loop)
+        side_effects.check_mutations(self)
+        self.find_carries()
+        if not self.carries:
+            raise Decline("L2S332", "nothing flows from one layer to the next (no name is read before it is "
+                          "written in the body)", self.loop)
+        if self.last_values:
+            raise Decline("L2S332", f"`{self.last_values[0]}` is computed in the body and read after the loop; "
+                          "`scan_layers` returns only the carry", self.loop)
+        for name in self.carries:
+            carries._check_carry_init(self, name)
+        self.find_tainted()
+        self.xs, self.ys, self.xs_tree, self.index_info = [], [], None, None
+        self.reverse, self.length, self.length_reason = False, None, ""
+        self.elements_target = self.loop.target
+        self.counter = None
+        plan = self.plan()
+        scan.shared = torch_layers.shared_values(self, scan, plan.broadcast)
+        plan.torch_layers = scan
+        plan.hoisted = []  # the adapter module is defined once, at module level
+        plan.role = "layer"
+        plan.notes.append(scan.describe())
+        plan.assumptions = [
+            f"`{c}` is a floating-point tensor (or a tuple of them): `scan_layers` traces its carry with "
+            "gradients" for c in self.carries]
         return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
                           target=torch_layers.SCANNED_AS)
 

@@ -154,10 +154,9 @@ def builds_modules(la) -> Optional[str]:
     return None
 
 
-def plan_layer_loop(la, attr: str) -> TorchLayerScan:
-    """The facts of a loop over a list of torch layers, or a decline."""
-    mctx, loop, func = la.mctx, la.loop, la.func
-    cls = mctx.enclosing_class(func)
+def _check_iterable(la, attr: str) -> str:
+    """The loop iterates the list (a slice of it, or ``reversed``) alone; its variable."""
+    loop = la.loop
     it = loop.iter
     base = it.args[0] if _is_reversed(it) else it
     if not (isinstance(base, ast.Attribute) or (isinstance(base, ast.Subscript) and isinstance(base.slice, ast.Slice)
@@ -168,7 +167,15 @@ def plan_layer_loop(la, attr: str) -> TorchLayerScan:
     if not isinstance(loop.target, ast.Name):
         raise Decline("L2S332", f"the loop unpacks `{short(ast.unparse(loop.target))}` from each layer",
                       loop.target)
-    element = loop.target.id
+    return loop.target.id
+
+
+def plan_layer_loop(la, attr: str) -> TorchLayerScan:
+    """The facts of a loop over a list of torch layers, or a decline."""
+    mctx, loop, func = la.mctx, la.loop, la.func
+    cls = mctx.enclosing_class(func)
+    it = loop.iter
+    element = _check_iterable(la, attr)
     layer_cls = find_layers(la, cls, attr)
     check_layer_class(layer_cls, f"`{_class_name(layer_cls)}`", where=loop, where_module=mctx)
     if not holds_parameters(layer_cls):
@@ -178,6 +185,80 @@ def plan_layer_loop(la, attr: str) -> TorchLayerScan:
     uses = check_body(la, element, attr)
     return TorchLayerScan(attr=attr, element=element, element_uses=uses, cls=cls.name,
                           layer_class=_class_name(layer_cls), iterable=mctx.source(it))
+
+
+def all_blockers(la, attr: str, first: Decline) -> list[Decline]:
+    """Every blocker of a declined loop over layers that the rules find when each
+    runs on its own (the first is the loop's code): what is iterated, how the
+    list is built, the layer's code, the body, what is collected or used after
+    the loop, the values passed to every layer.  A loop held back by one rule
+    alone is one fix away from a scan."""
+    mctx, loop = la.mctx, la.loop
+    cls = mctx.enclosing_class(la.func)
+    found: list[Decline] = [first]
+
+    def probe(rule):
+        try:
+            return rule()
+        except Decline as d:
+            found.append(d)
+        except Exception:  # noqa: BLE001 - a rule that needs an earlier rule's facts says nothing here
+            pass
+        return None
+
+    probe(lambda: _check_iterable(la, attr))
+    layer_cls = probe(lambda: find_layers(la, cls, attr)) or _built_class(la, cls, attr)
+    if layer_cls is not None:
+        probe(lambda: check_layer_class(layer_cls, f"`{_class_name(layer_cls)}`", where=loop, where_module=mctx))
+    element = _layer_variable(loop)
+    if element is not None:
+        result = probe(lambda: body_problems(la, element, attr))
+        if result is not None:
+            found.extend(result[1])
+    if getattr(la, "accs", None):
+        name = next(iter(la.accs))
+        found.append(Decline("L2S332", f"`{name}` collects a value per layer; `scan_layers` returns only the carry",
+                             loop))
+    if element is not None:
+        scan = TorchLayerScan(attr=attr, element=element, element_uses=[], cls=cls.name if cls else "",
+                              layer_class="", iterable=mctx.source(loop.iter))
+        if not hasattr(la, "xs"):
+            la.xs = []
+        probe(lambda: shared_values(la, scan, la.broadcast_names()))
+    out: list[Decline] = []
+    seen = set()
+    for d in found:
+        key = (d.code, getattr(d.node, "lineno", None), d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _layer_variable(loop: ast.For) -> Optional[str]:
+    """The name each layer is bound to (``layer`` in ``for layer in ...`` or
+    ``for i, layer in enumerate(...)``)."""
+    if isinstance(loop.target, ast.Name):
+        return loop.target.id
+    if isinstance(loop.target, ast.Tuple) and len(loop.target.elts) == 2 and \
+            isinstance(loop.target.elts[1], ast.Name) and isinstance(loop.iter, ast.Call) and \
+            isinstance(loop.iter.func, ast.Name) and loop.iter.func.id == "enumerate":
+        return loop.target.elts[1].id
+    return None
+
+
+def _built_class(la, cls: Optional[ast.ClassDef], attr: str):
+    """The class the list's comprehension builds, when the list is declined for
+    how it is built (so the layer's code can still be read)."""
+    if cls is None:
+        return None
+    builds = _assignments(cls, attr)
+    if len(builds) != 1 or getattr(builds[0], "value", None) is None:
+        return None
+    for node in walk(builds[0].value):
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp)) and isinstance(node.elt, ast.Call):
+            return resolve_class(la.mctx, node.elt.func)
+    return None
 
 
 def _is_reversed(it: ast.AST) -> bool:
@@ -666,24 +747,34 @@ def _op(op: ast.operator) -> str:
 def check_body(la, element: str, attr: str) -> list:
     """The body calls its layer and computes with tensors; returns the spans of
     every call of the layer.  Declines what the step of ``scan_layers`` cannot
-    hold."""
+    hold (the first of :func:`body_problems`)."""
+    uses, problems = body_problems(la, element, attr)
+    if problems:
+        raise problems[0]
+    return uses
+
+
+def body_problems(la, element: str, attr: str) -> tuple[list, list[Decline]]:
+    """The spans of every call of the layer, and everything in the body the step
+    of ``scan_layers`` cannot hold, in the order the rules find them."""
     mctx, loop = la.mctx, la.loop
+    problems: list[Decline] = []
     for stmt in loop.body:
         if isinstance(stmt, ast.AugAssign):
             target = stmt.target
-            raise Decline("L2S333", f"`{short(ast.unparse(stmt))}` updates `{short(ast.unparse(target))}` in place "
+            problems.append(Decline("L2S333", f"`{short(ast.unparse(stmt))}` updates `{short(ast.unparse(target))}` in place "
                           f"(in PyTorch `+=` on a tensor changes it, possibly the caller's); write "
-                          f"`{short(ast.unparse(target))} = {short(ast.unparse(target))} {_op(stmt.op)} ...`", stmt)
-        if isinstance(stmt, ast.If) and _is_checkpointing_test(stmt.test):
-            raise Decline("L2S332", f"the body branches on `{short(ast.unparse(stmt.test))}` (a gradient-"
+                          f"`{short(ast.unparse(target))} = {short(ast.unparse(target))} {_op(stmt.op)} ...`", stmt))
+        elif isinstance(stmt, ast.If) and _is_checkpointing_test(stmt.test):
+            problems.append(Decline("L2S332", f"the body branches on `{short(ast.unparse(stmt.test))}` (a gradient-"
                           "checkpointing branch): the step runs one code path for every layer; turn "
-                          "checkpointing off for the scanned loop or keep the loop", stmt)
-        if not isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.Expr, ast.Pass)):
-            raise Decline("L2S332", f"the body holds a `{type(stmt).__name__.lower()}` statement; the step of "
+                          "checkpointing off for the scanned loop or keep the loop", stmt))
+        elif not isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.Expr, ast.Pass)):
+            problems.append(Decline("L2S332", f"the body holds a `{type(stmt).__name__.lower()}` statement; the step of "
                           "`scan_layers` runs the same code for every layer (keep the body to assignments and "
-                          "calls)", stmt)
+                          "calls)", stmt))
     if element in all_written_names(loop.body):
-        raise Decline("L2S305", f"the loop variable `{element}` is reassigned in the body", loop)
+        problems.append(Decline("L2S305", f"the loop variable `{element}` is reassigned in the body", loop))
     uses = []
     calls = {id(n.func) for n in walk_all(loop.body) if isinstance(n, ast.Call)}
     for node in walk_all(loop.body):
@@ -691,20 +782,20 @@ def check_body(la, element: str, attr: str) -> list:
             f = node.func
             if isinstance(f, ast.Attribute) and f.attr.endswith("_") and not f.attr.endswith("__") \
                     and f.attr not in NOT_IN_PLACE:
-                raise Decline("L2S333", f"`{short(ast.unparse(node))}` updates a tensor in place", node)
+                problems.append(Decline("L2S333", f"`{short(ast.unparse(node))}` updates a tensor in place", node))
             if any(k.arg == "out" for k in node.keywords):
-                raise Decline("L2S333", f"`{short(ast.unparse(node))}` writes into `out=`", node)
+                problems.append(Decline("L2S333", f"`{short(ast.unparse(node))}` writes into `out=`", node))
             if isinstance(f, ast.Attribute) and f.attr in HOST_METHODS:
-                raise Decline("L2S202", f"`{short(ast.unparse(node))}` reads a tensor back to the host", node)
+                problems.append(Decline("L2S202", f"`{short(ast.unparse(node))}` reads a tensor back to the host", node))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
-            raise Decline("L2S331", f"`{short(ast.unparse(node))}` {_INVERT_WHY}", node)
+            problems.append(Decline("L2S331", f"`{short(ast.unparse(node))}` {_INVERT_WHY}", node))
         if isinstance(node, ast.Name) and node.id == element and isinstance(node.ctx, ast.Load):
             if id(node) not in calls:
                 parent = mctx.parent(node)
                 what = short(ast.unparse(parent)) if parent is not None and not isinstance(parent, ast.stmt) \
                     else element
-                raise Decline("L2S332", f"`{what}` uses the layer other than by calling it; `scan_layers` runs "
-                              "the first layer's code, so only calls of the layer are per layer", node)
+                problems.append(Decline("L2S332", f"`{what}` uses the layer other than by calling it; `scan_layers` runs "
+                              "the first layer's code, so only calls of the layer are per layer", node))
             uses.append(mctx.span(node))
         if isinstance(node, ast.Name) and node.id == "self" and isinstance(node.ctx, ast.Load):
             parent = mctx.parent(node)
@@ -712,21 +803,21 @@ def check_body(la, element: str, attr: str) -> list:
             while isinstance(parent, ast.Attribute):
                 top, parent = parent, mctx.parent(parent)
             if isinstance(parent, ast.Call) and parent.func is top:
-                raise Decline("L2S332", f"the body calls `{short(ast.unparse(top))}`, a part of `self` shared by "
+                problems.append(Decline("L2S332", f"the body calls `{short(ast.unparse(top))}`, a part of `self` shared by "
                               "every layer: the step of `scan_layers` cannot close over its tensors (call it "
-                              "before or after the loop)", parent)
+                              "before or after the loop)", parent))
             if top is node:
-                raise Decline("L2S332", "the body passes `self` on; the step would close over the whole module",
-                              node)
+                problems.append(Decline("L2S332", "the body passes `self` on; the step would close over the whole module",
+                              node))
             if isinstance(top, ast.Attribute) and top.attr == attr:
-                raise Decline("L2S332", f"the body reads `self.{attr}` itself", top)
+                problems.append(Decline("L2S332", f"the body reads `self.{attr}` itself", top))
     for node in walk_all(loop.body):
         if isinstance(node, (ast.Lambda, ast.ListComp, ast.GeneratorExp, ast.DictComp, ast.SetComp)):
-            raise Decline("L2S332", f"`{short(ast.unparse(node))}` defines a scope of its own in the body; keep "
-                          "the body to plain calls and arithmetic", node)
+            problems.append(Decline("L2S332", f"`{short(ast.unparse(node))}` defines a scope of its own in the body; keep "
+                          "the body to plain calls and arithmetic", node))
     if not uses:
-        raise Decline("L2S332", f"the body never calls `{element}`", loop)
-    return uses
+        problems.append(Decline("L2S332", f"the body never calls `{element}`", loop))
+    return uses, problems
 
 
 def _is_checkpointing_test(test: ast.AST) -> bool:
