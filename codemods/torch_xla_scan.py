@@ -34,7 +34,7 @@ from typing import Optional
 import libcst as cst
 
 from loop2scan.analysis.checks.torch_layers import SCANNED_AS
-from loop2scan.plan import ScanPlan
+from loop2scan.plan import ScanPlan, is_atomic
 
 from .common import (
     EditTransformer,
@@ -131,8 +131,11 @@ class _LayerStepEmitter:
         loop = index.find(plan.loop)
         if not isinstance(loop, cst.For) or loop.asynchronous is not None:
             raise MappingError("the loop is not a plain `for` statement")
-        self.nn = self.owner.nn(self.refs)
         self.scan_layers = self.owner.scan_layers(self.refs)
+        if scan.direct:
+            tr.loops[id(loop)] = self._build_direct  # the list's own layers: no step module
+            return
+        self.nn = self.owner.nn(self.refs)
         name = fresh_name(f"_{scan.cls}{_singular(scan.attr)}Step", self.taken)
         self.taken.add(name)
         self.name = name
@@ -145,6 +148,22 @@ class _LayerStepEmitter:
                 node = index.find(span)
                 tr.replace[id(node)] = (lambda a: lambda u: cst.Attribute(cst.Name("self"), cst.Name(a)))(value.attr)
         tr.loops[id(loop)] = self._build
+
+    def _build_direct(self, original: cst.For, loop: cst.For) -> list[cst.BaseStatement]:
+        plan, scan = self.plan, self.plan.torch_layers
+        carries = list(plan.carries)
+        layers = scan.iterable
+        if layers.startswith("reversed(") and layers.endswith(")"):
+            # scan_layers reads its first layer, then iterates the layers again: a list, not an iterator
+            inner = layers[len("reversed("):-1]
+            layers = f"{inner}[::-1]" if is_atomic(inner) or inner.endswith(("]", ")")) else f"({inner})[::-1]"
+        carry = carries[0] if len(carries) == 1 else f"({', '.join(carries)})"
+        pure = ", is_layer_pure=True" if scan.pure else ""
+        lhs = carries[0] if len(carries) == 1 else ", ".join(carries)
+        call = parse_stmt(f"{lhs} = {self.scan_layers}({layers}, {carry}{pure})\n", self.module)
+        call = call.with_changes(leading_lines=loop.leading_lines)
+        self.tr.written.add(id(call))
+        return [call]
 
     def _build(self, original: cst.For, loop: cst.For) -> list[cst.BaseStatement]:
         plan, module = self.plan, self.module

@@ -41,6 +41,7 @@ class Options:
     examples: tuple = ()  # check.Example entries from [tool.loop2scan.examples]
     min_trip_count: int = DEFAULT_MIN_TRIP_COUNT  # constant trip counts below this are left alone
     eager: str = "compile-once"  # or "skip", "closure" (see loop2scan.policy.Policy)
+    assume_pure: bool = False  # torch_xla: `is_layer_pure=True` where it applies (loop2scan.policy.Policy)
     include_tests: bool = False  # directory runs skip test files unless this is set
     force_exclude: bool = False  # excludes and test files apply to files named explicitly too
     lines: dict = field(default_factory=dict)  # FILE:LINE runs: normalised path -> the lines to rewrite
@@ -54,7 +55,7 @@ class Options:
 
     @property
     def policy(self) -> Policy:
-        return Policy(min_trip_count=self.min_trip_count, eager=self.eager)
+        return Policy(min_trip_count=self.min_trip_count, eager=self.eager, assume_pure=self.assume_pure)
 
     @property
     def style(self) -> Style:
@@ -153,7 +154,8 @@ class RunReport:
 def options_from_config(cfg: Config, paths: Sequence[str] = (), **overrides) -> Options:
     opts = Options(framework=cfg.framework, layout=cfg.layout, exclude=cfg.exclude,
                    extend_exclude=cfg.extend_exclude, root=cfg.root, examples=tuple(cfg.examples),
-                   min_trip_count=cfg.min_trip_count, eager=cfg.eager, include_tests=cfg.include_tests,
+                   min_trip_count=cfg.min_trip_count, eager=cfg.eager, assume_pure=cfg.assume_pure,
+                   include_tests=cfg.include_tests,
                    test_files=cfg.test_files, line_length=cfg.line_length, force_exclude=cfg.force_exclude,
                    select=cfg.select, ignore=cfg.ignore, unroll=cfg.unroll, rtol=cfg.rtol, atol=cfg.atol,
                    layer_axis_name=cfg.layer_axis_name,

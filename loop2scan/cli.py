@@ -73,6 +73,11 @@ def _policy_options(f):
                           "rewrites them only into a step whose eager calls compile once; 'skip' leaves them "
                           "alone; 'closure' rewrites them with the step as a closure, as under a transformation "
                           "(for code that always runs under jax.jit where loop2scan cannot see it).")(f)
+    f = click.option("--assume-pure", is_flag=True, default=None,
+                     help="torch_xla: declare the layers free of effects the analysis cannot see, and emit "
+                          "`scan_layers(..., is_layer_pure=True)` where the list's own layers are scanned (the "
+                          "trace is reused across calls); it never lifts a decline (`assume-pure` in "
+                          "[tool.loop2scan]).")(f)
     f = click.option("--min-trip-count", type=click.IntRange(min=0), default=None,
                      help=f"Leave loops with a constant trip count below N alone (default "
                           f"{DEFAULT_MIN_TRIP_COUNT}; 0 rewrites every length).", metavar="N")(f)

@@ -13,6 +13,7 @@ changes nothing.
     min-trip-count = 4                # leave constant trip counts below this alone (L2S701)
     eager = "compile-once"            # or "skip": decline loops with no JAX transformation seen (L2S702),
                                       # or "closure": closure steps everywhere (code always run under jit)
+    assume-pure = false               # torch_xla: `is_layer_pure=True` where the list's own layers are scanned
     include-tests = false             # directory runs skip test files (explicit files too with force-exclude)
     test-files = ["tests", "test_*.py", "*_test.py"]  # what counts as a test file
     force-exclude = false             # apply exclude / test-files to files named explicitly too (pre-commit)
@@ -45,7 +46,8 @@ from .codes import CodeSelection
 from .files import DEFAULT_TEST_FILES
 from .policy import DEFAULT_LINE_LENGTH, DEFAULT_MIN_TRIP_COUNT, EAGER_MODES, line_length_from
 
-KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude", "min-trip-count", "eager", "include-tests",
+KNOWN_KEYS = {"framework", "layout", "exclude", "extend-exclude", "min-trip-count", "eager", "assume-pure",
+              "include-tests",
               "test-files", "force-exclude", "select", "ignore", "unroll", "rtol", "atol",
               "target-versions", "layer-axis-name"}
 
@@ -62,6 +64,7 @@ class Config:
     extend_exclude: tuple[str, ...] = ()
     min_trip_count: int = DEFAULT_MIN_TRIP_COUNT
     eager: str = "compile-once"
+    assume_pure: bool = False
     include_tests: bool = False
     force_exclude: bool = False
     select: tuple[str, ...] = ()
@@ -184,7 +187,7 @@ def load_config(paths: Sequence[str], explicit: Optional[str] = None) -> Config:
             raise ConfigError(f"{path}: eager must be one of {', '.join(repr(m) for m in EAGER_MODES)}, "
                               f"not {table['eager']!r}")
         cfg.eager = table["eager"]
-    for key in ("include-tests", "force-exclude"):
+    for key in ("include-tests", "force-exclude", "assume-pure"):
         if key in table:
             if not isinstance(table[key], bool):
                 raise ConfigError(f"{path}: {key} must be true or false")

@@ -302,12 +302,27 @@ class TorchLayerScan:
     layer_class: str  # the class of every layer
     iterable: str  # what the loop iterates, as written (`self.layers`, `self.layers[:n]`)
     shared: list[SharedValue] = field(default_factory=list)
+    # the body is `carry = layer(carry)` (a tuple of carries in and out alike) and nothing else is passed:
+    # `scan_layers` runs the list's own layers, no step module
+    direct: bool = False
+    pure: bool = False  # `is_layer_pure=True` (`--assume-pure`, direct form only)
+    assume_pure: bool = False  # `--assume-pure` was asked for
 
     def describe(self) -> str:
         tensors = [s.expr for s in self.shared if s.tensor]
         values = [s.expr for s in self.shared if not s.tensor]
         parts = [f"`scan_layers` runs the first `{self.layer_class}`'s code with every layer's parameters and "
                  "buffers (stacked on each call); the list stays as it is"]
+        if self.pure:
+            parts.append("`is_layer_pure=True` (`--assume-pure`): the trace of the first call is reused by later "
+                         "calls, so the layers' code must stay free of effects the analysis cannot see")
+        elif self.direct:
+            parts.append("every call traces the layer again (`--assume-pure` sets `is_layer_pure=True` and "
+                         "reuses the trace)")
+        elif self.assume_pure:
+            parts.append("`--assume-pure` does not apply: the step modules carrying the values passed to every "
+                         "layer are built on each call, and `scan_layers` keys its trace cache by the first "
+                         "layer's identity")
         if tensors:
             parts.append("tensors passed to every layer (" + ", ".join(f"`{t}`" for t in tensors)
                          + ") travel with the step as buffers (stacked with the layers)")
@@ -469,6 +484,7 @@ class LoopResult:
             if plan.torch_layers is not None:
                 tl = plan.torch_layers
                 data["layers"] = {"attribute": tl.attr, "as": tl.element, "class": tl.layer_class,
+                                  "form": "direct" if tl.direct else "step-module", "pure": tl.pure,
                                   "shared": [{"expr": v.expr, "as": v.attr, "tensor": v.tensor} for v in tl.shared]}
             if plan.torch_time is not None:
                 tt = plan.torch_time

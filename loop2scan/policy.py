@@ -32,10 +32,15 @@ class Policy:
     (declining where that form is not possible); ``"skip"`` declines every loop
     with no JAX transformation seen around it; ``"closure"`` writes every step
     as a closure, for projects whose functions run under ``jax.jit`` out of the
-    analysis's sight (an eager call then compiles the step on every call)."""
+    analysis's sight (an eager call then compiles the step on every call).
+    ``assume_pure`` (torch_xla): emit ``is_layer_pure=True`` where the scanned
+    layers are the list's own modules (its trace is then reused across calls)."""
 
     min_trip_count: int = DEFAULT_MIN_TRIP_COUNT
     eager: str = "compile-once"
+    # torch_xla: the layers' code is declared free of effects the analysis cannot see, so
+    # `scan_layers(..., is_layer_pure=True)` may reuse its trace (never lifts a decline)
+    assume_pure: bool = False
 
     def __post_init__(self) -> None:
         if self.eager not in EAGER_MODES:

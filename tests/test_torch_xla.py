@@ -161,6 +161,65 @@ def test_reversed_order_matters(models):
     assert not torch.allclose(a(x, gain).cpu(), forwards.cpu(), atol=1e-4)
 
 
+_PURE = """\
+import torch
+import torch.nn as nn
+import torch_xla
+
+
+class Block(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+
+    def forward(self, h):
+        return h + torch.tanh(self.lin(h))
+
+
+class Stack(nn.Module):
+    def __init__(self, d, n):
+        super().__init__()
+        self.layers = nn.ModuleList([Block(d) for _ in range(n)])
+
+    def forward(self, h: torch.Tensor):
+        for layer in reversed(self.layers):
+            h = layer(h)
+        return h
+
+    def masked(self, h: torch.Tensor, mask: torch.Tensor):
+        for layer in self.layers:
+            h = layer(h) * mask
+        return h
+"""
+
+
+def test_assume_pure_marks_the_list_s_own_layers_pure():
+    """`--assume-pure` emits `is_layer_pure=True` only where the list's own
+    layers are scanned (a reversed list is passed as a list: `scan_layers` reads
+    its first layer, then iterates the layers again); the trace reused by later
+    calls gives the loop's results with new inputs and changed weights."""
+    from loop2scan.policy import Policy
+
+    plain = rewrite_source(_PURE, "torch_xla")
+    result = rewrite_source(_PURE, "torch_xla", policy=Policy(assume_pure=True))
+    assert "scan_layers(self.layers[::-1], h, is_layer_pure=True)" in result.new_text
+    assert "scan_layers(self.layers[::-1], h)\n" in plain.new_text
+    assert result.new_text.count("is_layer_pure") == 1  # the step-module form is not marked
+    notes = {r.line: " ".join(r.plan.notes) for r in result.loops if r.plan}
+    assert any("is_layer_pure=True" in n for n in notes.values())
+    assert any("does not apply" in n for n in notes.values())
+    orig, new = load(_PURE), load(result.new_text)
+    a, b = _pair(orig.Stack, new.Stack, W, 4)
+    for seed in range(3):
+        if seed == 2:
+            with torch.no_grad():
+                for pa, pb in zip(a.parameters(), b.parameters()):
+                    pa.mul_(1.5)
+                    pb.mul_(1.5)
+        h = _randn(B, T, W, seed=30 + seed)
+        _compare(a, b, [h], [h])
+
+
 def test_a_declined_layer_loop_lists_every_blocker(tmp_path, monkeypatch):
     """The JSON report and `explain` carry every blocker the rules find on their
     own, the first being the loop's code: here a per-layer constructor argument,

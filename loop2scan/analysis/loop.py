@@ -261,6 +261,9 @@ class LoopAnalysis:
         self.counter = None
         plan = self.plan()
         scan.shared = torch_layers.shared_values(self, scan, plan.broadcast)
+        scan.direct = not scan.shared and torch_layers.is_direct_call(self, scan.element)
+        scan.assume_pure = self.mctx.policy.assume_pure
+        scan.pure = scan.direct and scan.assume_pure
         plan.torch_layers = scan
         plan.hoisted = []  # the adapter module is defined once, at module level
         plan.role = "layer"

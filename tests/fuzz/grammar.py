@@ -58,7 +58,17 @@ Every program belongs to a *class* (:data:`CLASSES`, ``Program.klass``):
     a package of modules (:mod:`fuzz.packages`): a parameter-list builder,
     the loop over the list in another module, importers that index it, take
     its ``len`` or train it with optax; must-rewrite, or must-decline when an
-    importer's use or the builder forbids the stacked layout.
+    importer's use or the builder forbids the stacked layout;
+``nnx``
+    Flax NNX models (:mod:`fuzz.nnx_programs`): layer stacks and recurrent
+    cells, must-rewrite, or must-decline with a construct a stacked module or
+    a carried cell cannot keep;
+``torch``
+    PyTorch/XLA models and functions (:mod:`fuzz.torch_programs`): loops over
+    lists of torch layers and time loops over tensors, must-rewrite, or
+    must-decline with a construct that JAX would allow but PyTorch (calls are
+    not assumed pure) or torch_xla's scans cannot keep.  Drawn only when asked
+    for (:data:`OWN_RUN`), never in the mix.
 
 The grammar is written once against a small *chooser* interface, so the same
 code is driven by hypothesis (:func:`programs`, which shrinks) and by a seeded
@@ -74,7 +84,7 @@ from typing import Optional, Sequence
 
 from hypothesis import strategies as st
 
-from fuzz import constructs, nnx_programs, packages
+from fuzz import constructs, nnx_programs, packages, torch_programs
 from fuzz.program import B, D, H, MUST_DECLINE, MUST_REWRITE, ArgSpec, Mark, Program, Snippet, Target
 
 __all__ = ["ArgSpec", "Program", "MUST_DECLINE", "MUST_REWRITE", "CLASSES", "CONSTRUCTS", "ITERATIONS", "STEPS",
@@ -114,7 +124,11 @@ ESCAPING = {"return", "print", "logger", "if_value", "if_element", "subscript_wr
 
 #: Every class of program (see the module docstring).
 CLASSES = ("basic", "non-numeric", "static-use", "bool-mask", "index-arith", "dtype-carry", "growing-list",
-           "pytree-outputs", "numpy-host", "stateful", "stateful-pure", "package", "nnx")
+           "pytree-outputs", "numpy-host", "stateful", "stateful-pure", "package", "nnx", "torch")
+#: Classes drawn only when asked for (``klass=``), never in the mix: their programs run on another
+#: framework (``torch``: PyTorch/XLA, whose compiles are slower), and the mix stays what it was, so
+#: that a seed of the mix gives the same program as before.
+OWN_RUN = ("torch",)
 #: Classes whose programs are must-decline / must-rewrite only; the others have both labels.
 DECLINE_ONLY = ("non-numeric", "static-use", "bool-mask", "dtype-carry", "growing-list", "numpy-host", "stateful")
 REWRITE_ONLY = ("index-arith", "pytree-outputs", "stateful-pure")
@@ -239,6 +253,8 @@ def _gen(c, klass: Optional[str] = None) -> Program:
         return packages.generate_package(c, decline)
     if klass == "nnx":
         return nnx_programs.generate_nnx(c, decline)
+    if klass == "torch":
+        return torch_programs.generate_torch(c, decline)
     return _gen_module(c, klass, decline)
 
 

@@ -233,6 +233,9 @@ def run_program(program: Program, seed: int = 0, jit: bool = True, grad: bool = 
         if program.klass == "nnx":
             _judge_nnx(program, out, seed, execute)
             return out
+        if program.klass == "torch":
+            _judge_torch(program, out, seed, execute)
+            return out
         _judge(program, out, seed, jit, grad, execute)
         if out.failure_kind == "mismatch":
             _zero_step(program, out, seed, jit, grad)
@@ -558,6 +561,163 @@ def _judge_nnx(program: Program, out: Outcome, seed: int, execute: bool) -> None
     after = nnx.to_pure_dict(g_model_b)
     compare("input gradient", g_x_a, g_x_b, GRAD_RTOL, GRAD_ATOL) and \
         compare("parameter gradient", stacked_like(nnx.to_pure_dict(g_model_a), after), after, GRAD_RTOL, GRAD_ATOL)
+
+
+# ----------------------------------------------------------------------------- torch models
+
+def torch_args(program: Program, seed: int = 0) -> tuple[list, dict]:
+    """The arguments of a torch program's call (:mod:`fuzz.torch_programs`), on
+    the host: float32 tensors (normal values times ``scale``), boolean tensors
+    (``dtype="bool"``: about 70% true) positionally, and the Python values
+    passed (``kind="python"``) by keyword.  The same seed gives the same values."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    positional, keywords = [], {}
+    for spec in program.args:
+        if spec.kind == "array":
+            if spec.dtype == "bool":
+                positional.append(torch.rand(spec.shape, generator=gen) > 0.3)
+            else:
+                positional.append(torch.randn(spec.shape, generator=gen, dtype=getattr(torch, spec.dtype))
+                                  * spec.scale)
+        elif spec.kind == "python":
+            keywords[spec.name] = ast.literal_eval(spec.value)
+        elif spec.kind != "omitted":
+            raise ValueError(f"a torch program takes no argument of kind {spec.kind!r}")
+    return positional, keywords
+
+
+def _judge_torch(program: Program, out: Outcome, seed: int, execute: bool) -> None:
+    """A torch program (:mod:`fuzz.torch_programs`): ``build()`` of the original
+    and of the rewritten module after the same ``torch.manual_seed``, the
+    rewritten model given the original's ``state_dict`` (``strict=True``), both
+    run on the XLA device in eval mode: outputs, buffers after the call, and
+    the gradients of one random projection of the outputs with respect to every
+    floating-point input and every parameter.  Both versions' graphs are built
+    first and run by one ``torch_xla.sync()``, before anything is read back."""
+    result = _judge_static(program, out, "torch_xla")
+    if result is None or out.failures or not execute:
+        return
+    os.environ.setdefault("PJRT_DEVICE", "CPU")
+    import torch
+    import torch_xla
+
+    device = torch_xla.device()
+    host_args, kwargs = torch_args(program, seed)
+
+    def prepare(fn):
+        """The model on the device in eval mode, its inputs (floating-point ones
+        requiring gradients) and its trainable parameters."""
+        if isinstance(fn, torch.nn.Module):
+            fn = fn.to(device).eval()
+            params = [(f"parameter {name}", p) for name, p in fn.named_parameters() if p.requires_grad]
+        else:
+            params = []
+        inputs = [a.to(device).requires_grad_(a.is_floating_point()) for a in host_args]
+        return fn, inputs, params
+
+    def call(fn, inputs, params):
+        """Outputs (flattened), buffers, and gradients (None: nothing to differentiate); no sync."""
+        outputs = _torch_leaves(_quiet(lambda: fn(*inputs, **kwargs)))
+        buffers = [(name, b) for name, b in fn.named_buffers()] if isinstance(fn, torch.nn.Module) else []
+        wrt = [(f"input {i}", x) for i, x in enumerate(inputs) if x.requires_grad] + params
+        diff = [o for o in outputs if isinstance(o, torch.Tensor) and o.requires_grad and o.is_floating_point()]
+        if not diff or not wrt:
+            return outputs, buffers, None, wrt
+        gen = torch.Generator().manual_seed(seed + 1)
+        loss = sum((o * torch.randn(o.shape, generator=gen).to(device)).sum() for o in diff)
+        grads = torch.autograd.grad(loss, [x for _, x in wrt], allow_unused=True)
+        return outputs, buffers, grads, wrt
+
+    try:
+        module = load(program.source)
+        torch.manual_seed(seed)
+        original = prepare(module.build())
+        want = call(*original)
+    except Exception as e:  # noqa: BLE001
+        out.discarded = _error(e)
+        return
+    if result.new_text is None:
+        return
+    try:
+        new_module = load(result.new_text)
+        torch.manual_seed(seed)
+        built = new_module.build()
+        if isinstance(built, torch.nn.Module):
+            built.load_state_dict(original[0].state_dict(), strict=True)
+        rewritten = prepare(built)
+    except Exception as e:  # noqa: BLE001
+        out.fail("mismatch", f"the rewritten model cannot be built or take the original's state_dict: {_error(e)}")
+        return
+    try:
+        got = call(*rewritten)
+    except Exception as e:  # noqa: BLE001
+        out.fail("mismatch", f"the rewritten model raises {_error(e)} where the original runs")
+        return
+    try:
+        torch_xla.sync()  # one graph for both versions, before anything is read back
+    except Exception as e:  # noqa: BLE001
+        out.fail("mismatch", f"running the graphs of both versions raises {_error(e)}")
+        return
+
+    def host(values):
+        return [v.detach().cpu() if isinstance(v, torch.Tensor) else v for v in values]
+
+    (outs_a, bufs_a, grads_a, wrt), (outs_b, bufs_b, grads_b, _) = want, got
+    checks = [("output", host(outs_a), host(outs_b), RTOL, ATOL, [f"{i}" for i in range(len(outs_a))]),
+              ("buffer", host([b for _, b in bufs_a]), host([b for _, b in bufs_b]), RTOL, ATOL,
+               [n for n, _ in bufs_a])]
+    if (grads_a is None) != (grads_b is None):
+        out.fail("mismatch", f"gradients: {'none' if grads_a is None else 'some'} before, "
+                             f"{'none' if grads_b is None else 'some'} after")
+        return
+    if grads_a is not None:
+        checks.append(("gradient", host(grads_a), host(grads_b), GRAD_RTOL, GRAD_ATOL, [n for n, _ in wrt]))
+    for what, xs, ys, rtol, atol, names in checks:
+        if len(xs) != len(ys):
+            out.fail("mismatch", f"{what}s: {len(xs)} before, {len(ys)} after")
+            return
+        for name, x, y in zip(names, xs, ys):
+            problem = _torch_difference(x, y, rtol, atol)
+            if problem:
+                out.fail("mismatch", f"{what} {name}: {problem}")
+                return
+
+
+def _torch_leaves(x) -> list:
+    """The leaves of a call's result: tensors and Python values, through tuples, lists and dicts."""
+    if isinstance(x, (tuple, list)):
+        return [leaf for v in x for leaf in _torch_leaves(v)]
+    if isinstance(x, dict):
+        return [leaf for k in sorted(x) for leaf in _torch_leaves(x[k])]
+    return [x]
+
+
+def _torch_difference(x, y, rtol: float, atol: float) -> Optional[str]:
+    """What differs between two host values (tensors, None for a gradient that
+    does not reach a value, Python values), or None.  A missing gradient equals
+    a zero one."""
+    import torch
+
+    if x is None and y is None:
+        return None
+    if x is None or y is None:
+        t = y if x is None else x
+        if isinstance(t, torch.Tensor) and not bool(t.any()):
+            return None
+        return f"{'no gradient' if x is None else 'a value'} before, {'no gradient' if y is None else 'a value'} after"
+    if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
+        return f"{type(x).__name__} before, {type(y).__name__} after"
+    if not isinstance(x, torch.Tensor):
+        return None if x == y else f"{x!r} before, {y!r} after"
+    if x.shape != y.shape or x.dtype != y.dtype:
+        return f"{x.dtype}{list(x.shape)} before, {y.dtype}{list(y.shape)} after"
+    try:
+        torch.testing.assert_close(y, x, rtol=rtol, atol=atol, equal_nan=True)
+    except AssertionError as e:
+        return " ".join(str(e).split())
+    return None
 
 
 # ----------------------------------------------------------------------------- packages

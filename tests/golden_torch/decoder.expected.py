@@ -97,18 +97,6 @@ class Pair(nn.Module):
         return new, residual + new
 
 
-class _PairStackBlockStep(nn.Module):
-    """One step of the loop over `self.blocks` in `PairStack.forward`, for `scan_layers`."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, h, residual):
-        h, residual = self.layer(h, residual)
-        return h, residual
-
-
 class PairStack(nn.Module):
     def __init__(self, d, n_layers, n_active):
         super().__init__()
@@ -117,10 +105,7 @@ class PairStack(nn.Module):
 
     def forward(self, h: torch.Tensor):
         residual = torch.zeros_like(h)
-        h, residual = scan_layers(
-            [_PairStackBlockStep(block) for block in self.blocks[: self.n_active]],
-            (h, residual),
-        )
+        h, residual = scan_layers(self.blocks[: self.n_active], (h, residual))
         return h * residual
 
 

@@ -235,6 +235,27 @@ def all_blockers(la, attr: str, first: Decline) -> list[Decline]:
     return out
 
 
+def is_direct_call(la, element: str) -> bool:
+    """The body is one call of the layer on the carries, bound back to them in
+    the same order (``h = layer(h)``, ``h, r = layer(h, r)``): ``scan_layers``
+    can run the list's own layers."""
+    body = la.loop.body
+    if len(body) != 1 or not isinstance(body[0], ast.Assign) or len(body[0].targets) != 1:
+        return False
+    stmt = body[0]
+    call = stmt.value
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == element
+            and not call.keywords and all(isinstance(a, ast.Name) for a in call.args)):
+        return False
+    target = stmt.targets[0]
+    names = [target.id] if isinstance(target, ast.Name) else \
+        [e.id for e in target.elts] if isinstance(target, ast.Tuple) and all(isinstance(e, ast.Name)
+                                                                              for e in target.elts) else None
+    if names is None or (isinstance(target, ast.Tuple) and len(names) < 2):
+        return False
+    return names == [a.id for a in call.args] == list(la.carries)
+
+
 def _layer_variable(loop: ast.For) -> Optional[str]:
     """The name each layer is bound to (``layer`` in ``for layer in ...`` or
     ``for i, layer in enumerate(...)``)."""
