@@ -253,6 +253,18 @@ def test_a_declined_layer_loop_lists_every_blocker(tmp_path, monkeypatch):
     assert [b["code"] for b in loop["blockers"]] == ["L2S333"]
 
 
+def test_messages_for_torch_code_give_torch_advice():
+    from loop2scan.analysis.checks.torch_layers import torch_decoder
+
+    cases = [torch_decoder(body="h = layer(h, mask)\n            print(h)"),
+             torch_decoder(body="h = layer(h, mask)\n            layer.reset(h)"),
+             torch_decoder(body="h = layer(h, mask)\n            outs[0] = h").replace(
+                 "        for layer", "        outs = [h]\n        for layer")]
+    for src in cases:
+        loop = next(r for r in rewrite_source(src, "torch_xla").loops if r.status == D)
+        assert "jax" not in loop.message and "jnp" not in loop.message, loop.message
+
+
 # ---------------------------------------------------------------------------- time loops (torch_xla's scan)
 
 @pytest.fixture(scope="module")

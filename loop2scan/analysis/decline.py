@@ -17,6 +17,12 @@ class Code:
     fix: str  # what the user can do about it
 
 
+def advice(la, jax: str, torch: str) -> str:
+    """The advice of a message, in the loop's framework: ``torch`` for PyTorch
+    code (plain or ``torch_xla``), else ``jax``."""
+    return torch if la.mctx.framework in ("torch", "torch_xla") else jax
+
+
 class Decline(Exception):
     """Refuse to rewrite a loop: a code from :mod:`loop2scan.codes`, a message that
     names the construct and says what to change, and the node at fault."""

@@ -17,7 +17,7 @@ from ..plan import Bound, Counter, LoopResult, XsItem, is_atomic
 from .activity import all_read_names, full_slice, header_effects, int_literal, walk_all
 from .checks import iteration as iteration_checks
 from .context import ModuleContext
-from .decline import Decline
+from .decline import advice, Decline
 from .kinds import NUMPY
 from .iteration import (
     ElementSource,
@@ -129,7 +129,7 @@ def index_uses(la, index: str, accs: dict[str, Accumulator]) -> list[_IndexUse]:
             if not la.array_at_loop(base):
                 raise Decline("L2S307", f"`{ast.unparse(sub)}` indexes `{ast.unparse(base)}`, which may be a "
                               "Python list, with the loop index; inside a scan the index is traced "
-                              "(make it an array with `jnp.asarray` before the loop)", sub)
+                              f"({advice(la, 'make it an array with `jnp.asarray`', 'make it a tensor with `torch.stack`')} before the loop)", sub)
         uses.append(_IndexUse(node, "generic"))
     return uses
 
@@ -274,7 +274,7 @@ def _range_inputs(la, r: RangeSource, accs, reverse: bool):
         if use.kind == "slice-candidate" and not la.array_at_loop(use.base):
             raise Decline("L2S307", f"`{ast.unparse(use.subscript)}` indexes `{ast.unparse(use.base)}`, which "
                           "may be a Python list, with the loop index; inside a scan the index is traced "
-                          "(make it an array with `jnp.asarray` before the loop)", use.subscript)
+                          f"({advice(la, 'make it an array with `jnp.asarray`', 'make it a tensor with `torch.stack`')} before the loop)", use.subscript)
         if use.kind == "slice-candidate":
             _check_traced_index(la, use)
         generic = True

@@ -567,9 +567,10 @@ def _judge_nnx(program: Program, out: Outcome, seed: int, execute: bool) -> None
 
 def torch_args(program: Program, seed: int = 0) -> tuple[list, dict]:
     """The arguments of a torch program's call (:mod:`fuzz.torch_programs`), on
-    the host: float32 tensors (normal values times ``scale``), boolean tensors
-    (``dtype="bool"``: about 70% true) positionally, and the Python values
-    passed (``kind="python"``) by keyword.  The same seed gives the same values."""
+    the host: float32 tensors (normal values times ``scale``) and boolean
+    tensors (``dtype="bool"``: about 70% true), by position, or by keyword when
+    the parameter has a default; the Python values passed (``kind="python"``),
+    by keyword.  The same seed gives the same values."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -577,10 +578,13 @@ def torch_args(program: Program, seed: int = 0) -> tuple[list, dict]:
     for spec in program.args:
         if spec.kind == "array":
             if spec.dtype == "bool":
-                positional.append(torch.rand(spec.shape, generator=gen) > 0.3)
+                value = torch.rand(spec.shape, generator=gen) > 0.3
             else:
-                positional.append(torch.randn(spec.shape, generator=gen, dtype=getattr(torch, spec.dtype))
-                                  * spec.scale)
+                value = torch.randn(spec.shape, generator=gen, dtype=getattr(torch, spec.dtype)) * spec.scale
+            if spec.default:
+                keywords[spec.name] = value
+            else:
+                positional.append(value)
         elif spec.kind == "python":
             keywords[spec.name] = ast.literal_eval(spec.value)
         elif spec.kind != "omitted":
@@ -589,22 +593,44 @@ def torch_args(program: Program, seed: int = 0) -> tuple[list, dict]:
 
 
 def _judge_torch(program: Program, out: Outcome, seed: int, execute: bool) -> None:
-    """A torch program (:mod:`fuzz.torch_programs`): ``build()`` of the original
-    and of the rewritten module after the same ``torch.manual_seed``, the
-    rewritten model given the original's ``state_dict`` (``strict=True``), both
-    run on the XLA device in eval mode: outputs, buffers after the call, and
-    the gradients of one random projection of the outputs with respect to every
-    floating-point input and every parameter.  Both versions' graphs are built
-    first and run by one ``torch_xla.sync()``, before anything is read back."""
+    """A torch program (:mod:`fuzz.torch_programs`), rewritten with the
+    ``torch_xla`` target, judged statically, then run (:func:`_run_torch`).  A
+    must-decline program whose forbidden loop was rewritten is run too: the
+    failure says whether the rewrite computes something else on these inputs."""
     result = _judge_static(program, out, "torch_xla")
-    if result is None or out.failures or not execute:
+    if result is None or not execute:
         return
+    if out.failures:
+        if not all(f.startswith("[wrong-rewrite]") for f in out.failures):
+            return
+        check = Outcome(program.label)
+        _run_torch(program, check, result, seed)
+        if check.discarded:
+            out.failures.append(f"executed: not compared, the original raises {check.discarded}")
+        elif check.failures:
+            out.failures += [f"executed: {f}" for f in check.failures]
+        else:
+            out.failures.append("executed: the same outputs, gradients, inputs and state on these inputs")
+        return
+    _run_torch(program, out, result, seed)
+
+
+def _run_torch(program: Program, out: Outcome, result, seed: int) -> None:
+    """``build()`` of the original and of the rewritten module after the same
+    ``torch.manual_seed``, the rewritten model given the original's
+    ``state_dict`` (``strict=True``), both run on the XLA device in eval mode:
+    outputs, the gradients of one random projection of the outputs with
+    respect to every floating-point input and every parameter, the inputs
+    after the call (a rewrite must not change what the caller sees) and the
+    state after it (buffers, attributes of the model and its submodules,
+    containers of the module).  Both versions' graphs are built first and run
+    by one ``torch_xla.sync()``, before anything is read back."""
     os.environ.setdefault("PJRT_DEVICE", "CPU")
     import torch
     import torch_xla
 
     device = torch_xla.device()
-    host_args, kwargs = torch_args(program, seed)
+    host_args, host_kwargs = torch_args(program, seed)
 
     def prepare(fn):
         """The model on the device in eval mode, its inputs (floating-point ones
@@ -615,26 +641,31 @@ def _judge_torch(program: Program, out: Outcome, seed: int, execute: bool) -> No
         else:
             params = []
         inputs = [a.to(device).requires_grad_(a.is_floating_point()) for a in host_args]
-        return fn, inputs, params
+        kwargs = {k: v.to(device).requires_grad_(v.is_floating_point()) if isinstance(v, torch.Tensor) else v
+                  for k, v in host_kwargs.items()}
+        return fn, inputs, kwargs, params
 
-    def call(fn, inputs, params):
-        """Outputs (flattened), buffers, and gradients (None: nothing to differentiate); no sync."""
+    def call(module, fn, inputs, kwargs, params):
+        """Outputs (flattened), gradients (None: nothing to differentiate), the
+        differentiated values, the state after the call; nothing synced."""
         outputs = _torch_leaves(_quiet(lambda: fn(*inputs, **kwargs)))
-        buffers = [(name, b) for name, b in fn.named_buffers()] if isinstance(fn, torch.nn.Module) else []
-        wrt = [(f"input {i}", x) for i, x in enumerate(inputs) if x.requires_grad] + params
+        state = _torch_state(module, fn)
+        tensors = [(f"input {i}", x) for i, x in enumerate(inputs)] + \
+            [(f"input {k}", v) for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+        wrt = [(name, x) for name, x in tensors if x.requires_grad] + params
         diff = [o for o in outputs if isinstance(o, torch.Tensor) and o.requires_grad and o.is_floating_point()]
         if not diff or not wrt:
-            return outputs, buffers, None, wrt
+            return outputs, None, wrt, state, tensors
         gen = torch.Generator().manual_seed(seed + 1)
         loss = sum((o * torch.randn(o.shape, generator=gen).to(device)).sum() for o in diff)
         grads = torch.autograd.grad(loss, [x for _, x in wrt], allow_unused=True)
-        return outputs, buffers, grads, wrt
+        return outputs, grads, wrt, state, tensors
 
     try:
         module = load(program.source)
         torch.manual_seed(seed)
         original = prepare(module.build())
-        want = call(*original)
+        want = call(module, *original)
     except Exception as e:  # noqa: BLE001
         out.discarded = _error(e)
         return
@@ -651,7 +682,7 @@ def _judge_torch(program: Program, out: Outcome, seed: int, execute: bool) -> No
         out.fail("mismatch", f"the rewritten model cannot be built or take the original's state_dict: {_error(e)}")
         return
     try:
-        got = call(*rewritten)
+        got = call(new_module, *rewritten)
     except Exception as e:  # noqa: BLE001
         out.fail("mismatch", f"the rewritten model raises {_error(e)} where the original runs")
         return
@@ -661,20 +692,23 @@ def _judge_torch(program: Program, out: Outcome, seed: int, execute: bool) -> No
         out.fail("mismatch", f"running the graphs of both versions raises {_error(e)}")
         return
 
-    def host(values):
-        return [v.detach().cpu() if isinstance(v, torch.Tensor) else v for v in values]
-
-    (outs_a, bufs_a, grads_a, wrt), (outs_b, bufs_b, grads_b, _) = want, got
-    checks = [("output", host(outs_a), host(outs_b), RTOL, ATOL, [f"{i}" for i in range(len(outs_a))]),
-              ("buffer", host([b for _, b in bufs_a]), host([b for _, b in bufs_b]), RTOL, ATOL,
-               [n for n, _ in bufs_a])]
+    (outs_a, grads_a, wrt, state_a, inputs_a), (outs_b, grads_b, _, state_b, inputs_b) = want, got
     if (grads_a is None) != (grads_b is None):
         out.fail("mismatch", f"gradients: {'none' if grads_a is None else 'some'} before, "
                              f"{'none' if grads_b is None else 'some'} after")
         return
+    checks = [("output", [f"{i}" for i in range(len(outs_a))], outs_a, outs_b, RTOL, ATOL)]
     if grads_a is not None:
-        checks.append(("gradient", host(grads_a), host(grads_b), GRAD_RTOL, GRAD_ATOL, [n for n, _ in wrt]))
-    for what, xs, ys, rtol, atol, names in checks:
+        checks.append(("gradient", [n for n, _ in wrt], grads_a, grads_b, GRAD_RTOL, GRAD_ATOL))
+    checks += [("input after the call:", [n for n, _ in inputs_a], [x for _, x in inputs_a],
+                [x for _, x in inputs_b], RTOL, ATOL)]
+    if [n for n, _ in state_a] != [n for n, _ in state_b]:
+        out.fail("mismatch", f"state after the call: {[n for n, _ in state_a]} before, "
+                             f"{[n for n, _ in state_b]} after")
+        return
+    checks.append(("state after the call:", [n for n, _ in state_a], [v for _, v in state_a],
+                   [v for _, v in state_b], RTOL, ATOL))
+    for what, names, xs, ys, rtol, atol in checks:
         if len(xs) != len(ys):
             out.fail("mismatch", f"{what}s: {len(xs)} before, {len(ys)} after")
             return
@@ -683,6 +717,29 @@ def _judge_torch(program: Program, out: Outcome, seed: int, execute: bool) -> No
             if problem:
                 out.fail("mismatch", f"{what} {name}: {problem}")
                 return
+
+
+def _torch_state(module, fn) -> list:
+    """What a call may change besides its outputs: the containers of the
+    program's module (a list appended to), and the buffers and plain
+    attributes of the model and each of its submodules (a counter, a tensor
+    kept from the last call)."""
+    import torch
+
+    out = []
+    for name, value in sorted(vars(module).items()):
+        if not name.startswith("__") and isinstance(value, (list, dict, set)):
+            out.append((f"module `{name}`", value))
+    if isinstance(fn, torch.nn.Module):
+        internals = set(vars(torch.nn.Module())) | {"training"}
+        for prefix, m in fn.named_modules():
+            where = f"{prefix}." if prefix else ""
+            for name, b in m.named_buffers(recurse=False):
+                out.append((f"buffer `{where}{name}`", b))
+            for key, value in sorted(vars(m).items()):
+                if key not in internals:
+                    out.append((f"attribute `{where}{key}`", value))
+    return out
 
 
 def _torch_leaves(x) -> list:
@@ -695,11 +752,23 @@ def _torch_leaves(x) -> list:
 
 
 def _torch_difference(x, y, rtol: float, atol: float) -> Optional[str]:
-    """What differs between two host values (tensors, None for a gradient that
-    does not reach a value, Python values), or None.  A missing gradient equals
-    a zero one."""
+    """What differs between two values (tensors, read back here; None for a
+    gradient that does not reach a value; containers, by type and length;
+    other Python values, by ``repr``: each version's classes are its own), or
+    None.  A missing gradient equals a zero one."""
     import torch
 
+    if isinstance(x, (list, tuple, dict, set)) or isinstance(y, (list, tuple, dict, set)):
+        a, b = (f"{type(v).__name__} of {len(v)}" if isinstance(v, (list, tuple, dict, set)) else type(v).__name__
+                for v in (x, y))
+        return None if a == b else f"{a} before, {b} after"
+    for v in (x, y):
+        if isinstance(v, torch.Tensor):
+            try:
+                v.detach().cpu()
+            except Exception as e:  # noqa: BLE001 - a traced value kept past the call, say
+                return f"a tensor that cannot be read back after the call ({_error(e)})"
+    x, y = (v.detach().cpu() if isinstance(v, torch.Tensor) else v for v in (x, y))
     if x is None and y is None:
         return None
     if x is None or y is None:
@@ -710,7 +779,7 @@ def _torch_difference(x, y, rtol: float, atol: float) -> Optional[str]:
     if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
         return f"{type(x).__name__} before, {type(y).__name__} after"
     if not isinstance(x, torch.Tensor):
-        return None if x == y else f"{x!r} before, {y!r} after"
+        return None if repr(x) == repr(y) else f"{_short(x)} before, {_short(y)} after"
     if x.shape != y.shape or x.dtype != y.dtype:
         return f"{x.dtype}{list(x.shape)} before, {y.dtype}{list(y.shape)} after"
     try:
@@ -718,6 +787,11 @@ def _torch_difference(x, y, rtol: float, atol: float) -> Optional[str]:
     except AssertionError as e:
         return " ".join(str(e).split())
     return None
+
+
+def _short(x, width: int = 80) -> str:
+    text = repr(x)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 # ----------------------------------------------------------------------------- packages

@@ -6,7 +6,7 @@ import ast
 from typing import Optional
 
 from ..activity import int_literal, target_names, walk_all, walk_body
-from ..decline import Code, Decline, position, short
+from ..decline import advice, Code, Decline, position, short
 from ..examples import Invalid, Valid
 from ..iteration import (
     ElementSource,
@@ -180,8 +180,8 @@ def check_sequence(la, expr: ast.AST, how: str) -> None:
             kind = f"a Python {value.func.id}"
         if kind:
             raise Decline("L2S302", f"the loop {how} `{name}`, {kind} (line {node.lineno}): its items may "
-                          "differ in shape or type; stack them into one array first (`jnp.stack`) and loop "
-                          "over that", expr)
+                          "differ in shape or type; stack them into one array first "
+                          f"({advice(la, '`jnp.stack`', '`torch.stack`')}) and loop over that", expr)
 
 
 def _python_sequence(la, value: ast.AST) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from ..activity import target_side_effects, walk_all, walk_scope
-from ..decline import Code, Decline, position, short
+from ..decline import advice, Code, Decline, position, short
 from ..examples import Invalid, Valid
 from ..imports import is_under
 from ..kinds import OBJECT
@@ -78,8 +78,9 @@ def body_problems(la) -> list[Decline]:
                 if not call_problem(la, call, shadow, add, statement=True) and not _is_append_statement(node) \
                         and not is_under(la.qual(call.func), "jax.debug"):
                     add("L2S201", f"the result of `{short(ast.unparse(call))}` is discarded: a call made "
-                        "for its effect would run once, when the scan traces the step (use "
-                        "`jax.debug.callback` for host effects)", node)
+                        "for its effect would run once, when the scan traces the step ("
+                        + advice(la, "use `jax.debug.callback` for host effects", "move host effects out of the loop")
+                        + ")", node)
             elif isinstance(node, ast.Call) and not isinstance(la.mctx.parent(node), ast.Expr):
                 call_problem(la, node, shadow, add)
             if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.With)):
@@ -99,8 +100,10 @@ def body_problems(la) -> list[Decline]:
                                 "cannot change objects outside it (assign a local name and set the attribute "
                                 "after the loop)", leaf)
                         else:
-                            add("L2S204", f"`{ast.unparse(leaf)}` is assigned inside the loop; use "
-                                "`x = x.at[i].set(v)` or collect values and stack them after the loop", leaf)
+                            add("L2S204", f"`{ast.unparse(leaf)}` is assigned inside the loop; "
+                                + advice(la, "use `x = x.at[i].set(v)` or collect values and stack them after the "
+                                         "loop", "collect the values in a list and `torch.stack` them after the "
+                                         "loop"), leaf)
     return problems
 
 
@@ -156,7 +159,7 @@ def call_problem(la, node: ast.Call, shadow: set[str], add, statement: bool = Fa
         if f.id in HOST_BUILTINS:
             hint = "jax.debug.print" if f.id == "print" else "jax.debug.callback"
             add("L2S201", f"`{f.id}(...)` is a host side effect; inside a scan it would run once, at trace "
-                f"time (use `{hint}`)", node)
+                f"time ({advice(la, f'use `{hint}`', 'move it out of the loop')})", node)
             return True
         if f.id in ATTR_BUILTINS:
             add("L2S203", f"`{f.id}(...)` changes an object inside the loop", node)
@@ -172,7 +175,8 @@ def call_problem(la, node: ast.Call, shadow: set[str], add, statement: bool = Fa
     if q is not None:
         if is_under(q, *HOST_CALL_ROOTS) or (q.split(".")[0] == "builtins" and q.split(".")[-1] in HOST_BUILTINS):
             add("L2S201", f"`{ast.unparse(f)}(...)` is a host side effect; inside a scan it would run once, at "
-                "trace time (use `jax.debug.callback`, or move it out of the loop)", node)
+                f"trace time ({advice(la, 'use `jax.debug.callback`, or move it out of the loop', 'move it out of the loop')})",
+                node)
             return True
         return False
     if not isinstance(f, ast.Attribute):
