@@ -37,10 +37,12 @@ os.environ.setdefault("PJRT_DEVICE", "CPU")
 
 # must-rewrite programs run (seeds 0 ..): about half are rewritten today, each compiles two
 # graphs (about 1 to 3 s each on a 2-core machine)
-EXECUTED_SEEDS = 16
-MIN_EXECUTED = 6
-# programs of both labels, rewritten only (about 20 ms each)
-STATIC_SEEDS = 400
+EXECUTED_SEEDS = 24
+MIN_EXECUTED = 7
+# programs rewritten only (about 10 ms each): of both labels, then must-decline ones (so that every
+# construct of the grammar occurs)
+STATIC_SEEDS = 300
+DECLINE_SEEDS = 500
 
 #: Failures of the grammar's programs that are tool bugs not fixed yet: name -> (what, match).
 #: ``match(program, outcome)`` says whether a failing program is that bug.
@@ -120,7 +122,8 @@ def test_fuzz_torch_static(capsys):
     the output parses, and no loop a must-decline construct forbids is
     rewritten (apart from the known bugs); every construct of the grammar
     occurs and is declined at least once."""
-    programs = [generate(seed, klass="torch") for seed in range(STATIC_SEEDS)]
+    programs = [generate(seed, klass="torch") for seed in range(STATIC_SEEDS)] + \
+        [generate(seed, label=MUST_DECLINE, klass="torch") for seed in range(DECLINE_SEEDS)]
     tally, unknown, judged = _run(programs, False, capsys, "static")
     by_construct: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for program, outcome in judged:
@@ -136,7 +139,7 @@ def test_fuzz_torch_static(capsys):
     never_declined = [c for c, codes in by_construct.items() if c not in ALWAYS_REWRITTEN
                       and not any(k.startswith("declined") for k in codes)]
     assert not never_declined, never_declined
-    assert tally.must_rewrite >= STATIC_SEEDS // 2 and tally.must_decline >= STATIC_SEEDS // 4, tally.summary()
+    assert tally.must_rewrite >= STATIC_SEEDS // 2, tally.summary()
 
 
 def test_torch_grammar_coverage():
@@ -176,7 +179,7 @@ def test_torch_judge_sees_a_wrong_rewrite(monkeypatch):
     """The judge can fail: a rewrite whose step computes something else, and one
     that changes what a call leaves behind, are mismatches."""
     pytest.importorskip("torch_xla")
-    import fuzz.harness as harness
+    from fuzz import harness
 
     program = _program("""
         def f(x: torch.Tensor, h: torch.Tensor):
@@ -229,25 +232,29 @@ def _program(body: str, args: list, label: str = MUST_REWRITE) -> Program:
 _XH = [ArgSpec("x", (4, 3, 7)), ArgSpec("h", (3, 7))]
 _H = [ArgSpec("h", (3, 5))]
 _BLOCK = """
-    class Block(nn.Module):
-        def __init__(self, d):
-            super().__init__()
-            self.lin = nn.Linear(d, d)
+        class Block(nn.Module):
+            def __init__(self, d):
+                super().__init__()
+                self.lin = nn.Linear(d, d)
 
-        def forward(self, h):
-            return h + torch.tanh(self.lin(h))
+            def forward(self, h):
+                return h + torch.tanh(self.lin(h))
 """
-_STACK = """
-    class Model(nn.Module):
-        def __init__(self, d, n):
-            super().__init__()
-            self.layers = nn.ModuleList([Block(d) for _ in range(n)])
 
-        def forward(self, h: torch.Tensor):
-            for layer in self.layers:
-                h = layer(h)
-            return h
+
+def _stack(*body: str) -> str:
+    """A model looping over `Block` layers, ``body`` the loop's statements."""
+    return """
+        class Model(nn.Module):
+            def __init__(self, d, n):
+                super().__init__()
+                self.layers = nn.ModuleList([Block(d) for _ in range(n)])
+
+            def forward(self, h: torch.Tensor):
+                for layer in self.layers:
+""" + "".join(f"{' ' * 20}{line}\n" for line in body) + """                return h
 """
+
 
 # must-decline programs whose loop is rewritten: each rewrite is run and differs (or raises)
 WRONG_REWRITES = {
@@ -273,7 +280,7 @@ WRONG_REWRITES = {
             def forward(self, h):
                 self.seen.append(h.shape)
                 return h + torch.tanh(self.lin(h))
-        """ + _STACK, _H, MUST_DECLINE),
+        """ + _stack("h = layer(h)"), _H, MUST_DECLINE),
     "cell-forward-appends-to-a-list-attribute": _program("""
         class Cell(nn.Module):
             def __init__(self, d):
@@ -295,9 +302,9 @@ WRONG_REWRITES = {
                     h = self.cell(x_t, h)
                 return h
         """, _XH, MUST_DECLINE),
-    "float-of-a-tensor-in-a-layer-loop": _program(_BLOCK + _STACK.replace(
-        "                h = layer(h)\n",
-        "                h = layer(h)\n                h = h / (1.0 + float(h.abs().max()))\n"), _H, MUST_DECLINE),
+    "float-of-a-tensor-in-a-layer-loop": _program(_BLOCK + _stack("h = layer(h)",
+                                                                  "h = h / (1.0 + float(h.abs().max()))"),
+                                                  _H, MUST_DECLINE),
 }
 
 
@@ -393,10 +400,9 @@ FALSE_DECLINES = {
 
             def forward(self, h):
                 return h + self.mlp(h)
-        """ + _STACK, _H),
+        """ + _stack("h = layer(h)"), _H),
     # L2S334: `self.training` (and `self.config...`) in the body are taken for values of `self`
-    "self-training-in-a-layer-loop": _program(_BLOCK + _STACK.replace(
-        "h = layer(h)\n", "h = layer(h) * (0.5 if self.training else 0.9)\n"), _H),
+    "self-training-in-a-layer-loop": _program(_BLOCK + _stack("h = layer(h) * (0.5 if self.training else 0.9)"), _H),
 }
 
 

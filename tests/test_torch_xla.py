@@ -220,6 +220,20 @@ def test_assume_pure_marks_the_list_s_own_layers_pure():
         _compare(a, b, [h], [h])
 
 
+def test_enumerate_with_a_counter_the_body_never_reads():
+    src = _PURE.replace("for layer in reversed(self.layers):", "for i, layer in enumerate(self.layers):")
+    result = rewrite_source(src, "torch_xla")
+    assert "scan_layers(self.layers, h)" in result.new_text, result.new_text
+    orig, new = load(src), load(result.new_text)
+    for n in (1, 2, 5):
+        a, b = _pair(orig.Stack, new.Stack, W, n)
+        h = _randn(B, T, W, seed=40 + n)
+        _compare(a, b, [h], [h])
+    used = src.replace("h = layer(h)\n", "h = layer(h) * (i + 1)\n", 1)
+    loop = rewrite_source(used, "torch_xla").loops[-2]
+    assert (loop.status, loop.code) == (D, "L2S332"), loop.message
+
+
 def test_a_declined_layer_loop_lists_every_blocker(tmp_path, monkeypatch):
     """The JSON report and `explain` carry every blocker the rules find on their
     own, the first being the loop's code: here a per-layer constructor argument,
@@ -251,6 +265,12 @@ def test_a_declined_layer_loop_lists_every_blocker(tmp_path, monkeypatch):
     r = runner.invoke(main, ["rewrite", "model.py", "--framework", "torch_xla", "--format", "json"])
     loop = next(lp for f in json.loads(r.output)["files"] for lp in f["loops"] if lp["status"] == "declined")
     assert [b["code"] for b in loop["blockers"]] == ["L2S333"]
+
+
+def test_a_loop_at_module_level_is_declined_not_an_error():
+    src = "import torch\nimport torch_xla\nfor x_t in torch.ones(3):\n    y = x_t + 1\n"
+    result = rewrite_source(src, "torch_xla")
+    assert result.error is None and [(r.status, r.code) for r in result.loops] == [(D, "L2S011")]
 
 
 def test_messages_for_torch_code_give_torch_advice():

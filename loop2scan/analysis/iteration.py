@@ -12,7 +12,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from .decline import Decline
+from .decline import Decline, short
 
 STATIC_BUILTINS = {"len", "min", "max", "abs", "int", "round", "sum"}
 STATIC_ATTRS = {"shape", "ndim", "size"}
@@ -157,7 +157,8 @@ def _source(it: ast.AST, target: ast.AST, shadowed: set[str], facts, top: bool =
         # the counter runs over len(seq); for zip(...) its first argument (scan checks that all agree)
         counted = seq.args[0] if _builtin_call(seq, "zip", shadowed) and seq.args else seq
         if not _simple_expr(counted):
-            raise Decline("L2S302", "`enumerate()` over a computed expression; assign it to a name first", seq)
+            raise Decline("L2S302", f"`enumerate({short(ast.unparse(seq))})` over a computed expression; assign "
+                          "it to a name first", seq)
         if isinstance(target, ast.Name):
             idx_t: ast.AST = ast.Name(id="_", ctx=ast.Store())
             elt_t: ast.AST = ast.Name(id="_", ctx=ast.Store())

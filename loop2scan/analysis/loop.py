@@ -254,6 +254,7 @@ class LoopAnalysis:
                           "`scan_layers` returns only the carry", self.loop)
         for name in self.carries:
             carries._check_carry_init(self, name)
+        torch_time.check_float_carries(self, self.carries, "is carried from layer to layer")
         self.find_tainted()
         self.xs, self.ys, self.xs_tree, self.index_info = [], [], None, None
         self.reverse, self.length, self.length_reason = False, None, ""

@@ -169,9 +169,10 @@ def _stack(c, decline: bool) -> Program:
         body_kind = "plain"  # the construct's statement follows `h = layer(h)` (an addition: in place is fine)
     if decline:
         # around the construct, only what the tool rewrites today (so that the construct is what
-        # keeps the loop): no `nn.Sequential` called in the layer, no `self.training` in the body
+        # keeps the loop): no `nn.Sequential` called in the layer, no `self.training` or `self.config`
+        # in the body, no carry that starts from zeros
         block = "residual" if block == "mlp" else block
-        body_kind = "plain" if body_kind in ("training", "two-carries") else body_kind
+        body_kind = "plain" if body_kind in ("training", "config", "two-carries") else body_kind
     if block == "pair" and body_kind != "act":
         body_kind = "plain"  # the pair block has two carries already, and the body unpacks them
     if block == "tuple-out" and body_kind == "temp":
@@ -186,8 +187,8 @@ def _stack(c, decline: bool) -> Program:
     fwd_params = ["h"]
     fwd: list[str] = []
     if block == "mlp":
-        init += ["self.norm = nn.LayerNorm(d)", "self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), "
-                 "nn.Linear(2 * d, d))"]
+        init += ["self.norm = nn.LayerNorm(d)",
+                 "self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))"]
         fwd.append("return h + self.mlp(self.norm(h))")
     elif block == "masked":
         init.append("self.lin = nn.Linear(d, d)")

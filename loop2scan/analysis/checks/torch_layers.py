@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ...plan import SharedValue, TorchLayerScan
-from ..activity import all_written_names, target_names, walk_all
+from ..activity import all_read_names, all_written_names, target_names, walk_all
 from ..decline import Code, Decline, short
 from ..examples import Invalid
 from ..imports import is_under
@@ -96,6 +96,8 @@ RANDOM_FUNCTIONS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dro
                     "multinomial", "normal", "poisson", "randperm", "rrelu"}
 _INVERT_WHY = ("applies `~`: torch_xla 2.9's scan computes `~` on the boolean tensors it scans (buffers, values "
                "passed to every layer) as an integer bitwise not (`~True` becomes -2); write `.logical_not()`")
+_RANDOM_STEP_WHY = ("draws random numbers: the scan traces the step once, where the loop draws new ones at every "
+                    "step")
 _RANDOM_WHY = ("draws random numbers, and under `scan_layers` every layer draws the same ones (one dropout mask "
                "for all layers, where the loop draws one per layer)")
 #: ``torch.nn`` layers that write buffers in ``forward`` (running statistics in training).
@@ -154,28 +156,39 @@ def builds_modules(la) -> Optional[str]:
     return None
 
 
-def _check_iterable(la, attr: str) -> str:
-    """The loop iterates the list (a slice of it, or ``reversed``) alone; its variable."""
+def _check_iterable(la, attr: str) -> tuple[str, ast.AST]:
+    """The loop iterates the list (a slice of it, or ``reversed``) alone, or
+    ``enumerate`` of it with a counter the body never reads: the layer's variable
+    and the layers' expression."""
     loop = la.loop
     it = loop.iter
+    if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "enumerate" and \
+            len(it.args) == 1 and not it.keywords and "enumerate" not in la.fctx.shadowing and \
+            isinstance(loop.target, ast.Tuple) and len(loop.target.elts) == 2 and \
+            all(isinstance(e, ast.Name) for e in loop.target.elts):
+        counter, element = loop.target.elts
+        if counter.id not in all_read_names(loop.body) and counter.id != element.id:
+            base = it.args[0]
+            if isinstance(base, ast.Attribute) or (isinstance(base, ast.Subscript) and isinstance(
+                    base.slice, ast.Slice) and isinstance(base.value, ast.Attribute)):
+                return element.id, base  # the counter is never read: the layers alone
     base = it.args[0] if _is_reversed(it) else it
     if not (isinstance(base, ast.Attribute) or (isinstance(base, ast.Subscript) and isinstance(base.slice, ast.Slice)
                                                 and isinstance(base.value, ast.Attribute))):
         raise Decline("L2S332", f"the loop iterates `{short(ast.unparse(it))}`: the step of `scan_layers` gets one "
                       "layer and no layer number or per-layer companion values (caches, names keyed by the index); "
-                      f"iterate `self.{attr}` alone", it)
+                      f"iterate `self.{attr}` alone (an `enumerate` counter the body never reads is fine)", it)
     if not isinstance(loop.target, ast.Name):
         raise Decline("L2S332", f"the loop unpacks `{short(ast.unparse(loop.target))}` from each layer",
                       loop.target)
-    return loop.target.id
+    return loop.target.id, it
 
 
 def plan_layer_loop(la, attr: str) -> TorchLayerScan:
     """The facts of a loop over a list of torch layers, or a decline."""
     mctx, loop, func = la.mctx, la.loop, la.func
     cls = mctx.enclosing_class(func)
-    it = loop.iter
-    element = _check_iterable(la, attr)
+    element, layers = _check_iterable(la, attr)
     layer_cls = find_layers(la, cls, attr)
     check_layer_class(layer_cls, f"`{_class_name(layer_cls)}`", where=loop, where_module=mctx)
     if not holds_parameters(layer_cls):
@@ -184,7 +197,7 @@ def plan_layer_loop(la, attr: str) -> TorchLayerScan:
                       "layers' parameters and fails when there are none", loop)
     uses = check_body(la, element, attr)
     return TorchLayerScan(attr=attr, element=element, element_uses=uses, cls=cls.name,
-                          layer_class=_class_name(layer_cls), iterable=mctx.source(it))
+                          layer_class=_class_name(layer_cls), iterable=mctx.source(layers))
 
 
 def all_blockers(la, attr: str, first: Decline) -> list[Decline]:
@@ -577,6 +590,10 @@ class _CodeChecker:
         self.seen = seen
         self.code = code
         self.done: set[int] = set()
+        time = code != "L2S331"  # the body of a time loop (torch_xla's scan), not a layer's code
+        self.branch_why = ("the step is traced once, so the branch taken then would hold for every step" if time
+                           else "the first layer's branch would be traced for every layer")
+        self.random_why = _RANDOM_STEP_WHY if time else _RANDOM_WHY
         self._python: dict[int, set[str]] = {}
 
     def fail(self, message: str, node, mctx) -> None:
@@ -638,7 +655,7 @@ class _CodeChecker:
                                                                   "max", "min", "mean", "isnan", "isinf")) or \
                         (q is not None and is_under(q, "torch") and not q.rsplit(".", 1)[-1].startswith("is_")):
                     self.fail(f"`{short(ast.unparse(test))}` (line {test.lineno}) branches on tensor values: "
-                              "the first layer's branch would be traced for every layer", test, fn.mctx)
+                              + self.branch_why, test, fn.mctx)
 
     def check_call(self, fn: _Found, call: ast.Call, is_method: bool) -> None:
         mctx = fn.mctx
@@ -681,7 +698,7 @@ class _CodeChecker:
             if any(q == e or q.startswith(e + ".") or (e.endswith("_") and q.startswith(e)) for e in TORCH_EFFECTS):
                 self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) calls `{q}`", call, mctx)
             if is_under(q, "torch") and q.rsplit(".", 1)[-1] in RANDOM_FUNCTIONS:
-                self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) {_RANDOM_WHY}", call, mctx)
+                self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) {self.random_why}", call, mctx)
             if is_under(q, *PURE_ROOTS) or q.startswith("builtins."):
                 return
             project = mctx.project

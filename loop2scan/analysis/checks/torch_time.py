@@ -69,6 +69,8 @@ SCANNED_AS = "torch_xla.experimental.scan.scan"
 def check_time_loop(la) -> None:
     """The torch rules for the body of a time loop; records the submodules of
     ``self`` it calls (``la.torch_cells``)."""
+    if la.func is None:
+        return  # a loop at module level: the next step declines it
     cells = _cells(la)
     _check_self_reads(la, cells)
     here = _Found(la.mctx, la.func)
@@ -199,7 +201,100 @@ def plan_time_scan(la) -> None:
             raise Decline("L2S334", f"the body reads `{name}`, and nothing shows whether it is a tensor (the scan "
                           "step must get it through its carry) or a Python value (closed over)", node)
         (carried if kind == "tensor" else closed).append(name)
+    check_float_carries(la, la.carries, "is carried from step to step")
+    check_float_carries(la, carried, "is read from outside the step and travels in its carry")
     la.torch_time = TorchTimeScan(cells=list(la.torch_cells), carried=carried, closed=closed)
+
+
+#: ``torch`` tensor types and dtypes that are not floating point (a scan carry is traced with gradients).
+_NON_FLOAT_TYPES = {"LongTensor", "IntTensor", "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"}
+_NON_FLOAT_DTYPES = {"long", "int", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64",
+                     "short", "bool"}
+_NON_FLOAT_METHODS = {"long", "int", "short", "char", "byte", "bool"}
+_INTEGER_FUNCTIONS = {"randint", "randint_like", "argmax", "argmin", "argsort", "nonzero", "searchsorted",
+                      "bucketize", "randperm", "tril_indices", "triu_indices", "count_nonzero"}
+_BOOL_FUNCTIONS = {"eq", "ne", "gt", "ge", "lt", "le", "isnan", "isinf", "isfinite", "isclose", "logical_and",
+                   "logical_or", "logical_not", "logical_xor", "greater", "less", "equal", "isin", "signbit"}
+_LIKE_FUNCTIONS = {"zeros_like", "ones_like", "full_like", "empty_like", "clone"}
+
+
+def non_float(la, name: str, depth: int = 0) -> Optional[str]:
+    """Why ``name`` is shown to hold a tensor that is not floating point (an
+    integer or boolean dtype), from its definitions before the loop and its
+    assignments in the body, or ``None``."""
+    if depth > 4:
+        return None
+    fctx, mctx = la.fctx, la.mctx
+    ann = fctx.param_annotations.get(name)
+    if ann is not None:
+        q = mctx.imports.qualname(ann) or ast.unparse(ann)
+        if q.rsplit(".", 1)[-1] in _NON_FLOAT_TYPES:
+            return f"annotated `{short(ast.unparse(ann))}`"
+    values = []
+    for d in fctx.defs_before(la.loop, name):
+        if d.kind == "assign" and getattr(d.node, "value", None) is not None:
+            values.append(d.node.value)
+    for node in walk_all(la.loop.body):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            values.append(node.value)
+    for value in values:
+        why = _non_float_expr(la, value, depth)
+        if why is not None:
+            return f"`{name} = {short(ast.unparse(value))}` ({why})"
+    return None
+
+
+def _non_float_expr(la, expr: ast.AST, depth: int) -> Optional[str]:
+    if isinstance(expr, ast.Compare):
+        return "a comparison: boolean"
+    if isinstance(expr, ast.Name):
+        return "its value" if non_float(la, expr.id, depth + 1) else None
+    if not isinstance(expr, ast.Call):
+        return None
+    for k in expr.keywords:
+        if k.arg == "dtype" and _dtype_name(la, k.value) in _NON_FLOAT_DTYPES:
+            return f"dtype {ast.unparse(k.value)}"
+    f = expr.func
+    if isinstance(f, ast.Attribute) and f.attr in _NON_FLOAT_METHODS and not expr.args:
+        return f"`.{f.attr}()`"
+    if isinstance(f, ast.Attribute) and f.attr in ("to", "type") and expr.args and \
+            _dtype_name(la, expr.args[0]) in _NON_FLOAT_DTYPES:
+        return f"converted to {ast.unparse(expr.args[0])}"
+    q = la.mctx.imports.qualname(f)
+    last = q.rsplit(".", 1)[-1] if q and q.startswith("torch.") else None
+    if last in _INTEGER_FUNCTIONS:
+        return f"`{q}` gives integers"
+    if last in _BOOL_FUNCTIONS:
+        return f"`{q}` gives booleans"
+    if last == "arange" and not any(k.arg == "dtype" for k in expr.keywords) and not any(
+            isinstance(a, ast.Constant) and isinstance(a.value, float) for a in expr.args):
+        return "`torch.arange` of integers gives integers"
+    if last in _LIKE_FUNCTIONS and expr.args and not any(k.arg == "dtype" for k in expr.keywords):
+        return _non_float_expr(la, expr.args[0], depth + 1)
+    if isinstance(f, ast.Attribute) and f.attr in ("add", "mul", "sub", "clone") and q is None:
+        return _non_float_expr(la, f.value, depth + 1)
+    if last in ("add", "mul", "sub", "where", "clone") and expr.args:
+        return _non_float_expr(la, expr.args[0], depth + 1)
+    return None
+
+
+def _dtype_name(la, expr: ast.AST) -> Optional[str]:
+    q = la.mctx.imports.qualname(expr)
+    if q and q.startswith("torch."):
+        return q.rsplit(".", 1)[-1]
+    return None
+
+
+def check_float_carries(la, names, what: str) -> None:
+    """Every name the scan carries is not shown to be an integer or boolean
+    tensor: torch_xla traces the carry with gradients, which such a tensor cannot
+    have (the scan raises where the loop runs)."""
+    for name in names:
+        why = non_float(la, name)
+        if why is not None:
+            raise Decline("L2S335", f"`{name}` {what}, and it is not a floating-point tensor: {why}; torch_xla's "
+                          "scan traces its carry with gradients, which an integer or boolean tensor cannot have",
+                          la.loop)
 
 
 def finish_plan(plan) -> None:
@@ -293,6 +388,16 @@ INVALID = (
     Invalid("L2S335", "python-list-of-tensors", _RNN.replace("x: torch.Tensor", "x").format(
         body="h = self.cell(x[:, t], h)  # <-\n            outs.append(h)"),
         says=("`x`", "Python list"), framework="torch_xla", header=False),
+    Invalid("L2S335", "integer-carry", """
+        import torch
+        import torch_xla
+
+
+        def accumulate_hash(current_hash: torch.LongTensor, data: torch.LongTensor):
+            for i in range(data.shape[-1]):  # <-
+                current_hash = torch.add(current_hash, data[..., i]) * 6364136223846793005
+            return current_hash
+        """, says=("`current_hash`", "LongTensor", "gradients"), framework="torch_xla", header=False),
     Invalid("L2S336", "print-in-the-body", _RNN.format(
         body="h = self.cell(x[:, t], h)\n            print(h)  # <-\n            outs.append(h)"),
         says=("print",), framework="torch_xla", header=False),
