@@ -155,7 +155,8 @@ def explain_loop(path: str, loop: LoopResult) -> str:
                          "a step (weakly typed, like the loop's int)")
         lines.append(f"    broadcast: {', '.join(plan.broadcast) or '(none)'}")
         if plan.reverse:
-            lines.append("    direction: reverse=True (the loop ran from the last index to the first)")
+            how = "inputs flipped with `.flip(0)`" if plan.torch_time is not None else "reverse=True"
+            lines.append(f"    direction: {how} (the loop ran from the last index to the first)")
         if plan.layout is not None:
             lines.append(f"    layout:    {plan.layout.describe()}")
         if plan.context is not None:

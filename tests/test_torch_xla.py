@@ -339,6 +339,18 @@ def test_functions_of_tensors(rnns, steps):
     _compare(orig.running_max, new.running_max, [x], [x])
 
 
+def test_explain_a_time_loop():
+    from click.testing import CliRunner
+
+    from loop2scan.cli import main
+
+    out = CliRunner().invoke(main, ["explain", f"{GOLDEN / 'rnn.py'}:49", "--framework", "torch_xla"]).output
+    assert "rewritten -> torch_xla.experimental.scan.scan" in out, out
+    assert "inputs flipped with `.flip(0)`" in out and "reverse=True" not in out
+    assert "`g` is a floating-point tensor" in out  # carried unchanged: an assumption
+    assert "`torch.func.functional_call`" in out
+
+
 def test_zero_steps(rnns):
     """With no step, the loop's `torch.stack([])` raises, and so does the scan
     (it has no step to trace); a loop with no outputs returns its carry, where
