@@ -339,6 +339,49 @@ def test_functions_of_tensors(rnns, steps):
     _compare(orig.running_max, new.running_max, [x], [x])
 
 
+_ATTRS = """\
+import torch
+import torch.nn as nn
+import torch_xla
+
+
+class Leaky(nn.Module):
+    def __init__(self, d, leak: float, batch_first=True):
+        super().__init__()
+        self.cell = nn.RNNCell(d, d)
+        self.leak = leak
+        self.batch_first = batch_first
+        self.gain = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        outs = []
+        for t in range(x.size(1)):
+            h = self.leak * h + self.cell(x[:, t], h)
+            outs.append(h if self.batch_first else -h)
+        return torch.stack(outs, dim=1), h
+
+    def gained(self, x: torch.Tensor, h: torch.Tensor):
+        for x_t in x:
+            h = self.cell(x_t, h) * self.gain
+        return h
+"""
+
+
+def test_python_attributes_of_self_are_closed_over(tmp_path):
+    """`self.leak` is set in `__init__` from a parameter annotated `float`: a
+    Python value the step closes over; `self.gain` is a parameter read directly:
+    the step cannot close over it, so that loop is declined."""
+    result = rewrite_source(_ATTRS, "torch_xla")
+    codes = [(r.status, r.code) for r in result.loops]
+    assert codes == [(R, "L2S000"), (D, "L2S335")], [r.message for r in result.loops]
+    assert "`self.gain`" in result.loops[1].message
+    orig, new = load(_ATTRS), load(result.new_text)
+    for steps in (1, 6):
+        a, b = _pair(orig.Leaky, new.Leaky, W, 0.3)
+        x, h = _randn(B, steps, W, seed=50), _randn(B, W, seed=51)
+        _compare(a, b, [x, h], [x, h])
+
+
 def test_explain_a_time_loop():
     from click.testing import CliRunner
 

@@ -883,9 +883,10 @@ def shared_values(la, scan: TorchLayerScan, broadcast: list[str]) -> list[Shared
                 chains.setdefault(ast.unparse(node), []).append(node)
     for text, nodes in chains.items():
         node = nodes[0]
-        if not _python_chain(node):
+        if not _python_chain(node) and not (isinstance(node.value, ast.Name) and python_attribute(la, node.attr)):
             raise Decline("L2S334", f"`{text}` is passed to every layer, and nothing shows whether it is a tensor or "
-                          "a Python value (only `self.training` and `self.config...` are known to be Python values)",
+                          "a Python value (`self.training`, `self.config...` and attributes `__init__` sets from "
+                          "literals or Python-valued parameters are known to be Python values)",
                           node)
         out.append(SharedValue(text, _attr_name(node.attr, taken), False, [mctx.span(n) for n in nodes]))
     for name in broadcast:
@@ -934,6 +935,45 @@ def _python_chain(node: ast.Attribute) -> bool:
         n = n.value
     parts.reverse()
     return parts == ["training"] or (len(parts) >= 2 and parts[0] in ("config", "cfg"))
+
+
+def python_attribute(la, attr: str) -> bool:
+    """``self.<attr>`` of the class holding the loop is a Python value: assigned
+    only in ``__init__``, each time a literal, a parameter of ``__init__``
+    annotated or defaulted as a Python value, or arithmetic of such."""
+    cls = la.mctx.enclosing_class(la.func) if la.func is not None else None
+    init = _init(cls) if cls is not None else None
+    if init is None:
+        return False
+    builds = _assignments(cls, attr)
+    inside = {id(n) for n in walk(init)}
+    if not builds or any(id(b) not in inside or not isinstance(b, ast.Assign) or len(b.targets) != 1
+                         or not _is_self_attr(b.targets[0], attr) for b in builds):
+        return False
+    params = {a.arg: a for a in [*init.args.posonlyargs, *init.args.args, *init.args.kwonlyargs]}
+    defaults = dict(zip([a.arg for a in [*init.args.posonlyargs, *init.args.args]][::-1],
+                        init.args.defaults[::-1]))
+    defaults.update({a.arg: d for a, d in zip(init.args.kwonlyargs, init.args.kw_defaults) if d is not None})
+
+    def python(expr: ast.AST) -> bool:
+        if isinstance(expr, ast.Constant):
+            return True
+        if isinstance(expr, ast.Name) and expr.id in params:
+            arg = params[expr.id]
+            if arg.annotation is not None:
+                return _annotation_kind(la.mctx, arg.annotation) == "python"
+            d = defaults.get(expr.id)
+            return isinstance(d, ast.Constant) and d.value is not None
+        if isinstance(expr, ast.BinOp):
+            return python(expr.left) and python(expr.right)
+        if isinstance(expr, (ast.UnaryOp,)):
+            return python(expr.operand)
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in (
+                "int", "float", "bool", "str", "len", "min", "max", "abs") and expr.func.id not in la.mctx.module_names:
+            return True
+        return False
+
+    return all(python(b.value) for b in builds)
 
 
 def _value_kind(la, name: str) -> Optional[str]:

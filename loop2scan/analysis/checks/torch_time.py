@@ -45,6 +45,7 @@ from .torch_layers import (
     _CodeChecker,
     _Found,
     _python_chain,
+    python_attribute,
     _submodule_build,
     _value_kind,
     check_layer_class,
@@ -143,12 +144,12 @@ def _check_self_reads(la, cells: list[TorchCell]) -> None:
         top = node
         while isinstance(mctx.parent(top), ast.Attribute):
             top = mctx.parent(top)
-        if top is not node and _python_chain(top):
+        if top is not node and (_python_chain(top) or python_attribute(la, parent.attr)):
             continue
         what = short(ast.unparse(top))
         raise Decline("L2S335", f"the body reads `{what}`, which may be a tensor of the module: the scan step "
-                      "cannot close over tensors (only `self.training`, `self.config...` and calls of submodules "
-                      "are known)", top)
+                      "cannot close over tensors (`self.training`, `self.config...`, attributes `__init__` sets from "
+                      "literals or Python-valued parameters, and calls of submodules are known)", top)
 
 
 def plan_time_scan(la) -> None:
