@@ -7,12 +7,15 @@ and under ``jax.jit``).
     python benchmarks/fuzz_long.py --n 2000 --jobs 2
     python benchmarks/fuzz_long.py --start 50000   # another slice of seeds
     python benchmarks/fuzz_long.py --class bool-mask --n 300   # one class of programs
+    python benchmarks/fuzz_long.py --class torch --n 300 --out benchmarks/results/fuzz_long_torch.json
 
 Program ``i`` is ``generate(start + i)`` (``generate(start + i, klass=...)``
 with ``--class``): any program of the summary can be rebuilt from its seed.
 Programs of every class are drawn (``tests/fuzz/grammar.py``: the original
-grammar, the classes of real-code failures, multi-module packages); the
-summary also gives the counts per class.  Programs run in chunks in worker processes (restarted
+grammar, the classes of real-code failures, multi-module packages), but for
+the classes of ``grammar.OWN_RUN`` (``torch``: PyTorch/XLA models and
+functions, run on the XLA device, ``PJRT_DEVICE=CPU`` unless set), which only
+``--class`` selects; the summary also gives the counts per class.  Programs run in chunks in worker processes (restarted
 every few chunks, so JAX's caches do not grow without bound); after every chunk
 the summary so far is printed and written to
 ``benchmarks/results/fuzz_long.json``: counts of programs, must-rewrite and
@@ -89,11 +92,16 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=50, help="programs per chunk (default 50)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="JSON summary path (default benchmarks/results/fuzz_long.json)")
-    ap.add_argument("--class", dest="klass", default=None, help="only programs of this class (grammar.CLASSES)")
+    ap.add_argument("--class", dest="klass", default=None,
+                    help="only programs of this class (grammar.CLASSES; `torch` is drawn only this way)")
     args = ap.parse_args(argv)
 
     _setup_path()
+    from fuzz.grammar import CLASSES
     from fuzz.harness import Tally
+
+    if args.klass is not None and args.klass not in CLASSES:
+        ap.error(f"--class {args.klass}: not a class of the grammar ({', '.join(CLASSES)})")
 
     import multiprocessing as mp
 

@@ -13,10 +13,10 @@ The runs are bounded and derandomized, so CI sees the same programs every
 time; ``benchmarks/fuzz_long.py`` runs the same grammar over thousands of
 seeds.  The classes of ``grammar.OWN_RUN`` (``torch``: PyTorch/XLA programs)
 are never drawn in the mix and have their own bounded tests
-(``tests/test_fuzz_torch.py``).  The regression tests at the end are shrunk counterexamples found by
-these runs, written out by hand: each asserts the correct behaviour (those
-marked ``xfail(strict=True)`` show a tool limitation that is not lifted yet, and
-start failing once it is).
+(``tests/test_fuzz_torch.py``).  The regression tests at the end are shrunk
+counterexamples found by these runs, written out by hand: each asserts the
+correct behaviour (those marked ``xfail(strict=True)`` show a tool limitation
+that is not lifted yet, and start failing once it is).
 """
 
 from __future__ import annotations

@@ -272,6 +272,10 @@ class LoopAnalysis:
         plan.assumptions = [
             f"`{c}` is a floating-point tensor (or a tuple of them): `scan_layers` traces its carry with "
             "gradients" for c in self.carries]
+        plan.assumptions += [
+            f"`{v.expr}` needs no gradient, or is a leaf tensor: `scan_layers` copies the first step module, "
+            "and a computed tensor that needs gradients cannot be copied"
+            for v in scan.shared if v.tensor and torch_time.non_float(self, v.expr) is None]
         return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
                           target=torch_layers.SCANNED_AS)
 

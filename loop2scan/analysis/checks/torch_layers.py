@@ -118,6 +118,9 @@ TORCH_EFFECTS = ("torch.save", "torch.load", "torch.manual_seed", "torch.seed", 
                  "torch.autograd", "torch.backends", "torch.nn.init", "torch.random", "torch.testing")
 #: Tensor methods that read values back to the host (or branch on them).
 HOST_METHODS = {"item", "tolist", "numpy", "cpu", "nonzero", "data_ptr", "backward"}
+#: Methods that change a Python container in place (not `add` and `sort`, which tensors have as pure methods).
+CONTAINER_MUTATORS = {"append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault", "popitem",
+                      "discard", "reverse", "__setitem__", "__delitem__"}
 #: Tensor methods whose names end in ``_`` but change nothing.
 NOT_IN_PLACE = {"requires_grad_"}
 
@@ -670,6 +673,14 @@ class _CodeChecker:
         if isinstance(f, ast.Attribute) and f.attr in ("register_buffer", "register_parameter", "apply",
                                                        "register_forward_hook", "register_forward_pre_hook"):
             self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) changes the module", call, mctx)
+        if isinstance(f, ast.Attribute) and f.attr in CONTAINER_MUTATORS and mctx.imports.qualname(f) is None \
+                and not self._local_container(fn, f.value):
+            self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) changes a container that outlives the "
+                      "call; under a scan the change would happen once, when the step is traced", call, mctx)
+        if isinstance(f, ast.Name) and f.id in ("float", "int", "bool", "complex") and q_is_builtin(mctx, f) \
+                and call.args and not _python_value(call.args[0], self.python_names(fn.node)):
+            self.fail(f"`{short(ast.unparse(call))}` (line {call.lineno}) reads a value back to the host",
+                      call, mctx)
         # calls of `self.<name>`: a method (checked too) or a submodule (its class checked)
         if is_method and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "self":
             if f.attr in self.methods:
@@ -714,6 +725,22 @@ class _CodeChecker:
     def _submodule(self, attr: str):
         return _submodule_build(self.owner, attr)
 
+    def _local_container(self, fn: _Found, receiver: ast.AST) -> bool:
+        """``receiver`` is a name the function itself binds (not a parameter, a
+        global or an attribute): a container made for this call."""
+        func = fn.node
+        if not isinstance(receiver, ast.Name) or not hasattr(func, "args"):
+            return False
+        params = {a.arg for a in [*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs]}
+        if func.args.vararg is not None:
+            params.add(func.args.vararg.arg)
+        if func.args.kwarg is not None:
+            params.add(func.args.kwarg.arg)
+        if receiver.id in params:
+            return False
+        return any(isinstance(n, ast.Name) and n.id == receiver.id and isinstance(n.ctx, ast.Store)
+                   for n in walk_all(func.body))
+
 
 def _submodule_build(owner: _Found, attr: str):
     """The class of ``self.<attr>`` when the class ``owner`` assigns it once from
@@ -757,6 +784,32 @@ def _python_locals(func: ast.AST) -> set[str]:
                 out.add(name)
                 changed = True
     return out
+
+
+def q_is_builtin(mctx, f: ast.Name) -> bool:
+    """``f`` names the builtin (not a function or import of the module)."""
+    return f.id not in mctx.module_names and mctx.imports.qualname(f) is None
+
+
+def _python_value(expr: ast.AST, known: set[str]) -> bool:
+    """``expr`` is made of Python numbers and a tensor's static metadata (sizes,
+    numbers of dimensions): converting it reads nothing back from the device."""
+    if isinstance(expr, ast.Constant):
+        return True
+    if isinstance(expr, ast.Name):
+        return expr.id in known
+    if isinstance(expr, ast.BinOp):
+        return _python_value(expr.left, known) and _python_value(expr.right, known)
+    if isinstance(expr, ast.UnaryOp):
+        return _python_value(expr.operand, known)
+    if isinstance(expr, ast.Attribute) and expr.attr == "ndim":
+        return True
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "shape":
+        return _python_value(expr.slice, known)
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and \
+            expr.func.attr in ("size", "dim", "numel", "ndimension"):
+        return all(_python_value(a, known) for a in expr.args)
+    return _python_number(expr, known)
 
 
 def _python_number(expr: ast.AST, known: set[str]) -> bool:
@@ -898,6 +951,14 @@ def shared_values(la, scan: TorchLayerScan, broadcast: list[str]) -> list[Shared
         if kind is None:
             raise Decline("L2S334", f"`{name}` is passed to every layer, and nothing shows whether it is a tensor "
                           "(or `None`) or a Python value", nodes[0])
+        if kind == "tensor" and _computed_here(la, name):
+            from .torch_time import non_float
+
+            if non_float(la, name) is None:
+                raise Decline("L2S334", f"`{name}` is computed in the function and passed to every layer, and "
+                              "nothing shows it needs no gradient (an integer or boolean tensor): `scan_layers` "
+                              "copies the first step module, and a computed tensor that needs gradients cannot be "
+                              "copied", nodes[0])
         out.append(SharedValue(name, _attr_name(name, taken), kind == "tensor", [mctx.span(n) for n in nodes]))
     # calls of functions other than the layer: checked like layer code
     here = _Found(mctx, la.func)
@@ -993,6 +1054,32 @@ def _value_kind(la, name: str) -> Optional[str]:
     if len(kinds) != 1:
         return None
     return kinds.pop()
+
+
+def _computed_here(la, name: str) -> bool:
+    """``name`` is bound by the function itself before the loop (not only a parameter)."""
+    return any(d.kind != "param" for d in la.fctx.defs_before(la.loop, name))
+
+
+def may_be_none(la, name: str) -> bool:
+    """``name`` may be ``None`` where the loop starts: an ``Optional`` annotation,
+    a ``None`` default or an assignment of ``None``."""
+    fctx = la.fctx
+    for d in fctx.defs_before(la.loop, name):
+        if d.kind == "param":
+            ann = fctx.param_annotations.get(name)
+            default = fctx.param_defaults.get(name)
+            if isinstance(default, ast.Constant) and default.value is None:
+                return True
+            if ann is not None and ("Optional" in ast.unparse(ann) or "None" in ast.unparse(ann)):
+                return True
+        elif d.kind == "assign":
+            value = _assigned_value(d.node, name)
+            if value is None or (isinstance(value, ast.Constant) and value.value is None):
+                return True
+        else:
+            return True
+    return False
 
 
 def _assigned_value(stmt: ast.AST, name: str) -> Optional[ast.AST]:

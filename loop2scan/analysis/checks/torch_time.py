@@ -50,6 +50,7 @@ from .torch_layers import (
     _value_kind,
     check_layer_class,
     holds_buffers,
+    may_be_none,
 )
 
 CODES = (
@@ -202,6 +203,11 @@ def plan_time_scan(la) -> None:
             raise Decline("L2S334", f"the body reads `{name}`, and nothing shows whether it is a tensor (the scan "
                           "step must get it through its carry) or a Python value (closed over)", node)
         (carried if kind == "tensor" else closed).append(name)
+    for name in carried:
+        if may_be_none(la, name):
+            node = next((n for n in walk_all(loop.body) if isinstance(n, ast.Name) and n.id == name), loop)
+            raise Decline("L2S335", f"the body reads `{name}`, which may be `None`: the step gets the tensors it "
+                          "reads from outside through its carry, and torch_xla's scan carries tensors only", node)
     check_float_carries(la, la.carries, "is carried from step to step")
     check_float_carries(la, carried, "is read from outside the step and travels in its carry")
     la.torch_time = TorchTimeScan(cells=list(la.torch_cells), carried=carried, closed=closed)
@@ -245,9 +251,19 @@ def non_float(la, name: str, depth: int = 0) -> Optional[str]:
     return None
 
 
+#: ``torch`` functions and tensor methods whose result has the dtype of their (first) tensor.
+_SAME_DTYPE = {"tril", "triu", "flip", "transpose", "reshape", "view", "expand", "expand_as", "unsqueeze",
+               "squeeze", "permute", "contiguous", "clone", "repeat", "narrow", "roll", "t", "movedim",
+               "detach", "flatten", "broadcast_to", "diag", "diagonal", "to"}
+
+
 def _non_float_expr(la, expr: ast.AST, depth: int) -> Optional[str]:
+    if depth > 6:
+        return None
     if isinstance(expr, ast.Compare):
         return "a comparison: boolean"
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.BitAnd, ast.BitOr, ast.BitXor)):
+        return _non_float_expr(la, expr.left, depth + 1) or _non_float_expr(la, expr.right, depth + 1)
     if isinstance(expr, ast.Name):
         return "its value" if non_float(la, expr.id, depth + 1) else None
     if not isinstance(expr, ast.Call):
@@ -272,6 +288,10 @@ def _non_float_expr(la, expr: ast.AST, depth: int) -> Optional[str]:
         return "`torch.arange` of integers gives integers"
     if last in _LIKE_FUNCTIONS and expr.args and not any(k.arg == "dtype" for k in expr.keywords):
         return _non_float_expr(la, expr.args[0], depth + 1)
+    if last in _SAME_DTYPE and expr.args:
+        return _non_float_expr(la, expr.args[0], depth + 1)
+    if isinstance(f, ast.Attribute) and f.attr in _SAME_DTYPE and q is None:
+        return _non_float_expr(la, f.value, depth + 1)  # `.to(device)`: a dtype was handled above
     if isinstance(f, ast.Attribute) and f.attr in ("add", "mul", "sub", "clone") and q is None:
         return _non_float_expr(la, f.value, depth + 1)
     if last in ("add", "mul", "sub", "where", "clone") and expr.args:
