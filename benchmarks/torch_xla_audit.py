@@ -400,7 +400,10 @@ def rewritten_source(root: str, rel: str) -> tuple[Optional[str], str]:
     return out, ""
 
 
-def run_worker(spec: dict, workdir: str, extra_path: Optional[str] = None, timeout: float = 900) -> dict:
+def run_worker(spec: dict, workdir: str, extra_path: Optional[str] = None, timeout: float = 900,
+               script: str = __file__, crashed: str = "crashed-worker") -> dict:
+    """Run ``script --worker SPEC`` in a fresh process (XLA on the CPU unless set); its JSON verdict,
+    or ``crashed`` when the worker dies or times out."""
     os.makedirs(workdir, exist_ok=True)
     spec_path = os.path.join(workdir, "spec.json")
     with open(spec_path, "w", encoding="utf-8") as f:
@@ -411,7 +414,7 @@ def run_worker(spec: dict, workdir: str, extra_path: Optional[str] = None, timeo
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["TRANSFORMERS_VERBOSITY"] = "error"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
-    code, out, err, secs = run_cmd([sys.executable, os.path.abspath(__file__), "--worker", spec_path],
+    code, out, err, secs = run_cmd([sys.executable, os.path.abspath(script), "--worker", spec_path],
                                    cwd=workdir, env=env, timeout=timeout)
     for line in reversed(out.strip().splitlines()):
         if line.startswith("{"):
@@ -422,7 +425,17 @@ def run_worker(spec: dict, workdir: str, extra_path: Optional[str] = None, timeo
             except json.JSONDecodeError:
                 break
     why = "timed out" if code is None else f"worker exit {code}: {last_error_line(err or out)}"
-    return {"verdict": "crashed-worker", "reason": why, "seconds": round(secs, 1)}
+    return {"verdict": crashed, "reason": why, "seconds": round(secs, 1)}
+
+
+def write_rewritten(work: str, rel: str, text: str) -> tuple[str, str]:
+    """Write the rewritten text of ``rel`` under ``work``: (its folder, its path)."""
+    out_dir = os.path.join(work, os.path.dirname(rel))
+    os.makedirs(out_dir, exist_ok=True)
+    rewritten_path = os.path.join(out_dir, os.path.basename(rel))
+    with open(rewritten_path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return out_dir, rewritten_path
 
 
 def execute(rw: dict, root: str, module_prefix: str, work: str, extra_path: Optional[str] = None,
@@ -435,11 +448,7 @@ def execute(rw: dict, root: str, module_prefix: str, work: str, extra_path: Opti
         rewritten_text, why = rewritten_source(root, rel)
         if rewritten_text is None:
             return {"verdict": "could-not-build", "reason": f"no rewritten source: {why}"}
-    out_dir = os.path.join(work, os.path.dirname(rel))
-    os.makedirs(out_dir, exist_ok=True)
-    rewritten_path = os.path.join(out_dir, os.path.basename(rel))
-    with open(rewritten_path, "w", encoding="utf-8") as f:
-        f.write(rewritten_text)
+    out_dir, rewritten_path = write_rewritten(work, rel, rewritten_text)
     module = module_prefix + rel[:-3].replace("/", ".")
     key = f"{rel}:{rw['class']}"
     spec = {"module": module, "rewritten_path": rewritten_path, "holder": rw["class"], "method": rw["method"],
@@ -452,12 +461,13 @@ def execute(rw: dict, root: str, module_prefix: str, work: str, extra_path: Opti
 
 # --------------------------------------------------------------------------- execution (worker side)
 
-def _worker(spec_path: str) -> None:
+def _worker(spec_path: str, work=None) -> None:
+    """The worker process: ``work(spec)`` (this audit's :func:`_work` by default), its verdict printed as JSON."""
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
     t0 = time.perf_counter()
     try:
-        res = _work(spec)
+        res = (work or _work)(spec)
     except _Verdict as v:
         res = {"verdict": v.verdict, "reason": v.reason, **v.extra}
     res["worker_seconds"] = round(time.perf_counter() - t0, 1)

@@ -71,7 +71,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch_xla_audit as txa
 from common import REPO_ROOT, RESULTS_DIR, log, machine_info, now_iso, redact
-from real_audit import last_error_line, run_cmd
+from real_audit import last_error_line
 
 BUILD_DIR = os.path.join(REPO_ROOT, "build")
 SCRATCH = os.path.join(BUILD_DIR, "torch-xla-time-audit")
@@ -352,43 +352,10 @@ def _work(spec: dict) -> dict:
 
 
 def _worker(spec_path: str) -> None:
-    with open(spec_path, encoding="utf-8") as f:
-        spec = json.load(f)
-    t0 = time.perf_counter()
-    try:
-        res = _work(spec)
-    except txa._Verdict as v:
-        res = {"verdict": v.verdict, "reason": v.reason, **v.extra}
-    res["worker_seconds"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(res, default=str), flush=True)
+    txa._worker(spec_path, _work)
 
 
 # --------------------------------------------------------------------------- execution (parent side)
-
-def run_worker(spec: dict, workdir: str, extra_path: str | None = None, timeout: float = 900) -> dict:
-    os.makedirs(workdir, exist_ok=True)
-    spec_path = os.path.join(workdir, "spec.json")
-    with open(spec_path, "w", encoding="utf-8") as f:
-        json.dump(spec, f)
-    env = dict(os.environ)
-    env.setdefault("PJRT_DEVICE", "CPU")
-    env.setdefault("PYTHONHASHSEED", "0")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["TRANSFORMERS_VERBOSITY"] = "error"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
-    code, out, err, secs = run_cmd([sys.executable, os.path.abspath(__file__), "--worker", spec_path],
-                                   cwd=workdir, env=env, timeout=timeout)
-    for line in reversed(out.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                res = json.loads(line)
-                res["seconds"] = round(secs, 1)
-                return res
-            except json.JSONDecodeError:
-                break
-    why = "timed out" if code is None else f"worker exit {code}: {last_error_line(err or out)}"
-    return {"verdict": "crashed", "reason": why, "seconds": round(secs, 1)}
-
 
 def rewritten_source_one(root: str, rel: str, line: int) -> tuple[str | None, str]:
     """The text of ``rel`` with only the loop at ``line`` rewritten (``rewrite --write PATH:LINE`` on the copy,
@@ -424,14 +391,11 @@ def execute(rw: dict, root: str, top: str, work: str, extra_path: str | None = N
         rewritten_text, why = rewritten_source_one(root, rel, rw["line"])
         if rewritten_text is None:
             return {"verdict": "could-not-build", "reason": f"no rewritten source: {why}"}
-    out_dir = os.path.join(work, os.path.dirname(rel))
-    os.makedirs(out_dir, exist_ok=True)
-    rewritten_path = os.path.join(out_dir, os.path.basename(rel))
-    with open(rewritten_path, "w", encoding="utf-8") as f:
-        f.write(rewritten_text)
+    out_dir, rewritten_path = txa.write_rewritten(work, rel, rewritten_text)
     spec = {"module": rel[:-3].replace("/", ".").removesuffix(".__init__"), "rewritten_path": rewritten_path,
             "holder": rw["class"], "harness": harness, "line": rw["line"]}
-    return run_worker(spec, os.path.join(out_dir, f"{os.path.basename(rel)[:-3]}.{rw['line']}"), extra_path)
+    return txa.run_worker(spec, os.path.join(out_dir, f"{os.path.basename(rel)[:-3]}.{rw['line']}"), extra_path,
+                          script=__file__, crashed="crashed")
 
 
 # --------------------------------------------------------------------------- self-test

@@ -545,6 +545,11 @@ class _PlanEmitter:
             self._register_output(y)
         tr.loops[id(loop)] = lambda o, u, step=step: self._build(u, step, o)
 
+    def last_step(self) -> int:
+        """Where the last step processed is among the stacked outputs: index 0
+        when ``lax.scan`` runs in reverse (it stacks them in index order)."""
+        return 0 if self.plan.reverse else -1
+
     def needs_jnp(self) -> bool:
         """The emitted code spells ``jax.numpy`` somewhere."""
         return _needs_jnp(self.plan)
@@ -554,14 +559,12 @@ class _PlanEmitter:
 
     # -------------------------------------------------------------- outputs
     def _register_output(self, y: YsItem) -> None:
-        tr, index, plan = self.tr, self.index, self.plan
+        tr, index = self.tr, self.index
         if y.kind == "last":
             target = self._fresh(f"all_{y.name}")
             self.ys_values.append(lambda: cst.Name(y.name))
             self.ys_targets.append(target)
-            # the value of the last step processed: index 0 when the scan runs in reverse
-            # (its stacked per-step values are in index order)
-            self.post.append(f"{y.name} = {target}[{0 if plan.reverse else -1}]")
+            self.post.append(f"{y.name} = {target}[{self.last_step()}]")
             return
         stmt = index.find(y.statement)
         if y.kind == "discard":

@@ -243,15 +243,8 @@ class _TimeStepEmitter(_PlanEmitter):
             parts.append("{" + ", ".join(kwargs) + "}")
         return parse_expr(f"{self.functional_call}({', '.join(parts)})", self.module)
 
-    def _register_output(self, y) -> None:
-        if y.kind == "last":
-            # the value of the last step processed: the outputs come in the loop's order
-            target = self._fresh(f"all_{y.name}")
-            self.ys_values.append(lambda: cst.Name(y.name))
-            self.ys_targets.append(target)
-            self.post.append(f"{y.name} = {target}[-1]")
-            return
-        super()._register_output(y)
+    def last_step(self) -> int:
+        return -1  # the inputs are flipped for a reversed loop: the outputs come in the loop's order
 
     def _identity(self, c) -> bool:
         return c.kind == "stack" and c.axis == 0 and not c.flipped

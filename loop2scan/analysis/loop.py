@@ -143,13 +143,16 @@ class LoopAnalysis:
 
     def declined(self, d: Decline) -> LoopResult:
         span = self.mctx.span(self.loop)
-        message = d.message
-        where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
-        if d.module is not None and d.module is not self.mctx:
-            # the construct at fault is in another module of the project
-            where = None
-            message += f" (in {d.module.display_path()}, line {getattr(d.node, 'lineno', '?')})"
+        message, where = self._located(d)
         return LoopResult(span.line, span.col, span.end_line, "declined", d.code, message, where=where)
+
+    def _located(self, d: Decline):
+        """A decline's message and the span of its construct (``None``, and the
+        module named in the message, for a construct in another module)."""
+        if d.module is not None and d.module is not self.mctx:
+            return f"{d.message} (in {d.module.display_path()}, line {getattr(d.node, 'lineno', '?')})", None
+        where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
+        return d.message, where
 
     def start_layer_loop(self, plan_layers: Callable[[], object]):
         """The steps every loop over a list of modules starts with: the loop's
@@ -231,11 +234,8 @@ class LoopAnalysis:
 
     def blocker(self, d: Decline) -> dict:
         """One blocker of a declined loop, for reports: its code, message and line."""
-        line = getattr(d.node, "lineno", None) if d.module is None or d.module is self.mctx else None
-        message = d.message
-        if d.module is not None and d.module is not self.mctx:
-            message += f" (in {d.module.display_path()}, line {getattr(d.node, 'lineno', '?')})"
-        return {"code": d.code, "message": message, "line": line}
+        message, where = self._located(d)
+        return {"code": d.code, "message": message, "line": where.line if where is not None else None}
 
     def _torch_layers(self, attr: str, span) -> LoopResult:
         """The steps of :meth:`run_torch_layers` (a decline propagates)."""
