@@ -220,6 +220,23 @@ def test_assume_pure_marks_the_list_s_own_layers_pure():
         _compare(a, b, [h], [h])
 
 
+def test_a_tensor_built_by_a_factory_is_passed_to_every_layer():
+    """A tensor built in the function by a `torch` factory from Python values
+    needs no gradient: it rides with the step modules (a computed one that may
+    need gradients declines, `L2S334`)."""
+    src = _PURE.replace("""    def masked(self, h: torch.Tensor, mask: torch.Tensor):
+        for layer in self.layers:""", """    def masked(self, h: torch.Tensor):
+        mask = torch.triu(torch.full((h.shape[-2], h.shape[-1]), 0.75, device=h.device))
+        for layer in self.layers:""")
+    result = rewrite_source(src, "torch_xla")
+    assert [r.status for r in result.loops] == [R, R], [r.message for r in result.loops]
+    orig, new = load(src), load(result.new_text)
+    for n in (1, 4):
+        a, b = _pair(orig.Stack, new.Stack, W, n)
+        h = _randn(B, T, W, seed=60 + n)
+        _compare(a.masked, b.masked, [h], [h])
+
+
 def test_enumerate_with_a_counter_the_body_never_reads():
     src = _PURE.replace("for layer in reversed(self.layers):", "for i, layer in enumerate(self.layers):")
     result = rewrite_source(src, "torch_xla")

@@ -275,7 +275,7 @@ class LoopAnalysis:
         plan.assumptions += [
             f"`{v.expr}` needs no gradient, or is a leaf tensor: `scan_layers` copies the first step module, "
             "and a computed tensor that needs gradients cannot be copied"
-            for v in scan.shared if v.tensor and torch_time.non_float(self, v.expr) is None]
+            for v in scan.shared if v.tensor and not torch_time.needs_no_gradient(self, v.expr)]
         return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
                           target=torch_layers.SCANNED_AS)
 

@@ -794,36 +794,35 @@ def q_is_builtin(mctx, f: ast.Name) -> bool:
 def _python_value(expr: ast.AST, known: set[str]) -> bool:
     """``expr`` is made of Python numbers and a tensor's static metadata (sizes,
     numbers of dimensions): converting it reads nothing back from the device."""
+    return _python_number(expr, known, metadata=True)
+
+
+def _python_number(expr: ast.AST, known: set[str], metadata: bool = False) -> bool:
+    """``expr`` is a Python number (with ``metadata``, also a tensor's size or
+    number of dimensions, or any literal)."""
+    def python(e: ast.AST) -> bool:
+        return _python_number(e, known, metadata)
+
     if isinstance(expr, ast.Constant):
-        return True
+        return metadata or isinstance(expr.value, (int, float))  # bools included
     if isinstance(expr, ast.Name):
         return expr.id in known
     if isinstance(expr, ast.BinOp):
-        return _python_value(expr.left, known) and _python_value(expr.right, known)
+        return python(expr.left) and python(expr.right)
     if isinstance(expr, ast.UnaryOp):
-        return _python_value(expr.operand, known)
-    if isinstance(expr, ast.Attribute) and expr.attr == "ndim":
-        return True
-    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "shape":
-        return _python_value(expr.slice, known)
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and \
-            expr.func.attr in ("size", "dim", "numel", "ndimension"):
-        return all(_python_value(a, known) for a in expr.args)
-    return _python_number(expr, known)
-
-
-def _python_number(expr: ast.AST, known: set[str]) -> bool:
-    if isinstance(expr, ast.Constant):
-        return isinstance(expr.value, (int, float))  # bools included
-    if isinstance(expr, ast.Name):
-        return expr.id in known
-    if isinstance(expr, ast.BinOp):
-        return _python_number(expr.left, known) and _python_number(expr.right, known)
-    if isinstance(expr, ast.UnaryOp):
-        return _python_number(expr.operand, known)
+        return python(expr.operand)
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in ("len", "range", "int",
                                                                                           "min", "max", "abs"):
         return True
+    if not metadata:
+        return False
+    if isinstance(expr, ast.Attribute) and expr.attr == "ndim":
+        return True
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "shape":
+        return python(expr.slice)
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and \
+            expr.func.attr in ("size", "dim", "numel", "ndimension"):
+        return all(python(a) for a in expr.args)
     return False
 
 
@@ -952,11 +951,12 @@ def shared_values(la, scan: TorchLayerScan, broadcast: list[str]) -> list[Shared
             raise Decline("L2S334", f"`{name}` is passed to every layer, and nothing shows whether it is a tensor "
                           "(or `None`) or a Python value", nodes[0])
         if kind == "tensor" and _computed_here(la, name):
-            from .torch_time import non_float
+            from .torch_time import needs_no_gradient
 
-            if non_float(la, name) is None:
+            if not needs_no_gradient(la, name):
                 raise Decline("L2S334", f"`{name}` is computed in the function and passed to every layer, and "
-                              "nothing shows it needs no gradient (an integer or boolean tensor): `scan_layers` "
+                              "nothing shows it needs no gradient (an integer or boolean tensor, or one built by a "
+                              "`torch` factory from Python values): `scan_layers` "
                               "copies the first step module, and a computed tensor that needs gradients cannot be "
                               "copied", nodes[0])
         out.append(SharedValue(name, _attr_name(name, taken), kind == "tensor", [mctx.span(n) for n in nodes]))
@@ -1194,6 +1194,22 @@ INVALID = (
     Invalid("L2S331", "dropout-in-the-layer", _HEADER.replace(
         "self.lin = nn.Linear(d, d)", "self.lin = nn.Linear(d, d)\n        self.drop = nn.Dropout(0.1)  # <-").replace(
         "return h + torch.tanh(self.lin(h)) * mask", "return h + self.drop(self.lin(h)) * mask") + _DECODER, says=("Dropout", "same"), framework="torch_xla", header=False),
+    Invalid("L2S330", "layers-changed-one-by-one", torch_decoder() + """
+    def set_scales(self):
+        for i, layer in enumerate(self.layers):
+            layer.scale = float(i)  # <-
+""", says=("`layer.scale`", "first layer's"), framework="torch_xla", header=False),
+    Invalid("L2S331", "layer-appends-to-a-list", _HEADER.replace(
+        "self.lin = nn.Linear(d, d)", "self.lin = nn.Linear(d, d)\n        self.seen = []").replace(
+        "return h + torch.tanh(self.lin(h)) * mask", "self.seen.append(h.shape)  # <-\n        "
+        "return h + torch.tanh(self.lin(h)) * mask") + _DECODER, says=("`self.seen.append", "outlives"),
+        framework="torch_xla", header=False),
+    Invalid("L2S331", "float-of-a-tensor", torch_decoder(
+        body="h = layer(h, mask)\n            h = h / (1.0 + float(h.abs().max()))  # <-"),
+        says=("`float(h.abs().max())`", "host"), framework="torch_xla", header=False),
+    Invalid("L2S334", "computed-tensor-to-every-layer", torch_decoder(
+        header="gate = torch.sigmoid(mask)\n        for layer in self.layers:", body="h = layer(h, gate)  # <-"),
+        says=("`gate`", "gradient"), framework="torch_xla", header=False),
     Invalid("L2S331", "invert-of-a-boolean-mask", torch_decoder(body="h = layer(h, ~mask)  # <-"),
             says=("`~mask`", "logical_not"), framework="torch_xla", header=False),
     Invalid("L2S332", "per-layer-outputs", torch_decoder(

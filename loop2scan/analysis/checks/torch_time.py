@@ -299,6 +299,53 @@ def _non_float_expr(la, expr: ast.AST, depth: int) -> Optional[str]:
     return None
 
 
+#: ``torch`` factories: their tensors need no gradient unless asked (``requires_grad=True``).
+_FACTORIES = {"zeros", "ones", "full", "empty", "eye", "arange", "linspace", "logspace", "tensor"}
+
+
+def needs_no_gradient(la, name: str) -> bool:
+    """``name`` holds a tensor that cannot need gradients where the loop starts:
+    an integer or boolean one, or one built by a ``torch`` factory from Python
+    values (through dtype-keeping functions such as ``triu``)."""
+    if non_float(la, name) is not None:
+        return True
+    values = _values_before(la, name)
+    return bool(values) and all(_factory_made(la, v, 0) for v in values)
+
+
+def _values_before(la, name: str) -> list:
+    out = []
+    for d in la.fctx.defs_before(la.loop, name):
+        value = getattr(d.node, "value", None) if d.kind == "assign" else None
+        if value is None:
+            return []  # a parameter, a loop variable...: not shown
+        out.append(value)
+    return out
+
+
+def _factory_made(la, expr: ast.AST, depth: int) -> bool:
+    if depth > 6 or not isinstance(expr, ast.Call):
+        return False
+    if any(k.arg == "requires_grad" for k in expr.keywords):
+        return False
+    f = expr.func
+    q = la.mctx.imports.qualname(f)
+    last = q.rsplit(".", 1)[-1] if q and q.startswith("torch.") else None
+    if last == "full":
+        return len(expr.args) >= 2 and _literal(expr.args[1])  # a tensor fill value could carry gradients
+    if last in _FACTORIES:
+        return True
+    if last in _SAME_DTYPE and expr.args:
+        return _factory_made(la, expr.args[0], depth + 1)
+    if isinstance(f, ast.Attribute) and f.attr in _SAME_DTYPE and q is None:
+        return _factory_made(la, f.value, depth + 1)
+    return False
+
+
+def _literal(expr: ast.AST) -> bool:
+    return isinstance(expr, ast.Constant) or (isinstance(expr, ast.UnaryOp) and isinstance(expr.operand, ast.Constant))
+
+
 def _dtype_name(la, expr: ast.AST) -> Optional[str]:
     q = la.mctx.imports.qualname(expr)
     if q and q.startswith("torch."):
@@ -419,6 +466,35 @@ INVALID = (
                 current_hash = torch.add(current_hash, data[..., i]) * 6364136223846793005
             return current_hash
         """, says=("`current_hash`", "LongTensor", "gradients"), framework="torch_xla", header=False),
+    Invalid("L2S335", "tensor-that-may-be-none", """
+        from typing import Optional
+
+        import torch
+        import torch_xla
+
+
+        def leaky(x: torch.Tensor, h: torch.Tensor, gain: Optional[torch.Tensor] = None):
+            for x_t in x:
+                h = torch.tanh(x_t + h) * gain  # <-
+            return h
+        """, says=("`gain`", "`None`"), framework="torch_xla", header=False),
+    Invalid("L2S336", "helper-appends-to-a-list", """
+        import torch
+        import torch_xla
+
+        LOG = []
+
+
+        def record(h):
+            LOG.append(h.shape)  # <-
+            return h
+
+
+        def leaky(x: torch.Tensor, h: torch.Tensor):
+            for x_t in x:
+                h = record(torch.tanh(x_t + h))
+            return h
+        """, says=("`LOG.append(h.shape)`", "outlives"), framework="torch_xla", header=False),
     Invalid("L2S336", "print-in-the-body", _RNN.format(
         body="h = self.cell(x[:, t], h)\n            print(h)  # <-\n            outs.append(h)"),
         says=("print",), framework="torch_xla", header=False),
