@@ -25,6 +25,25 @@ parameters and buffers: the layer's weights, and the tensors the loop passes
 to every layer (a scanned step cannot close over a tensor; as buffers they
 may be of any dtype, or ``None``).  Python values are plain attributes.  A
 tuple carry is splatted into ``forward`` and returned as a tuple.
+
+A loop that also grows tuples by one item per layer
+(``if output_hidden_states: all_hidden_states += (h,)``) needs per-step
+outputs, which ``scan_layers`` does not return: the step modules' ``forward``
+returns the carry and the items (``None`` where the flag is off), and
+``torch_xla.experimental.scan.scan`` runs the first step module with each
+layer's stacked parameters and buffers (``torch.func.functional_call``, with
+the step class's ``stacked_states``), as ``scan_layers`` does inside::
+
+    steps = [_EncoderLayerStep(layer, mask, output_hidden_states) for layer in self.layers]
+    if steps:
+        def _layer_step(h, state):
+            return functional_call(steps[0], state, (h,))
+
+        h, all_hidden_states_items = scan(_layer_step, h, _EncoderLayerStep.stacked_states(steps))
+        if output_hidden_states:
+            all_hidden_states = all_hidden_states + all_hidden_states_items.unbind(0)
+
+An empty list runs no scan (there is no layer to stack), as the loop runs no step.
 """
 
 from __future__ import annotations
@@ -85,6 +104,16 @@ class TorchXlaEmitter(JaxScanEmitter):
     def scan_layers(self, refs: _Refs) -> str:
         return self.imported(refs, SCAN_LAYERS)
 
+    def torch(self, refs: _Refs) -> str:
+        """How this module spells ``torch`` (``import torch`` is added when it has none)."""
+        for local, qual in sorted(self.aliases.items()):
+            if qual == "torch":
+                return local
+        if "torch" in self.module_names:
+            raise MappingError("the module binds the name `torch` to something else")
+        _need(refs, ImportItem("torch"))
+        return "torch"
+
     def imported(self, refs: _Refs, item: tuple[str, str]) -> str:
         """How this module spells ``module.name`` of ``item`` (``from module import
         name`` is added when it has none)."""
@@ -131,7 +160,11 @@ class _LayerStepEmitter:
         loop = index.find(plan.loop)
         if not isinstance(loop, cst.For) or loop.asynchronous is not None:
             raise MappingError("the loop is not a plain `for` statement")
-        self.scan_layers = self.owner.scan_layers(self.refs)
+        if scan.outputs:
+            self.functional_call = self.owner.imported(self.refs, FUNCTIONAL_CALL)
+            self.scan = self.owner.imported(self.refs, SCAN)
+        else:
+            self.scan_layers = self.owner.scan_layers(self.refs)
         if scan.direct:
             tr.loops[id(loop)] = self._build_direct  # the list's own layers: no step module
             return
@@ -170,6 +203,7 @@ class _LayerStepEmitter:
         scan = plan.torch_layers
         carries = list(plan.carries)
         body = block_statements(loop.body)
+        items = self._items(original, body) if scan.outputs else []
         init_params = "".join(f", {v.attr}" for v in scan.shared)
         init_lines = ["super().__init__()", "self.layer = layer"]
         for v in scan.shared:
@@ -178,35 +212,127 @@ class _LayerStepEmitter:
             else:
                 init_lines.append(f"self.{v.attr} = {v.attr}")
         init_body = "".join(f"        {line}\n" for line in init_lines)
-        doc = (f'"""One step of the loop over `self.{scan.attr}` in `{plan.function}`, for `scan_layers`."""')
+        runner = "`scan`" if scan.outputs else "`scan_layers`"
+        doc = (f'"""One step of the loop over `self.{scan.attr}` in `{plan.function}`, for {runner}."""')
         text = (f"class {self.name}({self.nn}.Module):\n"
                 f"    {doc}\n\n"
                 f"    def __init__(self, layer{init_params}):\n{init_body}\n"
                 f"    def forward(self, {', '.join(carries)}):\n"
                 "        pass\n")
+        if scan.outputs:
+            torch = self.owner.torch(self.refs)
+            text += ("\n    @staticmethod\n"
+                     "    def stacked_states(steps):\n"
+                     '        """The parameters and buffers of `steps`, stacked along a new first axis (the stack '
+                     "is\n        differentiable: gradients reach every layer's own parameters).\"\"\"\n"
+                     "        states = [{**dict(s.named_parameters()), **dict(s.named_buffers())} for s in steps]\n"
+                     f"        return {{key: {torch}.stack([state[key] for state in states]) for key in states[0]}}\n")
         cls = parse_stmt(text, module)
         value = cst.Name(carries[0]) if len(carries) == 1 else \
             cst.Tuple([cst.Element(cst.Name(c)) for c in carries], lpar=[], rpar=[])
+        if items:
+            ys = cst.Name(items[0][0]) if len(items) == 1 else cst.Tuple([cst.Element(cst.Name(n)) for n, _ in items])
+            if len(carries) > 1:
+                value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+            value = cst.Tuple([cst.Element(value), cst.Element(ys)], lpar=[], rpar=[])
         ret = cst.SimpleStatementLine([cst.Return(value=value)])
         if isinstance(loop.body, cst.IndentedBlock):
             block = loop.body.with_changes(body=[*body, ret], header=cst.TrailingWhitespace())
         else:
             block = cst.IndentedBlock(body=[*body, ret])
         members = list(cls.body.body)
-        forward = members[-1]
-        members[-1] = forward.with_changes(body=block)
+        at = 2  # the docstring, `__init__`, then `forward`
+        members[at] = members[at].with_changes(body=block)
         cls = cls.with_changes(body=cls.body.with_changes(body=members), leading_lines=[])
         self.tr.top_defs.setdefault(self.top, []).append(((plan.loop.line, plan.loop.col), cls))
         args = "".join(f", {v.expr}" for v in scan.shared)
         layers = f"[{self.name}({scan.element}{args}) for {scan.element} in {scan.iterable}]"
-        if len(carries) == 1:
-            line = f"{carries[0]} = {self.scan_layers}({layers}, {carries[0]})"
+        names = ", ".join(carries)
+        if scan.outputs:
+            lines = self._scan_lines(original, layers, carries, items)
+        elif len(carries) == 1:
+            lines = f"{carries[0]} = {self.scan_layers}({layers}, {carries[0]})\n"
         else:
-            names = ", ".join(carries)
-            line = f"{names} = {self.scan_layers}({layers}, ({names}))"
-        call = parse_stmt(line + "\n", module).with_changes(leading_lines=loop.leading_lines)
-        self.tr.written.add(id(call))
-        return [call]
+            lines = f"{names} = {self.scan_layers}({layers}, ({names}))\n"
+        first, rest = lines.split("\n", 1)  # `steps = [...]`, then `if steps:` with the scan
+        out = [parse_stmt(first + "\n", module).with_changes(leading_lines=loop.leading_lines)]
+        if rest:
+            out.append(parse_stmt(rest, module))
+        self.tr.written.update(id(stmt) for stmt in out)
+        self.tr.written.update(id(n) for n in _lines_in(out[1:]))
+        return out
+
+    def _items(self, original: cst.For, body: list) -> list[tuple[str, Optional[str]]]:
+        """Replaces each growth of a tuple in the step's body by its item
+        (``None`` where the flag is off); returns ``(item name, the flag's test
+        as written in the function)`` for each."""
+        code = self.module.code_for_node
+        taken = self.taken | set(self.plan.function_names)
+        out = []
+        originals = block_statements(original.body)
+        for o in self.plan.torch_layers.outputs:
+            name = fresh_name(f"{o.name}_item", taken)
+            taken.add(name)
+            stmt = body[o.statement]
+            inner = block_statements(stmt.body)[0] if isinstance(stmt, cst.If) else stmt
+            value = _grown_item(inner.body[0])
+            text = f"{name} = {code(value)}"
+            test = None
+            if isinstance(stmt, cst.If):
+                text += f" if {code(stmt.test)} else None"
+                test = code(originals[o.statement].test)
+            new = parse_stmt(text + "\n", self.module).with_changes(leading_lines=stmt.leading_lines)
+            body[o.statement] = new
+            out.append((name, test))
+        self.taken |= {n for n, _ in out}
+        return out
+
+    def _scan_lines(self, original: cst.For, layers: str, carries: list[str],
+                    items: list[tuple[str, Optional[str]]]) -> str:
+        """``steps = [...]``, then the scan over them under ``if steps:`` (an
+        empty list runs no step) and the growth of each tuple by its items."""
+        plan, scan = self.plan, self.plan.torch_layers
+        taken = self.taken | set(plan.function_names)
+        steps = fresh_name("steps", taken)
+        step = fresh_name(f"_{_singular(scan.attr).lower()}_step", taken | {steps})
+        carry = fresh_name("carry", set())
+        stacked = {n: fresh_name(f"{n[:-len('_item')]}_items", taken | {steps, step}) for n, _ in items}
+        self.taken |= {steps, step, *stacked.values()}
+        args = carry if len(carries) > 1 else f"({carry},)"
+        init = carries[0] if len(carries) == 1 else f"({', '.join(carries)})"
+        lhs = carries[0] if len(carries) == 1 else f"({', '.join(carries)})"
+        ys = ", ".join(stacked.values()) if len(items) == 1 else f"({', '.join(stacked.values())})"
+        text = (f"{steps} = {layers}\n"
+                f"if {steps}:\n"
+                f"    def {step}({carry}, state):\n"
+                f"        return {self.functional_call}({steps}[0], state, {args})\n\n"
+                f"    {lhs}, {ys} = {self.scan}({step}, {init}, {self.name}.stacked_states({steps}))\n")
+        for (name, test), o in zip(items, scan.outputs):
+            grow = f"{o.name} += {stacked[name]}.unbind(0)" if o.augmented else \
+                f"{o.name} = {o.name} + {stacked[name]}.unbind(0)"
+            text += f"    if {test}:\n        {grow}\n" if test is not None else f"    {grow}\n"
+        return text
+
+
+def _lines_in(statements: list[cst.CSTNode]) -> list[cst.SimpleStatementLine]:
+    """Every simple statement line inside ``statements``."""
+    found: list[cst.SimpleStatementLine] = []
+
+    class _Lines(cst.CSTVisitor):
+        def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+            found.append(node)
+
+    for stmt in statements:
+        stmt.visit(_Lines())
+    return found
+
+
+def _grown_item(small: cst.BaseSmallStatement) -> cst.BaseExpression:
+    """``v`` of ``acc += (v,)`` or ``acc = acc + (v,)``."""
+    value = small.value
+    if isinstance(value, cst.BinaryOperation):
+        value = value.right
+    return value.elements[0].value
 
 
 class _TimeStepEmitter(_PlanEmitter):

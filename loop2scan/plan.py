@@ -291,6 +291,19 @@ class SharedValue:
 
 
 @dataclass
+class LayerOutput:
+    """A tuple that grows by one item per layer in a loop over torch layers
+    (``all_hidden_states += (h,)``, possibly under ``if output_hidden_states:``):
+    the step returns the item (``None`` where the flag is off), the scan stacks
+    it, and the tuple grows by the stacked items after the loop."""
+
+    name: str  # the tuple (`all_hidden_states`)
+    statement: int  # the index of its statement (the `if`, when guarded) in the loop body
+    augmented: bool  # written `acc += (v,)` (else `acc = acc + (v,)`)
+    guarded: bool  # the only statement of an `if` on Python values
+
+
+@dataclass
 class TorchLayerScan:
     """A loop calling each layer of a list of torch modules in turn, run with
     ``torch_xla``'s ``scan_layers`` (``codemods/torch_xla_scan.py``)."""
@@ -307,18 +320,35 @@ class TorchLayerScan:
     direct: bool = False
     pure: bool = False  # `is_layer_pure=True` (`--assume-pure`, direct form only)
     assume_pure: bool = False  # `--assume-pure` was asked for
+    # tuples growing per layer: the step modules run with `torch_xla.experimental.scan.scan`, which
+    # returns per-step outputs (`scan_layers` returns only the carry)
+    outputs: list[LayerOutput] = field(default_factory=list)
+
+    @property
+    def form(self) -> str:
+        return "direct" if self.direct else "scan" if self.outputs else "step-module"
 
     def describe(self) -> str:
         tensors = [s.expr for s in self.shared if s.tensor]
         values = [s.expr for s in self.shared if not s.tensor]
-        parts = [f"`scan_layers` runs the first `{self.layer_class}`'s code with every layer's parameters and "
-                 "buffers (stacked on each call); the list stays as it is"]
+        if self.outputs:
+            names = ", ".join(f"`{o.name}`" for o in self.outputs)
+            parts = [f"`scan` runs the first `{self.layer_class}`'s code (through its step module, with "
+                     "`torch.func.functional_call`) with every layer's parameters and buffers (stacked on each "
+                     f"call), and returns what {names} collect per layer (stacked; unbound into the tuple after "
+                     "the loop, so it holds the same tensors, in the same order); the list stays as it is"]
+        else:
+            parts = [f"`scan_layers` runs the first `{self.layer_class}`'s code with every layer's parameters and "
+                     "buffers (stacked on each call); the list stays as it is"]
         if self.pure:
             parts.append("`is_layer_pure=True` (`--assume-pure`): the trace of the first call is reused by later "
                          "calls, so the layers' code must stay free of effects the analysis cannot see")
         elif self.direct:
             parts.append("every call traces the layer again (`--assume-pure` sets `is_layer_pure=True` and "
                          "reuses the trace)")
+        elif self.assume_pure and self.outputs:
+            parts.append("`--assume-pure` does not apply: the step function is defined on each call, and `scan` "
+                         "keys its trace cache by the function")
         elif self.assume_pure:
             parts.append("`--assume-pure` does not apply: the step modules carrying the values passed to every "
                          "layer are built on each call, and `scan_layers` keys its trace cache by the first "
@@ -464,7 +494,8 @@ class LoopResult:
                  **({"slice": x.slice_text()} if x.kind == "slice" else {})}
                 for x in plan.xs
             ] if plan else [],
-            "ys": [y.name for y in plan.ys] if plan else [],
+            "ys": [y.name for y in plan.ys] + [o.name for o in plan.torch_layers.outputs]
+            if plan and plan.torch_layers else [y.name for y in plan.ys] if plan else [],
             "broadcast": list(plan.broadcast) if plan else [],
         }
         if plan:
@@ -484,8 +515,9 @@ class LoopResult:
             if plan.torch_layers is not None:
                 tl = plan.torch_layers
                 data["layers"] = {"attribute": tl.attr, "as": tl.element, "class": tl.layer_class,
-                                  "form": "direct" if tl.direct else "step-module", "pure": tl.pure,
-                                  "shared": [{"expr": v.expr, "as": v.attr, "tensor": v.tensor} for v in tl.shared]}
+                                  "form": tl.form, "pure": tl.pure,
+                                  "shared": [{"expr": v.expr, "as": v.attr, "tensor": v.tensor} for v in tl.shared],
+                                  "collected": [o.name for o in tl.outputs]}
             if plan.torch_time is not None:
                 tt = plan.torch_time
                 data["torch_scan"] = {"modules": [f"self.{c.attr}" for c in tt.cells], "carried": tt.carried,

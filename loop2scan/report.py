@@ -148,6 +148,8 @@ def explain_loop(path: str, loop: LoopResult) -> str:
                 ys.append(f"{y.name} (never read after the loop: not collected)")
             else:
                 ys.append(f"{y.name} (value of the last step)")
+        if plan.torch_layers is not None:
+            ys += [f"{o.name} (one item per layer, added after the scan)" for o in plan.torch_layers.outputs]
         lines.append(f"    ys:        {', '.join(ys) or '(none)'}")
         if plan.counter is not None:
             c = plan.counter

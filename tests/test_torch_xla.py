@@ -35,6 +35,7 @@ R, D, N = "rewritten", "declined", "not-candidate"
 
 CASES = {
     "decoder": [(65, R, "L2S000"), (90, R, "L2S000"), (99, N, "L2S001"), (103, R, "L2S000")],
+    "encoder": [(32, R, "L2S000"), (60, R, "L2S000"), (74, D, "L2S332"), (89, D, "L2S501"), (102, D, "L2S332")],
     "rnn": [(20, R, "L2S000"), (49, R, "L2S000"), (58, R, "L2S000"), (65, R, "L2S000"), (71, D, "L2S310"),
             (78, R, "L2S000"), (84, D, "L2S336")],
 }
@@ -159,6 +160,72 @@ def test_reversed_order_matters(models):
     for layer in a.layers:
         forwards = torch.tanh(layer(forwards)) * gain + forwards
     assert not torch.allclose(a(x, gain).cpu(), forwards.cpu(), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    src = (GOLDEN / "encoder.py").read_text()
+    return load(src), load(_rewrite(src).new_text)
+
+
+def _flat(out) -> list:
+    """The tensors of nested tuples, in order (``None`` kept, so that a missing
+    tuple or item shows)."""
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flat(o)]
+    return [out]
+
+
+def _compare_flat(a, b, inputs: list, grad_inputs: list) -> list:
+    """:func:`_compare` for modules returning nested tuples (with ``None``)."""
+    flat_a, flat_b = _flat(a(*inputs)), _flat(b(*inputs))
+    assert [t is None for t in flat_a] == [t is None for t in flat_b]
+
+    def tensors(module):
+        return lambda *args: tuple(t for t in _flat(module(*args)) if t is not None)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            return tensors(self.module)(*args)
+
+    _compare(Wrapped(a), Wrapped(b), inputs, grad_inputs)
+    return flat_a
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 5])
+@pytest.mark.parametrize("output_hidden_states", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+def test_encoder_collects_hidden_states(encoders, n_layers, output_hidden_states, masked):
+    """``if output_hidden_states: all_hidden_states += (h,)``: the same tuple of
+    per-layer states (or ``None``), with gradients through every item."""
+    orig, new = encoders
+    a, b = _pair(orig.Encoder, new.Encoder, W, HID, n_layers)
+    g = torch.Generator().manual_seed(6)
+    h = torch.randn(B, T, W, generator=g).to(_device()).requires_grad_(True)
+    mask = (torch.rand(B, T, generator=g) > 0.3).float().to(_device()) if masked else None
+    flat = _compare_flat(a, b, [h, mask, output_hidden_states], [h])
+    if output_hidden_states:
+        assert len(flat) == 1 + n_layers + 1
+        states = flat[1:]
+        # every layer changes the state: a reordered or repeated item would fail the comparison
+        assert all(not torch.allclose(x.cpu(), y.cpu()) for x, y in zip(states, states[1:]))
+    else:
+        assert flat[1:] == [None]
+
+
+@pytest.mark.parametrize("n_layers,n_active", [(0, 0), (1, 1), (5, 5), (5, 3)])
+def test_reversed_slice_with_two_carries_and_two_tuples(encoders, n_layers, n_active):
+    orig, new = encoders
+    a, b = _pair(orig.PairStack, new.PairStack, W, n_layers)
+    g = torch.Generator().manual_seed(7)
+    h = torch.randn(B, T, W, generator=g).to(_device()).requires_grad_(True)
+    r = torch.randn(B, T, W, generator=g).to(_device()).requires_grad_(True)
+    flat = _compare_flat(a, b, [h, r, n_active], [h, r])
+    assert len(flat) == 2 + (1 + n_active) + n_active
 
 
 _PURE = """\

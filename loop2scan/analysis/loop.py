@@ -154,11 +154,12 @@ class LoopAnalysis:
         where = self.mctx.span(d.node) if d.node is not None and hasattr(d.node, "lineno") else None
         return d.message, where
 
-    def start_layer_loop(self, plan_layers: Callable[[], object]):
+    def start_layer_loop(self, plan_layers: Callable[[], object], extend: bool = False):
         """The steps every loop over a list of modules starts with: the loop's
         form, its names, what it iterates, the body's control flow and effects,
         then the target's own rules (``plan_layers``, whose facts are returned),
-        the loop variables and the accumulators."""
+        the loop variables and the accumulators (``extend``: tuples growing per
+        step, possibly under an ``if``, are accumulators too)."""
         self.mctx.ensure_parents(self.func)
         structure.check_loop_form(self)
         self.find_names()
@@ -167,7 +168,7 @@ class LoopAnalysis:
         control_flow.check_globals(self)
         facts = plan_layers()
         iteration.check_loop_variables(self)
-        output_checks.find_accumulators(self)
+        output_checks.find_accumulators(self, extend=extend)
         return facts
 
     def run_module_stack(self, attr: str) -> LoopResult:
@@ -239,11 +240,8 @@ class LoopAnalysis:
 
     def _torch_layers(self, attr: str, span) -> LoopResult:
         """The steps of :meth:`run_torch_layers` (a decline propagates)."""
-        scan = self.start_layer_loop(lambda: torch_layers.plan_layer_loop(self, attr))
-        if self.accs:
-            name = next(iter(self.accs))
-            raise Decline("L2S332", f"`{name}` collects a value per layer; `scan_layers` returns only the "
-                          "carry", self.loop)
+        scan = self.start_layer_loop(lambda: torch_layers.plan_layer_loop(self, attr), extend=True)
+        torch_layers.check_collected(self)
         side_effects.check_mutations(self)
         self.find_carries()
         if not self.carries:
@@ -261,23 +259,26 @@ class LoopAnalysis:
         self.elements_target = self.loop.target
         self.counter = None
         plan = self.plan()
+        scan.outputs = torch_layers.layer_outputs(self, scan)
         scan.shared = torch_layers.shared_values(self, scan, plan.broadcast)
-        scan.direct = not scan.shared and torch_layers.is_direct_call(self, scan.element)
+        scan.direct = not scan.shared and not scan.outputs and torch_layers.is_direct_call(self, scan.element)
         scan.assume_pure = self.mctx.policy.assume_pure
         scan.pure = scan.direct and scan.assume_pure
         plan.torch_layers = scan
         plan.hoisted = []  # the adapter module is defined once, at module level
         plan.role = "layer"
         plan.notes.append(scan.describe())
+        runner = "`scan`" if scan.outputs else "`scan_layers`"
         plan.assumptions = [
-            f"`{c}` is a floating-point tensor (or a tuple of them): `scan_layers` traces its carry with "
+            f"`{c}` is a floating-point tensor (or a tuple of them): {runner} traces its carry with "
             "gradients" for c in self.carries]
-        plan.assumptions += [
-            f"`{v.expr}` needs no gradient, or is a leaf tensor: `scan_layers` copies the first step module, "
-            "and a computed tensor that needs gradients cannot be copied"
-            for v in scan.shared if v.tensor and not torch_time.needs_no_gradient(self, v.expr)]
+        if not scan.outputs:  # `scan` runs the first step module itself; `scan_layers` runs a copy
+            plan.assumptions += [
+                f"`{v.expr}` needs no gradient, or is a leaf tensor: `scan_layers` copies the first step module, "
+                "and a computed tensor that needs gradients cannot be copied"
+                for v in scan.shared if v.tensor and not torch_time.needs_no_gradient(self, v.expr)]
         return LoopResult(span.line, span.col, span.end_line, "rewritten", REWRITTEN, self.summary(plan), plan,
-                          target=torch_layers.SCANNED_AS)
+                          target=torch_layers.SCANNED_WITH_OUTPUTS if scan.outputs else torch_layers.SCANNED_AS)
 
     # -------------------------------------------------------- fact steps
     def find_names(self) -> None:

@@ -8,7 +8,13 @@ Recognised forms (design notes, section 2):
   ``jnp`` functions that take a sequence of arrays), ``len(outs)``,
   ``outs[i]``, each possibly on ``outs[::-1]``;
 * the same with a tuple: ``acc = ()`` and ``acc += (v,)``;
-* ``out = out.at[..., t + c, ...].set(v)`` into an array bound before the loop.
+* ``out = out.at[..., t + c, ...].set(v)`` into an array bound before the loop;
+* for targets that ask for it (loops over torch layers): a tuple that grows by
+  one item per step, ``acc = acc + (v,)`` or ``acc += (v,)``, possibly as the
+  only statement of an ``if`` on a flag (the Hugging Face
+  ``if output_hidden_states: all_hidden_states += (h,)``).  The tuple keeps its
+  type and items, so its value before the loop and its uses after it are
+  free; the flag is checked by the target's rules.
 
 Anything else that touches the accumulator is declined with the use named.
 """
@@ -45,7 +51,7 @@ class ConsumerUse:
 
 @dataclass
 class Accumulator:
-    kind: str  # "list" | "tuple" | "at_set"
+    kind: str  # "list" | "tuple" | "at_set" | "extend"
     name: str
     stmt: ast.stmt
     value: ast.AST
@@ -55,6 +61,8 @@ class Accumulator:
     index_parts: list[ast.AST] = field(default_factory=list)
     index_pos: int = 0
     offset: int = 0
+    # extend only: the `if` whose only statement `stmt` is
+    guard: Optional[ast.If] = None
 
     @property
     def index_axis(self) -> int:
@@ -265,8 +273,19 @@ class OutputAnalysis:
         return 0 if axis_node is None else int_literal(axis_node)
 
     # -- the three forms ---------------------------------------------------
-    def find(self, range_index: Optional[str]) -> dict[str, Accumulator]:
+    def find(self, range_index: Optional[str], extend: bool = False) -> dict[str, Accumulator]:
+        """The accumulators; with ``extend``, tuples that grow by ``acc = acc +
+        (v,)`` / ``acc += (v,)`` (possibly under an ``if``) are ``extend``
+        accumulators (:func:`growth_statement`)."""
         accs: dict[str, Accumulator] = {}
+        if extend:
+            for stmt in self.loop.body:
+                grown = growth_statement(stmt)
+                if grown is not None:
+                    name, inner, guard = grown
+                    if name in accs:
+                        raise Decline("L2S501", f"`{name}` grows 2 times per step", inner)
+                    accs[name] = self._extend(name, inner, guard)
         appends: dict[str, list[ast.Call]] = {}
         for stmt in self.loop.body:
             for node in walk_scope(stmt):
@@ -277,7 +296,7 @@ class OutputAnalysis:
             accs[name] = self._list(name, calls)
         for stmt in self.loop.body:
             for node in walk_scope(stmt):
-                name = self._tuple_append_target(node)
+                name = _tuple_append_target(node)
                 if name is not None and name not in accs:
                     accs[name] = self._tuple(name, node)
         if range_index is not None:
@@ -313,35 +332,25 @@ class OutputAnalysis:
         init = self._check_init(name, "list")
         return Accumulator("list", name, stmt, call.args[0], init, self._consumers(name, init, stmt))
 
-    def _tuple_append_target(self, node: ast.AST) -> Optional[str]:
-        if (isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and isinstance(node.target, ast.Name)
-                and isinstance(node.value, ast.Tuple) and len(node.value.elts) == 1):
-            return node.target.id
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            name = node.targets[0].id
-            v = node.value
-            if (isinstance(v, ast.BinOp) and isinstance(v.op, ast.Add) and isinstance(v.left, ast.Name)
-                    and v.left.id == name and isinstance(v.right, ast.Tuple) and len(v.right.elts) == 1):
-                return name
-            if (isinstance(v, ast.Tuple) and len(v.elts) == 2 and isinstance(v.elts[0], ast.Starred)
-                    and isinstance(v.elts[0].value, ast.Name) and v.elts[0].value.id == name):
-                return name
-        return None
-
-    def _tuple_value(self, stmt: ast.stmt) -> ast.AST:
-        if isinstance(stmt, ast.AugAssign):
-            return stmt.value.elts[0]
-        v = stmt.value
-        if isinstance(v, ast.BinOp):
-            return v.right.elts[0]
-        return v.elts[1]
+    def _extend(self, name: str, stmt: ast.stmt, guard: Optional[ast.If]) -> Accumulator:
+        count = sum(1 for s in self.loop.body for n in walk_scope(s) if _tuple_append_target(n) == name)
+        if count != 1:
+            raise Decline("L2S501", f"`{name}` grows {count} times per step", stmt)
+        value = _tuple_value_of(stmt)
+        own = {id(n) for n in walk(stmt) if isinstance(n, ast.Name) and n.id == name}
+        others = [r for r in self._refs_in_body(name) if id(r) not in own]
+        if others:
+            raise Decline("L2S501", f"`{name}` is also read inside the loop", others[0])
+        if any(isinstance(n, ast.Name) and n.id == name for n in walk(value)):
+            raise Decline("L2S501", f"`{name}` is added to itself", stmt)
+        return Accumulator("extend", name, stmt, value, guard=guard)
 
     def _tuple(self, name: str, stmt: ast.stmt) -> Accumulator:
-        value = self._tuple_value(stmt)
+        value = _tuple_value_of(stmt)
         if isinstance(value, ast.Starred):
             raise Decline("L2S501", f"`{name}` grows by a starred expression", stmt)
         self._check_top_level(stmt, name, ast.unparse(stmt))
-        count = sum(1 for s in self.loop.body for n in walk_scope(s) if self._tuple_append_target(n) == name)
+        count = sum(1 for s in self.loop.body for n in walk_scope(s) if _tuple_append_target(n) == name)
         if count != 1:
             raise Decline("L2S501", f"`{name}` grows {count} times per step", stmt)
         refs = self._refs_in_body(name)
@@ -385,6 +394,49 @@ class OutputAnalysis:
         if not defs or any(d.kind in ("undef", "del") for d in defs):
             return None
         return Accumulator("at_set", name, stmt, value, None, [], parts[:pos], pos, offset)
+
+
+def _tuple_append_target(node: ast.AST) -> Optional[str]:
+    if (isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and isinstance(node.target, ast.Name)
+            and isinstance(node.value, ast.Tuple) and len(node.value.elts) == 1):
+        return node.target.id
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        name = node.targets[0].id
+        v = node.value
+        if (isinstance(v, ast.BinOp) and isinstance(v.op, ast.Add) and isinstance(v.left, ast.Name)
+                and v.left.id == name and isinstance(v.right, ast.Tuple) and len(v.right.elts) == 1):
+            return name
+        if (isinstance(v, ast.Tuple) and len(v.elts) == 2 and isinstance(v.elts[0], ast.Starred)
+                and isinstance(v.elts[0].value, ast.Name) and v.elts[0].value.id == name):
+            return name
+    return None
+
+
+def growth_statement(stmt: ast.stmt) -> Optional[tuple[str, ast.stmt, Optional[ast.If]]]:
+    """``(name, statement, guard)`` for a statement of a loop body that grows a
+    tuple by one item, ``acc = acc + (v,)`` or ``acc += (v,)``, alone or as the
+    only statement of an ``if`` without ``else`` (``guard``)."""
+    guard = None
+    if isinstance(stmt, ast.If) and len(stmt.body) == 1 and not stmt.orelse:
+        guard, stmt = stmt, stmt.body[0]
+    if not isinstance(stmt, (ast.Assign, ast.AugAssign)):
+        return None
+    name = _tuple_append_target(stmt)
+    if name is None or (isinstance(stmt, ast.Assign) and not isinstance(stmt.value, ast.BinOp)):
+        return None  # `(*acc, v)` is not a growth the emitter writes back
+    if isinstance(_tuple_value_of(stmt), ast.Starred):
+        return None
+    return name, stmt, guard
+
+
+def _tuple_value_of(stmt: ast.stmt) -> ast.AST:
+    """``v`` of ``acc += (v,)``, ``acc = acc + (v,)`` or ``acc = (*acc, v)``."""
+    if isinstance(stmt, ast.AugAssign):
+        return stmt.value.elts[0]
+    v = stmt.value
+    if isinstance(v, ast.BinOp):
+        return v.right.elts[0]
+    return v.elts[1]
 
 
 def plan_outputs(la) -> None:

@@ -16,9 +16,11 @@ CODES = (
 )
 
 
-def find_accumulators(la) -> None:
-    """The accumulators of the loop (``la.accs``), each with its uses after the loop."""
-    la.accs = OutputAnalysis(la).find(inputs.counter_name(la, la.iteration))
+def find_accumulators(la, extend: bool = False) -> None:
+    """The accumulators of the loop (``la.accs``), each with its uses after the
+    loop; with ``extend``, also the tuples that grow by one item per step,
+    possibly under an ``if`` (loops over torch layers)."""
+    la.accs = OutputAnalysis(la).find(inputs.counter_name(la, la.iteration), extend=extend)
 
 
 # ----------------------------------------------------------------------------- examples

@@ -40,12 +40,13 @@ import ast
 from dataclasses import dataclass
 from typing import Optional
 
-from ...plan import SharedValue, TorchLayerScan
+from ...plan import LayerOutput, SharedValue, TorchLayerScan
 from ..activity import all_read_names, all_written_names, target_names, walk_all
 from ..decline import Code, Decline, short
 from ..examples import Invalid
 from ..imports import is_under
 from ..nodes import walk
+from ..outputs import growth_statement
 from .module_stacks import _append_loop, _assignments, _init, _is_self_attr, _range_count
 
 CODES = (
@@ -61,8 +62,10 @@ CODES = (
          "assumed pure: a layer class whose source is not in the project is not rewritten."),
     Code("L2S332", "torch-layer-step", "the loop does more with its layers than call each in turn",
          "The step of `scan_layers` gets one layer and the carry, and returns the carry: the loop body may "
-         "call its layer and compute with tensors; per-layer outputs, the layer index, other modules of `self`, "
-         "branches (a gradient-checkpointing branch) and values used after the loop keep it a loop."),
+         "call its layer, compute with tensors and grow tuples of carried tensors by one item per layer "
+         "(`all_hidden_states += (h,)`, also under `if output_hidden_states:`); lists and other per-layer "
+         "outputs, the layer index, other modules of `self`, other branches (a gradient-checkpointing branch) "
+         "and values used after the loop keep it a loop."),
     Code("L2S333", "torch-in-place", "the loop body updates a tensor in place",
          "`h += x` and `x.add_(y)` change the tensor itself (possibly the caller's); write `h = h + x`."),
     Code("L2S334", "torch-shared-value", "a value passed to every layer is not shown to be a tensor or a Python value",
@@ -72,6 +75,8 @@ CODES = (
 )
 
 SCANNED_AS = "torch_xla.experimental.scan_layers.scan_layers"
+#: loops that also collect per-layer outputs (`scan_layers` returns only the carry)
+SCANNED_WITH_OUTPUTS = "torch_xla.experimental.scan.scan"
 
 LIST_TYPES = ("torch.nn.ModuleList", "torch.nn.modules.container.ModuleList")
 SEQUENTIAL_TYPES = ("torch.nn.Sequential", "torch.nn.modules.container.Sequential")
@@ -232,9 +237,9 @@ def all_blockers(la, attr: str, first: Decline) -> list[Decline]:
         if result is not None:
             found.extend(result[1])
     if getattr(la, "accs", None):
-        name = next(iter(la.accs))
-        found.append(Decline("L2S332", f"`{name}` collects a value per layer; `scan_layers` returns only the carry",
-                             loop))
+        probe(lambda: check_collected(la))
+        if getattr(la, "carries", None):
+            probe(lambda: layer_outputs(la, None))
     if element is not None:
         scan = TorchLayerScan(attr=attr, element=element, element_uses=[], cls=cls.name if cls else "",
                               layer_class="", iterable=mctx.source(loop.iter))
@@ -249,6 +254,70 @@ def all_blockers(la, attr: str, first: Decline) -> list[Decline]:
             seen.add(key)
             out.append(d)
     return out
+
+
+def check_collected(la) -> None:
+    """What the loop collects per layer is a tuple growing by one item per
+    layer (:func:`..outputs.growth_statement`): lists and stacked outputs decline."""
+    for acc in la.accs.values():
+        if acc.kind != "extend":
+            raise Decline("L2S332", f"`{acc.name}` collects a value per layer in a list; `scan_layers` returns only "
+                          "the carry (a tuple grown by one carried tensor per layer, `acc += (h,)`, is collected "
+                          "with `scan`)", acc.stmt)
+
+
+def layer_outputs(la, scan: Optional[TorchLayerScan]) -> list[LayerOutput]:
+    """The tuples growing by one item per layer (``extend`` accumulators): the
+    item is a carried tensor (a floating tensor in every step, so the scan can
+    stack it), and the ``if`` around the growth, if any, tests Python values
+    the loop does not change (the same answer for every layer, so it can be
+    asked once after the loop)."""
+    out = []
+    for acc in sorted((a for a in la.accs.values() if a.kind == "extend"), key=lambda a: a.stmt.lineno):
+        value = acc.value
+        if not (isinstance(value, ast.Name) and value.id in la.carries):
+            raise Decline("L2S332", f"`{acc.name}` collects `{short(ast.unparse(value))}` per layer, which is not "
+                          "shown to be a tensor in every step (only a carried tensor is: a layer's other "
+                          "outputs, such as attention weights, may be `None`)", value)
+        if acc.guard is not None:
+            _check_flag(la, acc.guard.test)
+        top = acc.guard if acc.guard is not None else acc.stmt
+        index = next(i for i, s in enumerate(la.loop.body) if s is top)
+        out.append(LayerOutput(acc.name, index, isinstance(acc.stmt, ast.AugAssign), acc.guard is not None))
+    return out
+
+
+def _check_flag(la, test: ast.AST) -> None:
+    """``test`` reads only Python values the loop does not change, through
+    ``and``, ``or``, ``not`` and comparisons."""
+    written = all_written_names(la.loop.body) | set(target_names(la.loop.target))
+    why = None
+    for node in walk(test):
+        if isinstance(node, (ast.BoolOp, ast.UnaryOp, ast.Compare, ast.Constant, ast.Load, ast.boolop, ast.unaryop,
+                             ast.cmpop)) and not isinstance(node, ast.Invert):
+            continue
+        if isinstance(node, ast.Name):
+            if node.id in written:
+                why = f"`{node.id}` changes in the loop"
+            elif la.mctx.parent(node) is not None and isinstance(la.mctx.parent(node), ast.Attribute):
+                continue  # the root of `self.config.flag`: checked with the chain
+            elif _value_kind(la, node.id) != "python":
+                why = f"nothing shows that `{node.id}` is a Python value"
+        elif isinstance(node, ast.Attribute):
+            if isinstance(la.mctx.parent(node), ast.Attribute):
+                continue
+            root = node
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if not (isinstance(root, ast.Name) and root.id == "self"
+                    and (_python_chain(node) or (isinstance(node.value, ast.Name) and python_attribute(la, node.attr)))):
+                why = f"nothing shows that `{short(ast.unparse(node))}` is a Python value"
+        else:
+            why = f"`{short(ast.unparse(node))}` is more than a test of flags"
+        if why is not None:
+            raise Decline("L2S332", f"the body grows a tuple under `if {short(ast.unparse(test))}:`, and {why}: the "
+                          "scan asks the test once, so it must give the same answer for every layer (a Python "
+                          "flag such as `output_hidden_states: bool`)", test)
 
 
 def is_direct_call(la, element: str) -> bool:
@@ -850,6 +919,8 @@ def body_problems(la, element: str, attr: str) -> tuple[list, list[Decline]]:
     mctx, loop = la.mctx, la.loop
     problems: list[Decline] = []
     for stmt in loop.body:
+        if growth_statement(stmt) is not None:
+            continue  # a tuple growing per layer: `layer_outputs`
         if isinstance(stmt, ast.AugAssign):
             target = stmt.target
             problems.append(Decline("L2S333", f"`{short(ast.unparse(stmt))}` updates `{short(ast.unparse(target))}` in place "
@@ -1221,6 +1292,15 @@ INVALID = (
              "checkpoint(layer, h, mask)\n            else:\n                h = layer(h, mask)",
         init="self.gradient_checkpointing = False"),
         says=("gradient-checkpointing",), framework="torch_xla", header=False),
+    Invalid("L2S332", "collects-a-value-not-carried", torch_decoder(
+        header="outs = ()\n        for layer in self.layers:",
+        body="y = layer(h, mask)\n            outs = outs + (y * mask,)  # <-\n            h = y"),
+        says=("`outs`", "not shown to be a tensor"), framework="torch_xla", header=False),
+    Invalid("L2S332", "collects-under-a-test-of-unknown-kind", torch_decoder(
+        signature="def forward(self, h: torch.Tensor, mask: torch.Tensor, keep):",
+        header="kept = ()\n        for layer in self.layers:",
+        body="if keep:  # <-\n                kept = kept + (h,)\n            h = layer(h, mask)"),
+        says=("`keep`", "Python value"), framework="torch_xla", header=False),
     Invalid("L2S333", "in-place-add", torch_decoder(body="h += layer(h, mask)  # <-"),
             says=("in place", "h = h + ..."), framework="torch_xla", header=False),
     Invalid("L2S334", "unknown-shared-value", torch_decoder(
