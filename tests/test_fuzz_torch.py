@@ -145,6 +145,7 @@ def test_torch_grammar_coverage():
         + [f"torch:block-{b}" for b in tp.BLOCKS] + [f"torch:build-{b}" for b in tp.BUILDS]
         + [f"torch:order-{o}" for o in tp.ORDERS] + [f"torch:layers-{n}" for n in tp.LAYERS]
         + [f"torch:body-{b}" for b in tp.STACK_BODIES] + [f"torch:after-{a}" for a in ("plain", "norm", "len")]
+        + [f"torch:collect-{k}" for k in set(tp.COLLECTS)]
         + [f"torch:cell-{c}" for c in tp.CELLS + ("function",)] + [f"torch:iter-{i}" for i in tp.ITERATIONS]
         + [f"torch:steps-{t}" for t in tp.STEPS] + [f"torch:extra-{e}" for e in tp.EXTRAS]
         + [f"torch:h-{h}" for h in set(tp.H_INITS)] + [f"torch:ys-{o}" for o in tp.OUTPUTS]
@@ -400,9 +401,21 @@ FALSE_DECLINES = {
             def forward(self, h):
                 return h + self.mlp(h)
         """ + _stack("h = layer(h)"), _H),
-    # L2S334: `self.training` (and `self.config...`) in the body are taken for values of `self`
+}
+
+#: Shapes the tool once declined and now rewrites: each must rewrite and run equal.
+FIXED_FALSE_DECLINES = {
+    # `self.training` (and `self.config...`) in the body were taken for values of `self` (L2S334)
     "self-training-in-a-layer-loop": _program(_BLOCK + _stack("h = layer(h) * (0.5 if self.training else 0.9)"), _H),
 }
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_FALSE_DECLINES))
+def test_fixed_false_decline(name):
+    outcome = run_program(FIXED_FALSE_DECLINES[name], execute=False)
+    assert outcome.rewritten_all, outcome.messages
+    outcome = run_program(FIXED_FALSE_DECLINES[name])
+    assert outcome.rewritten_all and not outcome.failed, _report(FIXED_FALSE_DECLINES[name], outcome)
 
 
 @pytest.mark.xfail(strict=True, reason="tool limitation: a must-rewrite shape is declined")

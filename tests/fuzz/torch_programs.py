@@ -24,8 +24,10 @@ from the input), how the list is built
 (``nn.ModuleList`` of a comprehension, an ``append`` loop, ``nn.Sequential``),
 the order (forwards, ``reversed``, a slice), the number of layers (1, 2, 4),
 the body (torch ops on the result, a Python float, ``self.training`` or
-``self.config`` read in it, an outside tensor, a temporary, a second carry)
-and what follows the loop (a norm, ``len`` of the list).  For time loops: the
+``self.config`` read in it, an outside tensor, a temporary, a second carry),
+what it collects per layer (nothing, or the carry in a tuple, ``+=`` or
+``= ... +``, before or after the layer call, possibly under ``if keep:``, a
+Python flag; returned) and what follows the loop (a norm, ``len`` of the list).  For time loops: the
 cell (``nn.GRUCell``, ``nn.RNNCell``, ``nn.LSTMCell`` with two carries, a cell
 class of the program, ``Linear`` layers called in the body, a cell called
 twice; or a plain function of annotated tensors), the iteration
@@ -74,6 +76,7 @@ BLOCKS = ("residual", "mlp", "masked", "masked-bool", "optional-mask", "pair", "
 BUILDS = ("comprehension", "append", "sequential")
 ORDERS = ("forward", "reversed", "slice")
 STACK_BODIES = ("plain", "act", "scaled", "gain", "temp", "two-carries", "config", "training")
+COLLECTS = ("none", "none", "tuple", "gated")
 CELLS = ("gru", "rnn", "lstm", "elman", "linear")
 ITERATIONS = ("axis1", "axis0", "elements", "unbind", "torch-unbind", "reversed", "reversed-axis1", "zip",
               "zip-unbind")
@@ -366,6 +369,20 @@ def _stack(c, decline: bool) -> Program:
             pre.append("s = torch.zeros_like(h)")
         step.append("s = s + 0.5 * h")
         returns.append("s")
+    # per-layer outputs: a tuple growing by the carry once per layer, possibly under a Python flag
+    collect = "none" if decline else c.pick(COLLECTS)
+    features.append(f"torch:collect-{collect}")
+    if collect != "none":
+        grow = c.pick(("states += (h,)", "states = states + (h,)"))
+        if collect == "gated":
+            args.append(_python_arg(c, "keep", "bool", "False", ("True", "False"), features))
+            pre.append("states = () if keep else None")
+            grow = [f"if {c.pick(('keep', 'keep and not self.training'))}:", f"    {grow}"]
+        else:
+            pre.append(f"states = {c.pick(('()', '(h,)'))}")
+            grow = [grow]
+        step = grow + step if c.flag(0.5) else step + grow
+        returns.append("states")
     # constructs in the body
     if construct == "iadd":
         step.append("h += 0.5")

@@ -1017,6 +1017,8 @@ def shared_values(la, scan: TorchLayerScan, broadcast: list[str]) -> list[Shared
                  and isinstance(n.ctx, ast.Load)]
         if not nodes:
             continue
+        if name == "self" and all(isinstance(mctx.parent(n), ast.Attribute) for n in nodes):
+            continue  # only the roots of the `self.<chain>` reads above
         kind = _value_kind(la, name)
         if kind is None:
             raise Decline("L2S334", f"`{name}` is passed to every layer, and nothing shows whether it is a tensor "
