@@ -287,6 +287,21 @@ def test_assume_pure_marks_the_list_s_own_layers_pure():
         _compare(a, b, [h], [h])
 
 
+def test_assume_pure_does_not_mark_steps_defined_on_each_call():
+    """A time loop's step and the step of a loop collecting per-layer outputs
+    are defined on each call: torch_xla's `scan` keys its trace cache by the
+    function, so `--assume-pure` sets no flag there and the explanation says why."""
+    from loop2scan.policy import Policy
+
+    for name in ("rnn", "encoder"):
+        src = (GOLDEN / f"{name}.py").read_text()
+        result = rewrite_source(src, "torch_xla", policy=Policy(assume_pure=True))
+        assert result.new_text == _rewrite(src).new_text
+        assert "is_fn_pure" not in result.new_text and "is_layer_pure" not in result.new_text
+        rewritten = [r for r in result.loops if r.status == "rewritten"]
+        assert rewritten and all("`--assume-pure` does not apply" in " ".join(r.plan.notes) for r in rewritten)
+
+
 def test_a_tensor_built_by_a_factory_is_passed_to_every_layer():
     """A tensor built in the function by a `torch` factory from Python values
     needs no gradient: it rides with the step modules (a computed one that may

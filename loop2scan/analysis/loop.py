@@ -134,7 +134,7 @@ class LoopAnalysis:
             plan = self.plan()
             style.finish_plan(self, plan)  # the step's role, the discard name, notes
             if plan.torch_time is not None:
-                torch_time.finish_plan(plan)
+                torch_time.finish_plan(plan, self.mctx.policy.assume_pure)
         except Decline as d:
             return self.declined(d)
         target = module_stacks.SCANNED_AS if plan.cells else torch_time.SCANNED_AS if plan.torch_time else None

@@ -365,10 +365,14 @@ def check_float_carries(la, names, what: str) -> None:
                           la.loop)
 
 
-def finish_plan(plan) -> None:
+def finish_plan(plan, assume_pure: bool = False) -> None:
     """What the explanation says of a torch time loop, and what it assumes."""
     scan = plan.torch_time
     plan.notes.append(scan.describe())
+    if assume_pure:
+        plan.notes.append("`--assume-pure` does not apply: the step function is defined on each call, and torch_xla's "
+                          "`scan` keys its trace cache (`is_fn_pure=True`) by the function, so the flag would reuse "
+                          "no trace and keep every call's alive")
     plan.assumptions = [f"`{name}` is a floating-point tensor (or a tuple of them): torch_xla's scan traces its "
                         "carry with gradients" for name in [*plan.carries, *scan.carried]]
 
