@@ -47,8 +47,9 @@ path is written).  Exit status 1 when a rewrite is ``different`` or
 Needs ``torch==2.9.0`` and ``torch_xla==2.9.0`` (the ``torch-xla`` extra);
 the packages are optional, each audited when installed::
 
-    pip install 'torch==2.9.0' torchaudio==2.9.0 torchvision timm diffusers x-transformers transformers \\
-        pytorch-tcn torchdiffeq torchcde ncps gpytorch pyro-ppl
+    pip install 'torch==2.9.0' torchaudio==2.9.0 torchvision==0.24.0 timm diffusers x-transformers transformers \\
+        pytorch-tcn torchdiffeq torchcde torchsde ncps gpytorch pyro-ppl pytorch-crf torch-struct lstm \\
+        lstm-variants mingru-pytorch sru norse snntorch torchode
 
     .venv/bin/python benchmarks/torch_xla_time_audit.py                 # everything
     .venv/bin/python benchmarks/torch_xla_time_audit.py --only ncps     # one package (repeatable)

@@ -389,13 +389,8 @@ class _TimeStepEmitter(_PlanEmitter):
         return expr
 
     def _render_xs(self, item) -> str:
-        src = item.source_text
+        src = item.source_text  # `x` and its axis for `x.unbind(k)` (the analysis has read the call)
         axis = item.axis
-        if item.kind == "elements":
-            node = self.index.find(item.source)
-            unbind = _unbind(self.module, node)
-            if unbind is not None:
-                src, axis = unbind
         if "\n" in src:
             src = f"({src})"
         base = src if axis == 0 else f"{src}.movedim({axis}, 0)"
@@ -433,21 +428,3 @@ class _TimeStepEmitter(_PlanEmitter):
         self.tr.step_defs.add(id(step_def))
         out[0] = step_def
         return [self._written(line) for line in lines] + out
-
-
-def _unbind(module: cst.Module, node: cst.CSTNode) -> Optional[tuple[str, int]]:
-    """``(x, k)`` for ``x.unbind(k)`` / ``torch.unbind(x, k)`` (the analysis has
-    checked the form: a literal, non-negative ``k``)."""
-    if not isinstance(node, cst.Call):
-        return None
-    code = module.code_for_node
-    func = node.func
-    if isinstance(func, cst.Attribute) and func.attr.value == "unbind" and \
-            not (isinstance(func.value, cst.Name) and func.value.value == "torch"):
-        base, rest = code(func.value), [a.value for a in node.args]
-    elif isinstance(func, cst.Attribute) and func.attr.value == "unbind":
-        base, rest = code(node.args[0].value), [a.value for a in node.args[1:]]
-    else:
-        return None
-    axis = int(code(rest[0])) if rest else 0
-    return base, axis

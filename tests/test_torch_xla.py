@@ -493,6 +493,65 @@ def test_explain_a_time_loop():
     assert "`torch.func.functional_call`" in out
 
 
+_UNBIND = """\
+import torch
+import torch as T
+import torch_xla
+from torch import unbind
+
+
+def function_dim(x: torch.Tensor, w: torch.Tensor, h: torch.Tensor):
+    for x_t in torch.unbind(x, dim=1):
+        h = torch.tanh(x_t @ w + h)
+    return h
+
+
+def method_last(x: torch.Tensor, w: torch.Tensor, h: torch.Tensor):
+    for x_t in x.unbind(-1):
+        h = torch.tanh(w @ x_t + h)
+    return h
+
+
+def alias_default(x: torch.Tensor, w: torch.Tensor, h: torch.Tensor):
+    for x_t in T.unbind(x):
+        h = torch.tanh(x_t @ w + h)
+    return h
+
+
+def imported_keyword(x: torch.Tensor, w: torch.Tensor, h: torch.Tensor):
+    for x_t in unbind(x, dim=1):
+        h = torch.tanh(x_t @ w + h)
+    return h
+
+
+def unknown_dim(x: torch.Tensor, w: torch.Tensor, h: torch.Tensor, k: int):
+    for x_t in x.unbind(k):
+        h = torch.tanh(x_t @ w + h)
+    return h
+"""
+
+
+def test_unbind_forms():
+    """`x.unbind(k)` and `torch.unbind(x, k)` in every spelling (a negative `k`,
+    `dim=`, no `k`, an alias of `torch`, `from torch import unbind`) step
+    through `x` along `k`; a `k` that is not a literal declines (`L2S335`)."""
+    result = _rewrite(_UNBIND)
+    status = {r.line: (r.status, r.code) for r in result.loops}
+    assert list(status.values()) == [(R, "L2S000")] * 4 + [(D, "L2S335")], status
+    orig, new = load(_UNBIND), load(result.new_text)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(B, T, W, generator=g).to(_device()).requires_grad_(True)  # B=3 steps along dim 0, T=4 on 1
+    h_bw = torch.randn(B, HID, generator=g).to(_device()).requires_grad_(True)
+    w = torch.randn(W, HID, generator=g).to(_device()).requires_grad_(True)
+    _compare(orig.function_dim, new.function_dim, [x, w, h_bw], [x, w, h_bw])
+    _compare(orig.imported_keyword, new.imported_keyword, [x, w, h_bw], [x, w, h_bw])
+    h_t = torch.randn(T, HID, generator=g).to(_device()).requires_grad_(True)
+    _compare(orig.alias_default, new.alias_default, [x, w, h_t], [x, w, h_t])
+    w_last = torch.randn(B, B, generator=g).to(_device()).requires_grad_(True)
+    h_last = torch.randn(B, T, generator=g).to(_device()).requires_grad_(True)
+    _compare(orig.method_last, new.method_last, [x, w_last, h_last], [x, w_last, h_last])
+
+
 def test_zero_steps(rnns):
     """With no step, the loop's `torch.stack([])` raises, and so does the scan
     (it has no step to trace); a loop with no outputs returns its carry, where

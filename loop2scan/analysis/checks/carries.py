@@ -77,6 +77,8 @@ def _check_carry_shown(la, name: str) -> None:
              and isinstance(getattr(d.node, "value", None), ast.Call)]
     if not calls:
         return
+    if la.mctx.framework == "torch_xla" and all(_torch_tensor_call(la, c) for c in calls):
+        return  # `torch.zeros_like(h)`, `x.new_zeros(...)`: a tensor (the torch rules check its dtype)
     for stmt, value in _carry_updates(la, name):
         after = la.facts.kind(value, _defs_in_body(la, stmt))
         if after.is_array or after.is_array_tree():
@@ -87,6 +89,19 @@ def _check_carry_shown(la, name: str) -> None:
     raise Decline("L2S406", f"`{name}` starts as the result of `{short(ast.unparse(first))}` and the loop only updates "
                   "it with results of calls whose source is not visible: nothing shows it is an array (or a "
                   "pytree of arrays) whose dtype and structure stay the same from step to step", first)
+
+
+#: Tensor methods building a new tensor (of the receiver's dtype and device, unless told otherwise).
+TORCH_NEW_METHODS = ("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor")
+
+
+def _torch_tensor_call(la, call: ast.Call) -> bool:
+    """``call`` returns one tensor: a ``torch`` function such as ``torch.zeros_like``
+    (not one returning a tuple), or ``x.new_zeros(...)`` and its kin."""
+    from .torch_layers import _expr_kind
+
+    f = call.func
+    return _expr_kind(la, call) == "tensor" or (isinstance(f, ast.Attribute) and f.attr in TORCH_NEW_METHODS)
 
 
 def _check_carry_init(la, name: str) -> None:

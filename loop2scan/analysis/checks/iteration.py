@@ -231,6 +231,15 @@ def _python_values_annotation(ann: ast.AST) -> bool:
     return False
 
 
+def _torch_tensor(la, seq: ast.AST) -> bool:
+    """``seq`` is a tensor (or ``x.unbind(k)`` of one) that cannot be ``None``."""
+    from .torch_layers import may_be_none
+    from .torch_time import tensor_source
+
+    base = tensor_source(la, seq)
+    return base is not None and not may_be_none(la, base.id)
+
+
 def check_elements(la) -> None:
     """The elements of every iterated sequence are arrays (or numbers of one
     dtype): shown by the sequence's kind, or, for a sequence of unknown kind,
@@ -247,6 +256,8 @@ def check_elements(la) -> None:
             continue
         seq = leaf.expr
         text = short(la.mctx.source(seq))
+        if la.mctx.framework == "torch_xla" and _torch_tensor(la, seq):
+            continue  # a tensor, or `x.unbind(k)` of one: stepped through as a tensor
         kind = la.facts.kind(seq, at_loop)
         if kind.is_array:
             continue

@@ -759,7 +759,9 @@ class _CodeChecker:
             if sub is None:
                 self.fail(f"`self.{f.attr}` (line {call.lineno}) is called, and the analysis cannot see what it is "
                           "(a submodule built in `__init__` from a known class)", call, mctx)
-            check_layer_class(sub, self.what, self.depth + 1, self.seen, where=built, where_module=self.owner.mctx)
+            for part in _sequential_parts(self.owner.mctx, sub, built) or [sub]:
+                check_layer_class(part, self.what, self.depth + 1, self.seen, where=built,
+                                  where_module=self.owner.mctx)
             return
         q = mctx.imports.qualname(f)
         if isinstance(f, ast.Name) and q is None:
@@ -818,6 +820,19 @@ def _submodule_build(owner: _Found, attr: str):
     if len(builds) != 1 or not isinstance(builds[0], ast.Assign) or not isinstance(builds[0].value, ast.Call):
         return None, None
     return resolve_class(owner.mctx, builds[0].value.func), builds[0]
+
+
+def _sequential_parts(mctx, sub, built) -> Optional[list]:
+    """The classes of the layers of ``nn.Sequential(A(...), B(...), ...)`` built
+    in place (``built``), each resolved (:func:`resolve_class`), or ``None``
+    when ``sub`` is not such a ``Sequential`` (then it is checked as it is)."""
+    if not (isinstance(sub, str) and sub.rsplit(".", 1)[-1] == "Sequential" and built is not None):
+        return None
+    call = built.value
+    if call.keywords or not call.args or not all(isinstance(a, ast.Call) for a in call.args):
+        return None
+    parts = [resolve_class(mctx, a.func) for a in call.args]
+    return parts if all(p is not None for p in parts) else None
 
 
 def _target_leaves(t: ast.AST) -> list:

@@ -172,10 +172,18 @@ def plan_time_scan(la) -> None:
             raise Decline("L2S335", "the loop index is used as a value (not only to index tensors); torch_xla's "
                           "scan would need it as a tensor of the step numbers", loop)
         source = _node_at(la, item.source) if item.kind in ("elements", "slice") else None
-        if source is None or _tensor_source(la, source) is None:
+        if source is None or tensor_source(la, source) is None:
             raise Decline("L2S335", f"`{item.source_text}` is scanned, and nothing shows it is a tensor (annotate "
                           "it `torch.Tensor`, or compute it with a torch function): a Python list of tensors "
                           "would be stepped through leaf by leaf", source if source is not None else loop)
+        if item.kind == "elements" and _is_unbind(la, source):
+            found = unbind_axis(la, source)
+            if found is None:
+                raise Decline("L2S335", f"`{short(ast.unparse(source))}` is scanned: the scan steps through `x` "
+                              "with the unbound dimension moved to the front, which needs the dimension as a "
+                              "literal integer (`x.unbind(1)`)", source)
+            base, axis = found
+            item.source_text, item.axis = la.mctx.source(base), axis
         item.wrap_asarray = False  # a tensor (`x.unbind(k)` is scanned as `x` with axis k in front)
     for y in la.ys:
         y.wrap_asarray = False  # the step returns its values as they are (torch_xla's scan stacks tensors)
@@ -386,13 +394,13 @@ def _node_at(la, span) -> Optional[ast.AST]:
     return None
 
 
-def _tensor_source(la, node: ast.AST) -> Optional[ast.AST]:
+def tensor_source(la, node: ast.AST) -> Optional[ast.AST]:
     """The tensor ``node`` scans (``x`` for ``x``, ``x.unbind(1)``,
     ``torch.unbind(x, 1)``), when it is shown to be one."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "unbind":
+    if isinstance(node, ast.Call) and mctx_qual(la, node.func) == "torch.unbind":
+        node = node.args[0] if node.args else None
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "unbind":
         node = node.func.value
-    elif isinstance(node, ast.Call) and mctx_qual(la, node.func) == "torch.unbind" and node.args:
-        node = node.args[0]
     if isinstance(node, ast.Name):
         return node if _value_kind(la, node.id) == "tensor" else None
     return None
@@ -408,24 +416,35 @@ def _op_text(op: ast.operator) -> str:
     return _op(op)
 
 
+def _is_unbind(la, node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and (mctx_qual(la, node.func) == "torch.unbind" or (
+        isinstance(node.func, ast.Attribute) and node.func.attr == "unbind"))
+
+
 def unbind_axis(la, node: ast.AST) -> Optional[tuple[ast.AST, int]]:
-    """``(x, k)`` for ``x.unbind(k)`` / ``torch.unbind(x, k)`` (``k`` a literal, 0 when absent)."""
+    """``(x, k)`` for ``x.unbind(k)`` / ``torch.unbind(x, k)`` (also ``dim=k``;
+    ``k`` a literal integer, 0 when absent), else ``None``."""
     if not isinstance(node, ast.Call) or node.keywords and any(k.arg != "dim" for k in node.keywords):
         return None
-    if isinstance(node.func, ast.Attribute) and node.func.attr == "unbind" and len(node.args) <= 1:
-        base, rest = node.func.value, list(node.args)
-    elif mctx_qual(la, node.func) == "torch.unbind" and 1 <= len(node.args) <= 2:
+    if mctx_qual(la, node.func) == "torch.unbind":
+        if not 1 <= len(node.args) <= 2:
+            return None
         base, rest = node.args[0], list(node.args[1:])
+    elif isinstance(node.func, ast.Attribute) and node.func.attr == "unbind" and len(node.args) <= 1:
+        base, rest = node.func.value, list(node.args)
     else:
         return None
     rest += [k.value for k in node.keywords]
     if not rest:
         return base, 0
+    if len(rest) > 1:
+        return None
     axis = rest[0]
-    if isinstance(axis, ast.UnaryOp) and isinstance(axis.op, ast.USub) and isinstance(axis.operand, ast.Constant):
-        return None  # a negative axis: counted from the end (not moved to the front here)
+    sign = 1
+    if isinstance(axis, ast.UnaryOp) and isinstance(axis.op, ast.USub):
+        axis, sign = axis.operand, -1
     if isinstance(axis, ast.Constant) and isinstance(axis.value, int) and not isinstance(axis.value, bool):
-        return base, axis.value
+        return base, sign * axis.value
     return None
 
 
