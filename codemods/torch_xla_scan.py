@@ -249,7 +249,7 @@ class _LayerStepEmitter:
         layers = f"[{self.name}({scan.element}{args}) for {scan.element} in {scan.iterable}]"
         names = ", ".join(carries)
         if scan.outputs:
-            lines = self._scan_lines(original, layers, carries, items)
+            lines = self._scan_lines(layers, carries, items)
         elif len(carries) == 1:
             lines = f"{carries[0]} = {self.scan_layers}({layers}, {carries[0]})\n"
         else:
@@ -287,8 +287,7 @@ class _LayerStepEmitter:
         self.taken |= {n for n, _ in out}
         return out
 
-    def _scan_lines(self, original: cst.For, layers: str, carries: list[str],
-                    items: list[tuple[str, Optional[str]]]) -> str:
+    def _scan_lines(self, layers: str, carries: list[str], items: list[tuple[str, Optional[str]]]) -> str:
         """``steps = [...]``, then the scan over them under ``if steps:`` (an
         empty list runs no step) and the growth of each tuple by its items."""
         plan, scan = self.plan, self.plan.torch_layers
@@ -296,7 +295,7 @@ class _LayerStepEmitter:
         steps = fresh_name("steps", taken)
         step = fresh_name(f"_{_singular(scan.attr).lower()}_step", taken | {steps})
         carry = fresh_name("carry", set())
-        stacked = {n: fresh_name(f"{n[:-len('_item')]}_items", taken | {steps, step}) for n, _ in items}
+        stacked = {n: fresh_name(f"{o.name}_items", taken | {steps, step}) for (n, _), o in zip(items, scan.outputs)}
         self.taken |= {steps, step, *stacked.values()}
         args = carry if len(carries) > 1 else f"({carry},)"
         init = carries[0] if len(carries) == 1 else f"({', '.join(carries)})"

@@ -259,7 +259,7 @@ class LoopAnalysis:
         self.elements_target = self.loop.target
         self.counter = None
         plan = self.plan()
-        scan.outputs = torch_layers.layer_outputs(self, scan)
+        scan.outputs = torch_layers.layer_outputs(self)
         scan.shared = torch_layers.shared_values(self, scan, plan.broadcast)
         scan.direct = not scan.shared and not scan.outputs and torch_layers.is_direct_call(self, scan.element)
         scan.assume_pure = self.mctx.policy.assume_pure

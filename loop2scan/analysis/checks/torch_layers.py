@@ -239,7 +239,7 @@ def all_blockers(la, attr: str, first: Decline) -> list[Decline]:
     if getattr(la, "accs", None):
         probe(lambda: check_collected(la))
         if getattr(la, "carries", None):
-            probe(lambda: layer_outputs(la, None))
+            probe(lambda: layer_outputs(la))
     if element is not None:
         scan = TorchLayerScan(attr=attr, element=element, element_uses=[], cls=cls.name if cls else "",
                               layer_class="", iterable=mctx.source(loop.iter))
@@ -261,12 +261,12 @@ def check_collected(la) -> None:
     layer (:func:`..outputs.growth_statement`): lists and stacked outputs decline."""
     for acc in la.accs.values():
         if acc.kind != "extend":
-            raise Decline("L2S332", f"`{acc.name}` collects a value per layer in a list; `scan_layers` returns only "
-                          "the carry (a tuple grown by one carried tensor per layer, `acc += (h,)`, is collected "
-                          "with `scan`)", acc.stmt)
+            raise Decline("L2S332", f"`{acc.name}` collects a value per layer in a list (or a tuple not grown by "
+                          "`acc += (v,)`); `scan_layers` returns only the carry (a tuple grown by one carried tensor "
+                          "per layer, `acc += (h,)`, is collected with `scan`)", acc.stmt)
 
 
-def layer_outputs(la, scan: Optional[TorchLayerScan]) -> list[LayerOutput]:
+def layer_outputs(la) -> list[LayerOutput]:
     """The tuples growing by one item per layer (``extend`` accumulators): the
     item is a carried tensor (a floating tensor in every step, so the scan can
     stack it), and the ``if`` around the growth, if any, tests Python values
