@@ -1211,6 +1211,18 @@ def _annotation_kind(mctx, ann: ast.AST) -> Optional[str]:
     return None
 
 
+def _operand_kind(la, node: ast.AST) -> Optional[str]:
+    """The kind of an operand of arithmetic: an expression :func:`_expr_kind`
+    knows, or a parameter the function never rebinds (its annotation or
+    default tells)."""
+    if isinstance(node, ast.Name):
+        defs = la.fctx.defs_before(la.loop, node.id)
+        if defs and all(d.kind == "param" for d in defs) and node.id not in all_written_names(la.func.body):
+            return _param_kind(la, node.id)
+        return None
+    return _expr_kind(la, node)
+
+
 _TORCH_TUPLES = {"split", "chunk", "unbind", "tensor_split", "sort", "topk", "max", "min", "meshgrid",
                  "broadcast_tensors", "split_with_sizes", "unique", "lu", "qr", "svd", "eig", "where"}
 
@@ -1218,6 +1230,14 @@ _TORCH_TUPLES = {"split", "chunk", "unbind", "tensor_split", "sort", "topk", "ma
 def _expr_kind(la, value: ast.AST) -> Optional[str]:
     if isinstance(value, ast.Constant):
         return "python"
+    if isinstance(value, ast.UnaryOp) and not isinstance(value.op, ast.Not):
+        return _expr_kind(la, value.operand)
+    if isinstance(value, ast.BinOp):
+        # arithmetic: a tensor with tensors or Python numbers is a tensor; Python numbers stay Python numbers
+        kinds = {_operand_kind(la, value.left), _operand_kind(la, value.right)}
+        if None in kinds:
+            return None
+        return "tensor" if "tensor" in kinds else "python"
     if isinstance(value, ast.Call):
         q = la.mctx.imports.qualname(value.func)
         if q is not None and is_under(q, "torch") and not is_under(q, "torch.nn") and \
