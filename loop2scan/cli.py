@@ -15,7 +15,8 @@ from typing import Optional
 import click
 
 from . import __version__
-from .api import FileReport, Options, RunReport, options_from_config, process_file, run, run_source
+from .api import (FileReport, Options, RunReport, options_from_config, pause_collector_for_process, process_file, run,
+                  run_source)
 from .codes import CODES, CodeSelection, code_table_markdown
 from .config import ConfigError, load_config
 from .engine import AVAILABLE_FRAMEWORKS, FRAMEWORKS, TARGETS
@@ -417,7 +418,10 @@ def entry() -> None:
     """The ``loop2scan`` command: :func:`main`, then, once the output is flushed,
     an exit that skips the interpreter's teardown.  A whole-tree run leaves
     millions of syntax-tree objects behind, and freeing them one by one at exit
-    took seconds for nothing (the operating system takes the memory back at once)."""
+    took seconds for nothing (the operating system takes the memory back at once).
+    For the same reason the cycle collector stays paused after the runs
+    (:func:`loop2scan.api.pause_collector_for_process`)."""
+    pause_collector_for_process()
     try:
         main()
     except SystemExit as e:

@@ -71,24 +71,25 @@ LAYOUTS = ("stacked", "keep")
 def analyze_source(text: str, framework: str = "auto", layout: str = "stacked", project=None,
                    path: Optional[str] = None, policy: Policy = DEFAULT_POLICY) -> tuple[list[LoopResult], Optional[str]]:
     """Analyse without rewriting: ``(loops, framework)``; raises SyntaxProblem."""
-    tree, _ = parse_for_analysis(text)
-    fw = detect_framework(tree, framework)
-    mctx = _module_context(tree, text, fw, layout, project, path, policy)
-    return analyze_module(mctx), fw
+    mctx = _module_context(text, framework, layout, project, path, policy)
+    return analyze_module(mctx), mctx.framework
 
 
-def _module_context(tree: ast.Module, text: str, fw: Optional[str], layout: str, project, path: Optional[str],
-                    policy: Policy = DEFAULT_POLICY):
+def _module_context(text: str, framework: str, layout: str, project, path: Optional[str],
+                    policy: Policy = DEFAULT_POLICY) -> ModuleContext:
+    """The analysis context of ``text``; raises SyntaxProblem.  A module of the
+    project that another module's analysis has read already (same text, same
+    settings) is not parsed again: one context per module, so that what was
+    found there holds here."""
     name = project.name_of(path) if project is not None and path is not None else None
     if name is not None:
-        # the project may have read this module already (another module's analysis looked at it):
-        # one context per module, so that what was found there holds here
         known = project.loaded(name)
-        if known is not None and known.text == text and known.framework == fw and known.layout == layout \
-                and known.policy == policy:
+        if known is not None and known.text == text and known.layout == layout and known.policy == policy \
+                and known.framework == detect_framework(known.tree, framework):
             return known
-    mctx = ModuleContext(tree, text, fw, layout, project=project if name is not None else None, name=name,
-                         policy=policy, path=path)
+    tree, _ = parse_for_analysis(text)
+    mctx = ModuleContext(tree, text, detect_framework(tree, framework), layout,
+                         project=project if name is not None else None, name=name, policy=policy, path=path)
     if name is not None:
         project.register(name, mctx)
     return mctx
@@ -116,11 +117,10 @@ def rewrite_source(text: str, framework: str = "auto", layout: str = "stacked", 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     try:
-        tree, _ = parse_for_analysis(text)
+        mctx = _module_context(text, framework, layout, project, path, policy)
     except SyntaxProblem as e:
         return SourceResult([], error=str(e))
-    fw = detect_framework(tree, framework)
-    mctx = _module_context(tree, text, fw, layout, project, path, policy)
+    fw = mctx.framework
     try:
         loops = analyze_module(mctx)
     except RecursionError:

@@ -23,8 +23,7 @@ import pytest
 from helpers import _compare, assert_tree_close, load
 from loop2scan import rewrite_source
 from loop2scan.analysis.loop import analyze_module
-from loop2scan.engine import _emit, _module_context, detect_framework
-from loop2scan.frontend import parse_for_analysis
+from loop2scan.engine import _emit, _module_context
 from loop2scan.policy import Style
 from loop2scan.report import explain_loop
 
@@ -38,9 +37,8 @@ def src(body: str) -> str:
 def rewrite_forcing(text: str, hoist: bool, style: Style = Style()) -> str:
     """Rewrite ``text`` with every plan's step in one form: at module level
     (passing the function's values the step reads) or as a closure."""
-    tree, _ = parse_for_analysis(text)
-    fw = detect_framework(tree, "jax")
-    mctx = _module_context(tree, text, fw, "stacked", None, None)
+    mctx = _module_context(text, "jax", "stacked", None, None)
+    fw = mctx.framework
     loops = analyze_module(mctx)
     for r in loops:
         if r.plan is None:

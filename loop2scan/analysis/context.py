@@ -8,6 +8,7 @@ holds a loop (reaching definitions, liveness, closures, static definitions).
 from __future__ import annotations
 
 import ast
+import operator
 import re
 from functools import cached_property
 from typing import Iterator, Optional
@@ -60,8 +61,8 @@ class StatementIndex:
         self.module_import_nodes: list[ast.AST] = []
         self.statements: list[ast.stmt] = []  # every statement, nested ones included, in source order
         self._index(tree, top=True)
-        self.loops.sort(key=lambda n: (n.lineno, n.col_offset))
-        self.statements.sort(key=lambda n: (n.lineno, n.col_offset))
+        self.loops.sort(key=_POSITION)
+        self.statements.sort(key=_POSITION)
 
     def _index(self, node: ast.AST, top: bool) -> None:
         parents, statements = self.parents, self.statements
@@ -100,6 +101,7 @@ class StatementIndex:
 
 
 _BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+_POSITION = operator.attrgetter("lineno", "col_offset")
 _BLOCK_FIELDS: dict[type, tuple[str, ...]] = {}
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 

@@ -828,12 +828,12 @@ def imported_list_sources(mctx) -> list:
     project = mctx.project
     if project is None or mctx.name is None:
         return []
-    calls = mctx.imported_list_calls()
-    if not calls:
-        return []
-    # an imported function of the project that may build a list at all
+    # an imported function of the project that may build a list at all (the cheaper test first)
     if not any(project.function_may_build(q) for q in mctx.imports.all_aliases().values()
                if project.split(q) is not None):
+        return []
+    calls = mctx.imported_list_calls()
+    if not calls:
         return []
     out = {}
     for qual in calls:

@@ -49,15 +49,17 @@ class ProjectIndex:
         self.paths: dict[str, str] = {}  # module name -> path
         self.names: dict[str, str] = {}  # real path -> module name
         self.packages: set[str] = set()
+        packages: dict[str, Optional[str]] = {}
+        self._real_dirs: dict[str, str] = {}  # the files of a run share a few directories: each resolved once
         for path in files:
-            name, is_package = module_name(path)
+            name, is_package = module_name(path, packages)
             if name is None or name in self.paths:
                 continue
             self.paths[name] = path
-            self.names[_key(path)] = name
+            self.names[self._key(path)] = name
             if is_package:
                 self.packages.add(name)
-        self.writable = {_key(p) for p in writable}
+        self.writable = {self._key(p) for p in writable}
         self._texts: dict[str, Optional[str]] = {}
         self._contexts: dict[str, object] = {}
 
@@ -68,18 +70,21 @@ class ProjectIndex:
         state["_contexts"] = {}
         state["_graph"] = None
         state["_forward"] = None
-        state["_words"] = {}
         state["_function_text"] = {}
         state["_may_build"] = {}
+        state["_star"] = None
         return state
 
     # ---------------------------------------------------------------- modules
+    def _key(self, path: str) -> str:
+        return _key(path, self._real_dirs)
+
     def name_of(self, path: str) -> Optional[str]:
-        return self.names.get(_key(path))
+        return self.names.get(self._key(path))
 
     def is_writable(self, name: str) -> bool:
         path = self.paths.get(name)
-        return path is not None and _key(path) in self.writable
+        return path is not None and self._key(path) in self.writable
 
     def text(self, name: str) -> Optional[str]:
         if name not in self._texts:
@@ -117,7 +122,7 @@ class ProjectIndex:
         body = self._function_texts(module).get(name)
         if body is None:
             # not defined there: re-exported, maybe; decide on the module
-            return self.mentions(module, name) and self.may_define_builder(module)
+            return self.may_define_builder(module) and self.mentions(module, name)
         return ("return [" in body or ".append(" in body) and ("split" in body or "range(" in body) \
             and any(w in body for w in KEY_WORDS)
 
@@ -126,29 +131,19 @@ class ProjectIndex:
         cache = self.__dict__.setdefault("_function_text", {})
         if module not in cache:
             text = self.text(module) or ""
-            starts = [(m.start(), m.group(1)) for m in _TOP_DEF.finditer(text)]
-            tops = [m.start() for m in _TOP_STATEMENT.finditer(text)]
             out = {}
-            i = 0
-            for pos, name in starts:
-                while i < len(tops) and tops[i] <= pos:
-                    i += 1
-                out[name] = text[pos: tops[i] if i < len(tops) else len(text)]
+            for m in _TOP_DEF.finditer(text):
+                # up to the next top-level statement (`^` matches only at the start of a line)
+                after = _TOP_STATEMENT.search(text, m.start() + 1)
+                out[m.group(1)] = text[m.start(): after.start() if after is not None else len(text)]
             cache[module] = out
         return cache[module]
 
-    def words(self, name: str) -> set[str]:
-        """The identifiers in a module's text (a quick test before a parse)."""
-        cache = self.__dict__.setdefault("_words", {})
-        if name not in cache:
-            cache[name] = set(_WORD.findall(self.text(name) or ""))
-        return cache[name]
-
     def mentions(self, module: str, word: str) -> bool:
-        """``word`` is an identifier in the text of ``module`` (the substring test
-        first: most modules do not hold it, and their word sets are never built)."""
+        """``word`` is an identifier in the text of ``module`` (a quick test
+        before a parse): one of its occurrences is a whole word."""
         text = self.text(module)
-        return text is not None and word in text and word in self.words(module)
+        return text is not None and has_word(text, word)
 
     def register(self, name: str, mctx) -> None:
         """Use ``mctx`` (the module being processed) for lookups of ``name``."""
@@ -285,14 +280,18 @@ class ProjectIndex:
     def star_importers(self, module: str) -> list[str]:
         """Modules that ``from module import *``."""
         out = []
-        for other in sorted(self.paths):
-            text = self.text(other)
-            if text is None or "import *" not in text:
-                continue
+        for other in self._star_importing():
             mctx = self.module_context(other)
             if mctx is not None and module in mctx.star_imports:
                 out.append(other)
         return out
+
+    def _star_importing(self) -> list[str]:
+        """The modules whose text holds ``import *`` (read once per process)."""
+        found = self.__dict__.get("_star")
+        if found is None:
+            found = self._star = [m for m in sorted(self.paths) if "import *" in (self.text(m) or "")]
+        return found
 
     def public(self, module: str, name: str) -> Optional[str]:
         """Why ``module.name`` can be used where the project cannot see it
@@ -310,6 +309,28 @@ class ProjectIndex:
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_DIGITS = frozenset("0123456789")
+
+
+def has_word(text: str, word: str) -> bool:
+    """``word`` is one of the words of ``text`` (``_WORD.findall(text)``), found
+    without listing them: an occurrence counts when no word character follows
+    it and what precedes it, past any digits, is not a word character."""
+    if not _WORD.fullmatch(word):
+        return False
+    n = len(word)
+    i = text.find(word)
+    while i >= 0:
+        end = i + n
+        if end == len(text) or text[end] not in _WORD_CHARS:
+            j = i
+            while j > 0 and text[j - 1] in _DIGITS:
+                j -= 1
+            if j == 0 or text[j - 1] not in _WORD_CHARS:
+                return True
+        i = text.find(word, i + 1)
+    return False
 _TOP_DEF = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
 # a line starting a new top-level statement (not a closing bracket of a signature)
 _TOP_STATEMENT = re.compile(r"^[^\s)\]#]", re.MULTILINE)
@@ -317,11 +338,28 @@ _IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(?P<dots>\.*)(?P<from>[\w.]*)[ \t]+im
                      r"|import[ \t]+(?P<modules>[^\n#;]+))", re.MULTILINE)
 
 
+def _import_statements(text: str):
+    """``_IMPORT.finditer(text)``, trying only the lines that hold the word
+    ``import`` (the first line of every match does)."""
+    done = 0  # where the last match ended: the next one starts at a line start after it
+    i = text.find("import")
+    while i >= 0:
+        start = text.rfind("\n", 0, i) + 1
+        m = _IMPORT.match(text, start) if start >= done else None
+        if m is not None:
+            yield m
+            done = m.end()
+        end = text.find("\n", i)
+        if end < 0:
+            return
+        i = text.find("import", max(end, done))
+
+
 def _imported_modules(text: str, module: str, is_package: bool) -> list[str]:
     """The modules an import statement of ``text`` names (``from a import b``
     names ``a`` and ``a.b``), relative imports resolved."""
     out: list[str] = []
-    for m in _IMPORT.finditer(text):
+    for m in _import_statements(text):
         if m.group("modules") is not None:
             for part in m.group("modules").split(","):
                 name = part.strip().split(" as ")[0].strip()
@@ -344,23 +382,41 @@ def _imported_modules(text: str, module: str, is_package: bool) -> list[str]:
     return out
 
 
-def module_name(path: str) -> tuple[Optional[str], bool]:
+def module_name(path: str, memo: Optional[dict] = None) -> tuple[Optional[str], bool]:
     """The dotted module name of a source file, and whether it is a package's
-    ``__init__``."""
+    ``__init__`` (``memo``: see :func:`_package_of`)."""
     path = os.path.abspath(path)
     directory, filename = os.path.split(path)
     stem, ext = os.path.splitext(filename)
     if ext != ".py" or not stem.isidentifier():
         return None, False
-    parts = [] if stem == "__init__" else [stem]
-    while os.path.isfile(os.path.join(directory, "__init__.py")):
-        directory, package = os.path.split(directory)
-        if not package.isidentifier():
-            return None, False
-        parts.insert(0, package)
+    package = _package_of(directory, memo)
+    if package is None:
+        return None, False
+    parts = [p for p in (package, "" if stem == "__init__" else stem) if p]
     if not parts:
         return None, False
     return ".".join(parts), stem == "__init__"
+
+
+def _package_of(directory: str, memo: Optional[dict] = None) -> Optional[str]:
+    """The dotted package a directory is (``""`` outside packages, ``None`` when
+    a package on the way up has a name that is not an identifier).  ``memo``
+    (directory -> answer) lets the files of one run look at each directory once."""
+    if memo is not None and directory in memo:
+        return memo[directory]
+    if not os.path.isfile(os.path.join(directory, "__init__.py")):
+        found: Optional[str] = ""
+    else:
+        parent, name = os.path.split(directory)
+        above = _package_of(parent, memo) if parent != directory else ""
+        if not name.isidentifier() or above is None:
+            found = None
+        else:
+            found = f"{above}.{name}" if above else name
+    if memo is not None:
+        memo[directory] = found
+    return found
 
 
 def build_project(paths: Sequence[str], files: Sequence[str], root: Optional[str],
@@ -442,8 +498,16 @@ def _published(root: str) -> bool:
         return False
 
 
-def _key(path: str) -> str:
-    return os.path.normcase(os.path.realpath(path))
+def _key(path: str, memo: Optional[dict] = None) -> str:
+    """The identity of a file: its real path (symbolic links resolved), normalised.
+    ``memo`` (directory -> real path) resolves each directory of a run once."""
+    directory, name = os.path.split(os.path.abspath(path))
+    if memo is None or not name or name in (".", "..") or os.path.islink(path):
+        return os.path.normcase(os.path.realpath(path))
+    real = memo.get(directory)
+    if real is None:
+        real = memo[directory] = os.path.realpath(directory)
+    return os.path.normcase(os.path.join(real, name))
 
 
 def relative_base(module: str, is_package: bool, level: int) -> Optional[str]:
