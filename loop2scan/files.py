@@ -369,9 +369,26 @@ def read_source(path: str) -> SourceFile:
     return dataclasses.replace(decode_source(path, raw), stat_key=_stat_key(st), mode=stat.S_IMODE(st.st_mode))
 
 
+def read_text(path: str) -> str:
+    """The text :func:`read_source` reads from ``path`` (with the same checks),
+    without what only a write needs (the real path, the file's identity): what
+    the analysis reads of the other modules of a project."""
+    path = os.fspath(path)
+    _check_regular(path, _stat_for_read(path))
+    raw, _ = _read_bytes(path)
+    return _decoded(path, raw)[0]
+
+
 def decode_source(path: str, raw: bytes) -> SourceFile:
     """Decode source bytes that did not come from a file of their own (standard
     input), as :func:`read_source` decodes a file's; ``path`` names them in messages."""
+    text, encoding = _decoded(path, raw)
+    return SourceFile(path=path, real_path=os.path.realpath(path), raw=raw, text=text, encoding=encoding)
+
+
+def _decoded(path: str, raw: bytes) -> tuple[str, str]:
+    """``(text, encoding)`` of source bytes; raises SourceError for bytes that are
+    not source text or that the text does not reproduce exactly."""
     if b"\x00" in raw:
         offset = raw.index(b"\x00")
         raise SourceError(
@@ -381,15 +398,9 @@ def decode_source(path: str, raw: bytes) -> SourceFile:
         )
     encoding = _detect_encoding(path, raw)
     text = _decode(path, raw, encoding)
-    source = SourceFile(
-        path=path,
-        real_path=os.path.realpath(path),
-        raw=raw,
-        text=text,
-        encoding=encoding,
-    )
     try:
-        exact = encode_source(source, text) == raw
+        exact = encode_source(SourceFile(path=path, real_path=path, raw=raw, text=text, encoding=encoding),
+                              text) == raw
     except SourceError:
         exact = False
     if not exact:
@@ -398,7 +409,7 @@ def decode_source(path: str, raw: bytes) -> SourceFile:
             f"its bytes cannot be reproduced exactly with the encoding {encoding!r}; "
             "refusing to process it",
         )
-    return source
+    return text, encoding
 
 
 # ---------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from typing import Iterator
 
 _SPAN = "_l2s_span"
 _AST = ast.AST
-_CONTEXTS = (ast.expr_context,)
 
 
 #: Fields that never hold a node (names, flags, constants), by node type; ``None`` for every type.
@@ -59,11 +58,13 @@ def children(node: ast.AST) -> list[ast.AST]:
     out = []
     for name in fields:
         value = getattr(node, name, None)
+        if value is None:
+            continue
         if value.__class__ is list:
             for item in value:
                 if isinstance(item, _AST):
                     out.append(item)
-        elif isinstance(value, _AST) and not isinstance(value, _CONTEXTS):
+        elif isinstance(value, _AST):  # expression contexts are in no field listed
             out.append(value)
     return out
 
@@ -86,6 +87,42 @@ def walk_each(nodes) -> Iterator[ast.AST]:
 
 
 def _index(root: ast.AST) -> list[ast.AST]:
+    try:
+        return _index_recursive(root)
+    except RecursionError:  # expressions nested deeper than the interpreter's stack: the same, with a list for stack
+        return _index_iterative(root)
+
+
+def _index_recursive(root: ast.AST) -> list[ast.AST]:
+    order: list[ast.AST] = []
+    append = order.append
+    fields_of = _NODE_FIELDS
+    span = _SPAN
+
+    def visit(node: ast.AST) -> None:
+        start = len(order)
+        append(node)
+        cls = node.__class__
+        fields = fields_of.get(cls)
+        if fields is None:
+            fields = _node_fields(cls)
+        for name in fields:
+            value = getattr(node, name, None)
+            if value is None:
+                continue
+            if value.__class__ is list:
+                for item in value:
+                    if isinstance(item, _AST):
+                        visit(item)
+            elif isinstance(value, _AST):
+                visit(value)
+        node.__dict__[span] = (order, start, len(order))
+
+    visit(root)
+    return order
+
+
+def _index_iterative(root: ast.AST) -> list[ast.AST]:
     order: list[ast.AST] = []
     append = order.append
     stack: list = [root]

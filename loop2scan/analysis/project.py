@@ -27,7 +27,7 @@ import os
 import re
 from typing import Iterable, Optional, Sequence
 
-from ..files import SourceError, discover, read_source
+from ..files import SourceError, discover, read_text
 
 # words one of which a parameter-list builder's text holds (it draws each layer from a PRNG key)
 KEY_WORDS = ("split", "fold_in", "key", "rng", "random", "Key", "RNG")
@@ -90,7 +90,7 @@ class ProjectIndex:
         if name not in self._texts:
             path = self.paths.get(name)
             try:
-                self._texts[name] = read_source(path).text if path is not None else None
+                self._texts[name] = read_text(path) if path is not None else None
             except SourceError:
                 self._texts[name] = None
         return self._texts[name]
@@ -132,10 +132,11 @@ class ProjectIndex:
         if module not in cache:
             text = self.text(module) or ""
             out = {}
-            for m in _TOP_DEF.finditer(text):
-                # up to the next top-level statement (`^` matches only at the start of a line)
-                after = _TOP_STATEMENT.search(text, m.start() + 1)
-                out[m.group(1)] = text[m.start(): after.start() if after is not None else len(text)]
+            for start in sorted(set(_line_starts(text, "def")) | set(_line_starts(text, "async"))):
+                m = _TOP_DEF.match(text, start)
+                if m is not None:
+                    after = _NEXT_TOP_STATEMENT.search(text, start)  # up to the next top-level statement
+                    out[m.group(1)] = text[start: after.start() + 1 if after is not None else len(text)]
             cache[module] = out
         return cache[module]
 
@@ -332,8 +333,18 @@ def has_word(text: str, word: str) -> bool:
         i = text.find(word, i + 1)
     return False
 _TOP_DEF = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
-# a line starting a new top-level statement (not a closing bracket of a signature)
-_TOP_STATEMENT = re.compile(r"^[^\s)\]#]", re.MULTILINE)
+# the line break before a new top-level statement (not a closing bracket of a signature)
+_NEXT_TOP_STATEMENT = re.compile(r"\n[^\s)\]#]")
+
+
+def _line_starts(text: str, word: str):
+    """The positions of the lines of ``text`` that start with ``word``."""
+    if text.startswith(word):
+        yield 0
+    i = text.find("\n" + word)
+    while i >= 0:
+        yield i + 1
+        i = text.find("\n" + word, i + 1)
 _IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(?P<dots>\.*)(?P<from>[\w.]*)[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n#;]+)"
                      r"|import[ \t]+(?P<modules>[^\n#;]+))", re.MULTILINE)
 
