@@ -96,26 +96,13 @@ def _index(root: ast.AST) -> list[ast.AST]:
 def _index_recursive(root: ast.AST) -> list[ast.AST]:
     order: list[ast.AST] = []
     append = order.append
-    fields_of = _NODE_FIELDS
     span = _SPAN
 
     def visit(node: ast.AST) -> None:
         start = len(order)
         append(node)
-        cls = node.__class__
-        fields = fields_of.get(cls)
-        if fields is None:
-            fields = _node_fields(cls)
-        for name in fields:
-            value = getattr(node, name, None)
-            if value is None:
-                continue
-            if value.__class__ is list:
-                for item in value:
-                    if isinstance(item, _AST):
-                        visit(item)
-            elif isinstance(value, _AST):
-                visit(value)
+        for child in children(node):
+            visit(child)
         node.__dict__[span] = (order, start, len(order))
 
     visit(root)
