@@ -78,16 +78,31 @@ class _Collector(ast.NodeVisitor):
     def visit(self, node: ast.AST) -> None:
         name = self._methods.get(node.__class__)
         if name is None:
-            name = "visit_" + node.__class__.__name__
-            name = self._methods[node.__class__] = name if hasattr(self, name) else "generic_visit"
+            name = self._method(node.__class__)
         getattr(self, name)(node)
 
+    def _method(self, cls: type) -> str:
+        name = "visit_" + cls.__name__
+        name = self._methods[cls] = name if hasattr(self, name) else "generic_visit"
+        return name
+
     def generic_visit(self, node: ast.AST) -> None:
+        methods = self._methods
         for child in children(node):
-            self.visit(child)
+            name = methods.get(child.__class__)
+            if name is None:
+                name = self._method(child.__class__)
+            if name == "generic_visit":  # most nodes: no frame for the dispatch
+                self.generic_visit(child)
+            else:
+                getattr(self, name)(child)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        """Nothing to collect (``ast.NodeVisitor``'s own method looks for the
+        deprecated ``visit_Num``/``visit_Str`` on every constant)."""
 
     def _hidden_name(self, name: str) -> bool:
-        return any(name in scope for scope in self._hidden)
+        return bool(self._hidden) and any(name in scope for scope in self._hidden)
 
     def visit_Name(self, node: ast.Name) -> None:
         if self._hidden_name(node.id):
@@ -187,11 +202,16 @@ def collect(node: ast.AST, closures: bool = True) -> _Collector:
 
 def reads(node: ast.AST | None) -> list[ast.Name]:
     """Names an expression reads (in source order)."""
+    return _reads_and_walrus(node)[0]
+
+
+def _reads_and_walrus(node: ast.AST | None) -> tuple[list[ast.Name], list[str]]:
+    """What :func:`reads` and :func:`walrus_writes` find, in one pass."""
     if node is None:
-        return []
+        return [], []
     c = _Collector()
     c.visit(node)
-    return c.loads
+    return c.loads, c.walrus
 
 
 def read_names(node: ast.AST | None) -> set[str]:
@@ -199,11 +219,7 @@ def read_names(node: ast.AST | None) -> set[str]:
 
 
 def walrus_writes(node: ast.AST | None) -> list[str]:
-    if node is None:
-        return []
-    c = _Collector()
-    c.visit(node)
-    return c.walrus
+    return _reads_and_walrus(node)[1]
 
 
 def arg_names(args: ast.arguments) -> list[str]:
@@ -347,43 +363,44 @@ class Effects:
 def header_effects(stmt: ast.stmt) -> Effects:
     e = Effects()
     if isinstance(stmt, ast.Assign):
-        e.reads = reads(stmt.value)
+        e.reads, walrus = _reads_and_walrus(stmt.value)
         for t in stmt.targets:
             e.reads += target_reads(t)
-        e.writes = walrus_writes(stmt.value) + [n for t in stmt.targets for n in target_names(t)]
+        e.writes = walrus + [n for t in stmt.targets for n in target_names(t)]
     elif isinstance(stmt, ast.AugAssign):
-        e.reads = reads(stmt.value) + target_reads(stmt.target)
+        e.reads, walrus = _reads_and_walrus(stmt.value)
+        e.reads = e.reads + target_reads(stmt.target)
         if isinstance(stmt.target, ast.Name):
             e.reads.append(ast.Name(id=stmt.target.id, ctx=ast.Load(), lineno=stmt.lineno,
                                     col_offset=stmt.col_offset, end_lineno=stmt.target.end_lineno,
                                     end_col_offset=stmt.target.end_col_offset))
-        e.writes = walrus_writes(stmt.value) + target_names(stmt.target)
+        e.writes = walrus + target_names(stmt.target)
     elif isinstance(stmt, ast.AnnAssign):
         if stmt.value is not None:
-            e.reads = reads(stmt.value) + target_reads(stmt.target)
-            e.writes = walrus_writes(stmt.value) + target_names(stmt.target)
+            e.reads, walrus = _reads_and_walrus(stmt.value)
+            e.reads = e.reads + target_reads(stmt.target)
+            e.writes = walrus + target_names(stmt.target)
     elif isinstance(stmt, (ast.Expr, ast.Return)):
-        e.reads = reads(stmt.value)
-        e.writes = walrus_writes(stmt.value)
+        e.reads, e.writes = _reads_and_walrus(stmt.value)
     elif isinstance(stmt, ast.Raise):
         e.reads = reads(stmt.exc) + reads(stmt.cause)
     elif isinstance(stmt, ast.Assert):
-        e.reads = reads(stmt.test) + reads(stmt.msg)
-        e.writes = walrus_writes(stmt.test)
+        e.reads, e.writes = _reads_and_walrus(stmt.test)
+        e.reads = e.reads + reads(stmt.msg)
     elif isinstance(stmt, ast.Delete):
         for t in stmt.targets:
             e.reads += target_reads(t)
             e.deletes += target_names(t)
     elif isinstance(stmt, (ast.If, ast.While)):
-        e.reads = reads(stmt.test)
-        e.writes = walrus_writes(stmt.test)
+        e.reads, e.writes = _reads_and_walrus(stmt.test)
     elif isinstance(stmt, (ast.For, ast.AsyncFor)):
-        e.reads = reads(stmt.iter) + target_reads(stmt.target)
-        e.writes = walrus_writes(stmt.iter)  # the target is bound at the loop head
+        e.reads, e.writes = _reads_and_walrus(stmt.iter)  # the target is bound at the loop head
+        e.reads = e.reads + target_reads(stmt.target)
     elif isinstance(stmt, (ast.With, ast.AsyncWith)):
         for item in stmt.items:
-            e.reads += reads(item.context_expr)
-            e.writes += walrus_writes(item.context_expr)
+            loads, walrus = _reads_and_walrus(item.context_expr)
+            e.reads += loads
+            e.writes += walrus
             if item.optional_vars is not None:
                 e.reads += target_reads(item.optional_vars)
                 e.writes += target_names(item.optional_vars)
@@ -409,7 +426,7 @@ def all_written_names(stmts: Iterable[ast.stmt]) -> set[str]:
     nested scopes excluded, except the names the definitions themselves bind)."""
     out: set[str] = set()
     for stmt in stmts:
-        out.update(collect(stmt, closures=False).stores)
+        out |= _statement_names(stmt)[0]
     return out
 
 
@@ -418,7 +435,18 @@ def all_read_names(stmts: Iterable[ast.stmt]) -> set[str]:
     definitions included."""
     out: set[str] = set()
     for stmt in stmts:
-        c = collect(stmt)
-        out.update(n.id for n in c.loads)
-        out |= c.closure_reads
+        out |= _statement_names(stmt)[1]
     return out
+
+
+_NAMES = "_l2s_names"
+
+
+def _statement_names(stmt: ast.stmt) -> tuple[frozenset[str], frozenset[str]]:
+    """``(bound, read)`` names of a statement, collected once (trees never change
+    after parsing; the checks of one loop ask about the same statements)."""
+    found = stmt.__dict__.get(_NAMES)
+    if found is None:
+        c = collect(stmt)
+        found = stmt.__dict__[_NAMES] = (frozenset(c.stores), frozenset(n.id for n in c.loads) | c.closure_reads)
+    return found
