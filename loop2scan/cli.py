@@ -344,7 +344,7 @@ def explain(targets, framework, layout, fmt, config_path, jobs, **policy) -> Non
         if fmt != "text":
             continue
         for loop in sorted(f.loops, key=lambda lp: (EXPLAIN_ORDER.index(lp.status), lp.line, lp.col)):
-            click.echo(explain_loop(f.path, loop))
+            click.echo(explain_loop(f.path, loop, f.framework))
     sys.exit(exit_code)
 
 
@@ -411,7 +411,7 @@ def codes(code: Optional[str]) -> None:
     c = CODES.get(code.upper())
     if c is None:
         raise click.UsageError(f"unknown code {code!r}")
-    click.echo(f"{c.code} ({c.name}): {c.title}\n\n{c.fix}")
+    click.echo(f"{c.code} ({c.name}): {c.title}\n\n{c.fix_text()}")
 
 
 def entry() -> None:

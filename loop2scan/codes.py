@@ -29,7 +29,7 @@ def code_table_markdown() -> str:
     """The documentation table of all codes (``docs/codes.md`` embeds it)."""
     lines = ["| code | name | meaning | what to do |", "|---|---|---|---|"]
     for c in _CODES:
-        lines.append(f"| `{c.code}` | {c.name} | {c.title} | {c.fix} |")
+        lines.append(f"| `{c.code}` | {c.name} | {c.title} | {c.fix_text()} |")
     return "\n".join(lines) + "\n"
 
 

@@ -49,7 +49,7 @@ def to_sarif(report: RunReport) -> str:
             "id": code,
             "name": CODES[code].name,
             "shortDescription": {"text": CODES[code].title},
-            "help": {"text": CODES[code].fix},
+            "help": {"text": CODES[code].fix_text()},
         }
         for code in used if code in CODES
     ]
@@ -122,8 +122,9 @@ def status_word(loop: LoopResult) -> str:
             "not-candidate": "not a candidate"}[loop.status]
 
 
-def explain_loop(path: str, loop: LoopResult) -> str:
-    """The multi-line explanation ``loop2scan explain`` prints for one loop."""
+def explain_loop(path: str, loop: LoopResult, framework: Optional[str] = None) -> str:
+    """The multi-line explanation ``loop2scan explain`` prints for one loop
+    (``framework``: the file's, for advice in its words)."""
     head = f"{display_path(path)}:{loop.line}:{loop.col + 1}: "
     if loop.status == "rewritten" and loop.plan is not None:
         plan = loop.plan
@@ -175,7 +176,7 @@ def explain_loop(path: str, loop: LoopResult) -> str:
     if loop.where is not None and (loop.where.line, loop.where.col) != (loop.line, loop.col):
         lines.append(f"    at {path}:{loop.where.line}:{loop.where.col + 1}")
     if loop.status == "declined" and code is not None:
-        lines.append(f"    fix: {code.fix}")
+        lines.append(f"    fix: {code.fix_for(framework)}")
     for i, b in enumerate((loop.blockers or [])[1:]):
         where = f" (line {b['line']})" if b["line"] is not None else ""
         lines.append(f"    {'also:' if i == 0 else '':<6}{b['code']}{where}: {b['message']}")

@@ -684,3 +684,71 @@ def test_check_reports_a_missing_factory(tmp_path):
         r.output
     assert "0 verified" in r.output and "3 unverified" in r.output
     assert path.read_text() == (GOLDEN / "decoder.py").read_text()
+
+
+_JAX_WORDS = ("jnp", "jax.", "`.at[")
+
+
+def test_explain_gives_pytorch_advice_for_pytorch_code(tmp_path):
+    """The `fix:` line speaks the file's framework: a PyTorch loop declined for a
+    reason JAX code also meets is not told to use `jnp` or `jax.lax`."""
+    from click.testing import CliRunner
+
+    from loop2scan.cli import main
+    from loop2scan.codes import CODES
+    from textwrap import dedent
+
+    src = tmp_path / "model.py"
+    src.write_text(dedent("""\
+        import torch
+        import torch_xla
+        from torch import nn
+
+
+        class Block(nn.Module):
+            def __init__(self, d):
+                super().__init__()
+                self.lin = nn.Linear(d, d)
+
+            def forward(self, h):
+                return torch.tanh(self.lin(h))
+
+
+        class Net(nn.Module):
+            def __init__(self, d, n):
+                super().__init__()
+                self.layers = nn.ModuleList([Block(d) for _ in range(n)])
+
+            def forward(self, h):
+                outs = []
+                for layer in self.layers:
+                    h = layer(h)
+                    outs.append(h)
+                return h, outs
+
+
+        def rnn(cell, xs: torch.Tensor, h: torch.Tensor):
+            for t in range(xs.size(0)):
+                h = cell(xs[t], h)
+                if t > 3:
+                    break
+            return h
+        """))
+    out = CliRunner().invoke(main, ["explain", str(src)]).output
+    assert "declined L2S501" in out and "declined L2S101" in out, out
+    fix_lines = [line.strip() for line in out.splitlines() if line.strip().startswith("fix:")]
+    assert fix_lines == [f"fix: {CODES['L2S501'].torch_fix}", f"fix: {CODES['L2S101'].torch_fix}"], out
+    for line in fix_lines:
+        assert not any(word in line for word in _JAX_WORDS), line
+    assert "torch.stack" in fix_lines[0] and "torch.where" in fix_lines[1]
+
+
+def test_every_pytorch_advice_is_in_pytorch_words():
+    from loop2scan.codes import CODES
+
+    advised = [c for c in CODES.values() if c.torch_fix]
+    assert len(advised) >= 10
+    for c in advised:
+        assert not any(word in c.torch_fix for word in _JAX_WORDS), c.code
+        assert c.fix_for("torch_xla") == c.torch_fix == c.fix_for("torch") and c.fix_for("jax") == c.fix
+        assert c.fix in c.fix_text() and c.torch_fix in c.fix_text()

@@ -15,6 +15,16 @@ class Code:
     name: str  # short kebab-case slug, used as the SARIF rule name
     title: str  # one line, what the rule is about
     fix: str  # what the user can do about it
+    torch_fix: str = ""  # the same for PyTorch code, where the advice differs
+
+    def fix_for(self, framework: Optional[str]) -> str:
+        """What to do, in the words of the file's framework (JAX's unless PyTorch's)."""
+        return self.torch_fix if self.torch_fix and framework in ("torch", "torch_xla") else self.fix
+
+    def fix_text(self) -> str:
+        """Both pieces of advice, for the places that show one per code (the code
+        table, SARIF rules, ``loop2scan codes``)."""
+        return f"{self.fix} With PyTorch: {self.torch_fix}" if self.torch_fix else self.fix
 
 
 def advice(la, jax: str, torch: str) -> str:

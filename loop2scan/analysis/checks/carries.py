@@ -15,14 +15,20 @@ CODES = (
     Code("L2S401", "carry-unbound", "a value carried from step to step is not assigned before the loop",
         "Initialise it before the loop with a value of the same shape and dtype it has inside the loop."),
     Code("L2S402", "carry-none", "a carried value starts as `None`",
-        "Initialise it with an array of the shape and dtype it has inside the loop (e.g. `jnp.zeros(...)`)."),
+        "Initialise it with an array of the shape and dtype it has inside the loop (e.g. `jnp.zeros(...)`).",
+        torch_fix="Initialise it with a tensor of the shape and dtype it has inside the loop (e.g. `torch.zeros(...)` "
+                  "or `x.new_zeros(...)`)."),
     Code("L2S403", "python-value-carry", "a carried value is a Python value (a number that never meets an array, "
         "a set, a dict, a string)",
         "A scan would turn it into a traced array; if it really is an array value, initialise it as one "
-        "(`jnp.zeros(())`, `jnp.float32(0)`), otherwise keep the loop."),
+        "(`jnp.zeros(())`, `jnp.float32(0)`), otherwise keep the loop.",
+        torch_fix="A scan would turn it into a tensor; if it really is a tensor value, initialise it as one "
+                  "(`torch.zeros(())`), otherwise keep the loop."),
     Code("L2S404", "carry-shape", "a carried value may change shape from step to step",
         "A scan carry keeps one shape and dtype: initialise it with the shape it has inside the loop "
-        "(e.g. `jnp.zeros_like(...)`), and do not grow it (collect per-step values in a list instead)."),
+        "(e.g. `jnp.zeros_like(...)`), and do not grow it (collect per-step values in a list instead).",
+        torch_fix="A scan carry keeps one shape and dtype: initialise it with the shape it has inside the loop "
+                  "(e.g. `torch.zeros_like(...)`), and do not grow it (collect per-step values in a list instead)."),
     Code("L2S406", "carry-not-shown", "a carried value is not shown to be an array or a pytree of arrays",
          "It starts and is updated as the result of calls whose source is not visible (an optimizer state, an "
          "object): build it with array operations, annotate it, or keep the loop."),

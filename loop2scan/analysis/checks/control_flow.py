@@ -12,9 +12,12 @@ from ..nodes import walk
 
 CODES = (
     Code("L2S101", "break", "`break` in the loop body",
-        "A scan always runs every step: compute the stopping step and mask with `jnp.where`, or use `jax.lax.while_loop`."),
+        "A scan always runs every step: compute the stopping step and mask with `jnp.where`, or use `jax.lax.while_loop`.",
+        torch_fix="A scan always runs every step: compute the stopping step and mask with `torch.where`, or keep the "
+                  "Python loop."),
     Code("L2S102", "continue", "`continue` in the loop body",
-        "Replace the skipped part with `jnp.where(condition, new, old)` so every step runs the same code."),
+        "Replace the skipped part with `jnp.where(condition, new, old)` so every step runs the same code.",
+        torch_fix="Replace the skipped part with `torch.where(condition, new, old)` so every step runs the same code."),
     Code("L2S103", "return", "`return` in the loop body", "Return after the loop; a scan step cannot leave the enclosing function."),
     Code("L2S104", "yield", "`yield` in the loop body", "A generator loop cannot become a scan."),
     Code("L2S105", "await", "`await` in the loop body", "An asynchronous loop body cannot become a scan."),
@@ -23,7 +26,9 @@ CODES = (
     Code("L2S107", "del", "`del` in the loop body", "Drop the `del`: names local to a step are freed when the step ends."),
     Code("L2S108", "try", "`try` in the loop body", "Exceptions cannot be caught per step inside a scan; handle them around the loop."),
     Code("L2S109", "data-dependent-branch", "Python control flow depends on a per-step value",
-        "Inside a scan the per-step values are traced arrays: use `jnp.where` / `jax.lax.cond` instead of `if`, `while`, `and`/`or` or a conditional expression."),
+        "Inside a scan the per-step values are traced arrays: use `jnp.where` / `jax.lax.cond` instead of `if`, `while`, `and`/`or` or a conditional expression.",
+        torch_fix="Inside a scan the per-step values are traced tensors: use `torch.where` instead of `if`, `while`, "
+                  "`and`/`or` or a conditional expression."),
     Code("L2S110", "with", "`with` statement in the loop body",
         "Only known pure context managers (such as `jax.named_scope`) may run once per traced step."),
     Code("L2S111", "class-def", "class definition or `match` statement in the loop body",

@@ -42,7 +42,10 @@ CODES = (
         "Compute the last index or element explicitly after the loop."),
     Code("L2S310", "non-array-elements", "the elements of the iterated sequence are not shown to be arrays",
          "A scan stacks the sequence into one array: iterate over an array (annotate it, or build it with "
-         "`jnp.stack`), or keep the loop for sequences of strings, objects, dicts, `None` or mixed numbers."),
+         "`jnp.stack`), or keep the loop for sequences of strings, objects, dicts, `None` or mixed numbers.",
+         torch_fix="A scan stacks the sequence into one tensor: step through a tensor (`for x_t in x.unbind(1)`, or "
+                   "`x[:, t]` for `t` in `range(x.size(1))`), or keep the loop for sequences of strings, objects, "
+                   "dicts, `None` or mixed numbers."),
 )
 
 STATIC_ATTRS = {"shape", "ndim", "dtype", "size", "itemsize", "nbytes"}

@@ -10,7 +10,10 @@ from ..outputs import OutputAnalysis
 
 CODES = (
     Code("L2S501", "list-accumulator", "a list built in the loop is used in a way a stacked array cannot replace",
-        "Only `outs.append(y)` once per step, then `jnp.stack(outs)` / `jnp.array(outs)` / `jnp.concatenate(outs)` / `len(outs)` / `outs[i]` after the loop are understood."),
+        "Only `outs.append(y)` once per step, then `jnp.stack(outs)` / `jnp.array(outs)` / `jnp.concatenate(outs)` / `len(outs)` / `outs[i]` after the loop are understood.",
+        torch_fix="In a loop over time steps, only `outs.append(y)` once per step, then `torch.stack(outs)` / "
+                  "`len(outs)` / `outs[i]` after the loop are understood; a loop over layers can collect the carried "
+                  "tensor of each layer in a tuple (`acc = acc + (h,)`), not in a list."),
     Code("L2S502", "accumulator-init", "a list or tuple accumulator does not start empty just before the loop",
         "Start it as `[]` (or `()`) right before the loop and add the initial items after stacking."),
 )

@@ -12,13 +12,19 @@ from ..kinds import OBJECT
 
 CODES = (
     Code("L2S201", "host-side-effect", "host side effect in the loop body (printing, logging, I/O, Python randomness, progress bars)",
-        "A scan traces the body once, so the effect would happen once instead of every step: use `jax.debug.print`/`jax.debug.callback`, or move it out of the loop."),
+        "A scan traces the body once, so the effect would happen once instead of every step: use `jax.debug.print`/`jax.debug.callback`, or move it out of the loop.",
+        torch_fix="A scan traces the body once, so the effect would happen once instead of every step: move it out of "
+                  "the loop."),
     Code("L2S202", "host-conversion", "a per-step value is converted to a Python or NumPy value",
-        "`.item()`, `float()`, `int()`, `bool()`, `.tolist()` and `np.*` need concrete values; keep the computation in `jnp`."),
+        "`.item()`, `float()`, `int()`, `bool()`, `.tolist()` and `np.*` need concrete values; keep the computation in `jnp`.",
+        torch_fix="`.item()`, `float()`, `int()`, `bool()`, `.tolist()` and `np.*` need concrete values; keep the "
+                  "computation in tensor operations."),
     Code("L2S203", "attribute-write", "an attribute is assigned in the loop body",
         "Assign to a local name and set the attribute once after the loop."),
     Code("L2S204", "subscript-write", "an item is assigned in the loop body",
-        "Use a functional update (`x = x.at[i].set(v)`) or collect per-step values in a list and stack them after the loop."),
+        "Use a functional update (`x = x.at[i].set(v)`) or collect per-step values in a list and stack them after the loop.",
+        torch_fix="In a loop over time steps, collect per-step values in a list and stack them with `torch.stack` "
+                  "after the loop."),
     Code("L2S205", "mutation", "an object is mutated by a method call in the loop body",
         "Only `outs.append(y)` into a list that is stacked after the loop is understood; keep other state in local names."),
     Code("L2S206", "closure-capture", "a name changed by the loop is read by a function defined outside the loop",
