@@ -17,6 +17,7 @@ Regenerate the expected file only on purpose (``UPDATE_GOLDEN=1``) and review it
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -696,10 +697,9 @@ def test_explain_gives_pytorch_advice_for_pytorch_code(tmp_path):
 
     from loop2scan.cli import main
     from loop2scan.codes import CODES
-    from textwrap import dedent
 
     src = tmp_path / "model.py"
-    src.write_text(dedent("""\
+    src.write_text(textwrap.dedent("""\
         import torch
         import torch_xla
         from torch import nn

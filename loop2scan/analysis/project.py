@@ -332,6 +332,8 @@ def has_word(text: str, word: str) -> bool:
                 return True
         i = text.find(word, i + 1)
     return False
+
+
 _TOP_DEF = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)", re.MULTILINE)
 # the line break before a new top-level statement (not a closing bracket of a signature)
 _NEXT_TOP_STATEMENT = re.compile(r"\n[^\s)\]#]")
@@ -345,6 +347,8 @@ def _line_starts(text: str, word: str):
     while i >= 0:
         yield i + 1
         i = text.find("\n" + word, i + 1)
+
+
 _IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(?P<dots>\.*)(?P<from>[\w.]*)[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n#;]+)"
                      r"|import[ \t]+(?P<modules>[^\n#;]+))", re.MULTILINE)
 
