@@ -290,3 +290,39 @@ def test_flax_check_verifies_the_stack_and_catches_a_wrong_one(tmp_path):
                       CheckOptions())[loop.line]
     assert bad["verdict"] == "differs", bad
     assert any(d.startswith("output") for d in bad["differences"]), bad["differences"]
+
+
+def _worker_ending(monkeypatch, returncode: int, stdout: str, stderr: str) -> dict:
+    """What `--check` makes of a worker process that ended this way."""
+    from loop2scan import check
+
+    def fake_run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, returncode, stdout, stderr)
+
+    monkeypatch.setattr(check.subprocess, "run", fake_run)
+    options = check.CheckOptions(device="cpu", rtol=1e-5, atol=1e-6, timeout=60)
+    return check._run_worker({"root": str(ROOT)}, options)
+
+
+def test_a_result_written_before_an_abort_at_exit_counts(monkeypatch):
+    """A runtime's threads can abort the worker's shutdown after the result
+    line is out: the comparisons are finished and their verdicts stand."""
+    result = {"examples": [{"target": "m.py::f", "verdict": "differs", "differences": ["y: 1.0"]}]}
+    out = _worker_ending(monkeypatch, -6, "log line\n" + json.dumps(result) + "\n",
+                         "terminate called without an active exception\n")
+    assert out == result
+
+
+@pytest.mark.parametrize("returncode, stdout, expected", [
+    (-6, "", "the check process failed: terminate called without an active exception"),
+    (-6, '{"examples": [\n', "the check process failed: terminate called without an active exception"),
+    (0, '{"examples": [\n', "the check process wrote an unreadable result"),
+])
+def test_a_worker_that_ends_without_a_result_is_unverified(monkeypatch, returncode, stdout, expected):
+    out = _worker_ending(monkeypatch, returncode, stdout, "terminate called without an active exception\n")
+    assert out == {"error": expected}
+
+
+def test_a_worker_error_is_passed_on(monkeypatch):
+    out = _worker_ending(monkeypatch, 0, '{"error": "torch_xla does not start"}\n', "")
+    assert out == {"error": "torch_xla does not start"}

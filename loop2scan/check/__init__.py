@@ -197,13 +197,21 @@ def _run_worker(spec: dict, options: CheckOptions) -> dict:
     except OSError as e:
         return {"error": f"could not start the check: {e}"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        result = None
+    # The result line is written last, once every example has run: a process
+    # that ends abnormally after writing it (a runtime's threads aborting at
+    # exit) has still finished its comparisons.
+    if isinstance(result, dict) and "examples" in result:
+        return result
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"the check process failed: {tail}"}
-    try:
-        return json.loads(lines[-1])
-    except json.JSONDecodeError:
+    if result is None:
         return {"error": "the check process wrote an unreadable result"}
+    return result
 
 
 @dataclass
