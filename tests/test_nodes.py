@@ -1,4 +1,5 @@
-"""The pre-order listing of syntax trees that every analysis pass walks."""
+"""The pre-order listing of syntax trees that every analysis pass walks, and
+the statement index of a module."""
 
 from __future__ import annotations
 
@@ -57,3 +58,25 @@ def test_expressions_nested_deeper_than_the_interpreter_stack():
         sys.setrecursionlimit(limit)
     assert sum(isinstance(n, ast.Name) for n in order) == depth + 1
     assert len(order) == len(nodes._index_iterative(ast.parse("x = " + " + ".join(["a"] * depth))))
+
+
+def test_module_imports_bind_in_source_order():
+    """Of two imports of one name in separate blocks, the later one is the
+    binding that holds after both run (the index walks blocks with a stack,
+    so it must sort)."""
+    from loop2scan.analysis.context import ModuleContext, statement_index
+
+    src = ("import os\n"
+           "if os.environ.get('A'):\n    import numpy as np\n"
+           "if os.environ.get('B'):\n    import jax.numpy as np\n"
+           "    from jax import lax as L\n"
+           "else:\n    from jax import numpy as L\n"
+           "def f():\n    import torch as np\n")
+    tree = ast.parse(src)
+    index = statement_index(tree)
+    lines = [n.lineno for n in index.import_nodes]
+    assert lines == sorted(lines) == [1, 3, 5, 6, 8, 10]
+    assert [n.lineno for n in index.module_import_nodes] == [1, 3, 5, 6, 8]
+    table = ModuleContext(tree, src, "jax").imports
+    assert table.lookup("np") == "jax.numpy"
+    assert table.lookup("L") == "jax.numpy"

@@ -61,7 +61,10 @@ class StatementIndex:
         self.module_import_nodes: list[ast.AST] = []
         self.statements: list[ast.stmt] = []  # every statement, nested ones included, in source order
         self._index(tree, top=True)
+        # in source order: of two imports that bind one name, the later one wins, as it does when both run
         self.loops.sort(key=_POSITION)
+        self.import_nodes.sort(key=_POSITION)
+        self.module_import_nodes.sort(key=_POSITION)
         self.statements.sort(key=_POSITION)
 
     def _index(self, node: ast.AST, top: bool) -> None:
