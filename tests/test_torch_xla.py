@@ -752,3 +752,34 @@ def test_every_pytorch_advice_is_in_pytorch_words():
         assert not any(word in c.torch_fix for word in _JAX_WORDS), c.code
         assert c.fix_for("torch_xla") == c.torch_fix == c.fix_for("torch") and c.fix_for("jax") == c.fix
         assert c.fix in c.fix_text() and c.torch_fix in c.fix_text()
+
+
+@pytest.mark.parametrize("framework, word", [("torch_xla", "tensor"), ("jax", "array")])
+def test_list_accumulator_messages_name_the_frameworks_values(framework, word):
+    """A list used as a Python sequence after a time loop, or appended to twice a
+    step, would become one stacked tensor under PyTorch, one stacked array under JAX."""
+    lib = "torch" if framework == "torch_xla" else "jax.numpy as jnp"
+    src = textwrap.dedent(f"""\
+        import {lib}
+
+
+        def twice(cell, xs, h):
+            outs = []
+            for t in range(xs.shape[0]):
+                h = cell(xs[t], h)
+                outs.append(h)
+                outs.append(h * 2)
+            return outs[::2], h
+
+
+        def as_list(cell, xs, h):
+            outs = []
+            for t in range(xs.shape[0]):
+                h = cell(xs[t], h)
+                outs.append(h)
+            return list(outs), h
+        """)
+    loops = rewrite_source(src, framework).loops
+    assert [loop.code for loop in loops] == ["L2S501", "L2S501"], [loop.message for loop in loops]
+    assert f"(a tuple or a stacked {word}) once per step" in loops[0].message
+    assert loops[1].message.endswith(f"after the rewrite it would be one stacked {word}")

@@ -27,7 +27,7 @@ from typing import Optional
 
 from ..plan import Consumer, YsItem
 from .activity import all_written_names, full_slice, header_effects, int_literal, reads, walk_body, walk_scope
-from .decline import Decline, position, short
+from .decline import Decline, advice, position, short
 from .kinds import UNKNOWN, _rank
 from .nodes import walk
 
@@ -244,8 +244,9 @@ class OutputAnalysis:
         text = self.mctx.source(p if isinstance(p, ast.expr) else node)
         if len(text) > 60:
             text = text[:57] + "..."
-        raise Decline("L2S501", f"`{name}` is used as a Python {'tuple' if False else 'sequence'} after the loop "
-                      f"(`{text}`, line {stmt.lineno}); after the rewrite it would be one stacked array", node)
+        raise Decline("L2S501", f"`{name}` is used as a Python sequence after the loop "
+                      f"(`{text}`, line {stmt.lineno}); after the rewrite it would be one stacked "
+                      + advice(self.ctx, "array", "tensor"), node)
 
     def _tree_stack(self, starred: ast.AST, arg: ast.AST) -> Optional[int]:
         """``jax.tree.map(lambda *xs: jnp.stack(xs[, axis=k]), *outs)``: the stacking
@@ -316,7 +317,7 @@ class OutputAnalysis:
             raise Decline("L2S501", f"`{name}` is both appended to and reassigned in the loop", calls[0])
         if len(calls) != 1:
             raise Decline("L2S501", f"`{name}.append` is called {len(calls)} times per step; append one value "
-                          f"(a tuple or a stacked array) once per step", calls[1])
+                          f"(a tuple or a stacked {advice(self.ctx, 'array', 'tensor')}) once per step", calls[1])
         call = calls[0]
         stmt = self.mctx.parent(call)
         if not isinstance(stmt, ast.Expr) or len(call.args) != 1 or call.keywords \
