@@ -741,6 +741,8 @@ def test_explain_gives_pytorch_advice_for_pytorch_code(tmp_path):
     for line in fix_lines:
         assert not any(word in line for word in _JAX_WORDS), line
     assert "torch.stack" in fix_lines[0] and "torch.where" in fix_lines[1]
+    # the list is the accumulator rule's: not also reported as a value passed to every layer
+    assert "L2S334" not in out, out
 
 
 def test_every_pytorch_advice_is_in_pytorch_words():

@@ -245,7 +245,9 @@ def all_blockers(la, attr: str, first: Decline) -> list[Decline]:
                               layer_class="", iterable=mctx.source(loop.iter))
         if not hasattr(la, "xs"):
             la.xs = []
-        probe(lambda: shared_values(la, scan, la.broadcast_names()))
+        # a list the body grows is the accumulator rule's to judge (L2S501), not a value passed to every layer
+        grown = _grown_lists(loop)
+        probe(lambda: shared_values(la, scan, [n for n in la.broadcast_names() if n not in grown]))
     out: list[Decline] = []
     seen = set()
     for d in found:
@@ -254,6 +256,13 @@ def all_blockers(la, attr: str, first: Decline) -> list[Decline]:
             seen.add(key)
             out.append(d)
     return out
+
+
+def _grown_lists(loop: ast.AST) -> set[str]:
+    """The names the loop's body grows in place (``outs.append(h)``, ``.extend``, ``.insert``)."""
+    return {node.func.value.id for node in walk_all(loop.body)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("append", "extend", "insert") and isinstance(node.func.value, ast.Name)}
 
 
 def check_collected(la) -> None:
