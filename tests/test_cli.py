@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import errno
 import importlib.metadata
 import importlib.util
 import itertools
@@ -34,6 +33,7 @@ from click.testing import CliRunner
 from loop2scan import __version__
 from loop2scan.cli import entry, main
 from loop2scan.codes import CODES, code_table_markdown
+from unreadable import refuse_reading
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = Path(__file__).resolve().with_name("report_schema.json")
@@ -384,16 +384,7 @@ def _make_unreadable(path: Path, monkeypatch) -> None:
     if not IS_ROOT and os.name == "posix":
         path.chmod(0)
         return
-    target = os.path.abspath(path)
-    real_open = os.open
-
-    def fake_open(p, flags, *args, **kwargs):
-        if isinstance(p, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(p)) == target \
-                and not flags & (os.O_WRONLY | os.O_RDWR):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(p))
-        return real_open(p, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "open", refuse_reading(path))
 
 
 BAD_KINDS = {

@@ -10,7 +10,8 @@ stops with a non-zero exit code.
 
 Most tests drive the click command in process (``--jobs 1`` where a
 monkeypatch must act in the process that reads and writes); the SIGINT tests
-run ``python -m loop2scan`` in a subprocess.
+run ``python -m loop2scan`` in a subprocess, and so does the unreadable file
+among many when the tests run as root (``tests/unreadable.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -271,35 +273,25 @@ def test_file_names_with_control_characters_give_one_line_each(project):
 # ----------------------------------------------------------------------------- unreadable files, links, special files
 
 
-def _make_unreadable(path: Path, monkeypatch) -> None:
-    """Permissions when they work; when running as root (who may read anything) opening
-    exactly that file for reading fails with EACCES (forked workers inherit the patch)."""
+def _run_with_unreadable(path: Path, *args):
+    """Run the command with ``path`` unreadable: by permissions in process, or,
+    when running as root (who may read anything), in a fresh interpreter whose
+    `os.open` refuses to read exactly that file (its forked workers inherit the
+    patch; this process has loaded JAX, whose threads make forking it unsafe)."""
     if not IS_ROOT and os.name == "posix":
         path.chmod(0)
-        return
-    target = os.path.abspath(path)
-    real_open = os.open
-
-    def fake_open(p, flags, *args, **kwargs):
-        if isinstance(p, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(p)) == target \
-                and not flags & (os.O_WRONLY | os.O_RDWR):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(p))
-        return real_open(p, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", fake_open)
-    # the patch reaches worker processes only when they are forked from this one
-    import loop2scan.api
-
-    monkeypatch.setattr(loop2scan.api, "_start_method", lambda: "fork")
+        return cli(*args)
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "unreadable.py"), str(path), *map(str, args)],
+                          capture_output=True, text=True, env=_env())
+    return types.SimpleNamespace(exit_code=proc.returncode, stderr=proc.stderr, stdout=proc.stdout)
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_unreadable_file_among_many(project, monkeypatch, jobs):
+def test_unreadable_file_among_many(project, jobs):
     secret = put(project / "secret.py", RNN_SRC)
     good = good_files(project)
-    _make_unreadable(secret, monkeypatch)
     try:
-        r = cli("rewrite", project, "--write", "--jobs", jobs)
+        r = _run_with_unreadable(secret, "rewrite", project, "--write", "--jobs", jobs)
     finally:
         secret.chmod(0o644)
     assert r.exit_code == 2
