@@ -451,12 +451,21 @@ def _chunks(files: list[str], jobs: int) -> list[list[int]]:
 
 #: Set in a worker when the run is interrupted: the worker stops between two files.
 _STOP = None
+#: Set in a worker by Ctrl-C in a terminal, which reaches every process of the
+#: group: the worker stops as soon as the signal arrives, without waiting for
+#: the main process to be scheduled and set ``_STOP``.
+_INTERRUPTED = False
+
+
+def _interrupted(signum, frame) -> None:
+    global _INTERRUPTED
+    _INTERRUPTED = True
 
 
 def _process_chunk(paths: list[str], options: Options) -> list[FileReport]:
     out = []
     for path in paths:
-        if _STOP is not None and _STOP.is_set():
+        if _INTERRUPTED or (_STOP is not None and _STOP.is_set()):
             out.append(FileReport(path, error="not processed: the run was interrupted"))
             continue
         out.append(process_file(path, options))
@@ -464,12 +473,13 @@ def _process_chunk(paths: list[str], options: Options) -> list[FileReport]:
 
 
 def _start_worker(project, stop=None) -> None:
-    """Workers leave Ctrl-C to the main process, which tells them to stop
-    after the file in hand, and look up other modules in the run's project."""
+    """Workers finish the file in hand on Ctrl-C and start no other (the main
+    process also tells them to stop, for a signal sent to it alone), and look
+    up other modules in the run's project."""
     import signal
 
     global _PROJECT, _STOP
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, _interrupted)
     _PROJECT = project
     _STOP = stop
     _hold_collector()

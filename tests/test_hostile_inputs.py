@@ -571,6 +571,33 @@ def _env() -> dict:
     return env
 
 
+def test_a_worker_stops_on_ctrl_c_without_waiting_for_the_main_process(monkeypatch):
+    """Ctrl-C in a terminal reaches the workers too: a worker finishes the file
+    in hand and starts no other, even before the main process (which may not
+    be scheduled yet) tells it to stop."""
+    done = []
+
+    def process(path, options):
+        done.append(path)
+        if path == "b.py":
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while this file is in hand
+        return api.FileReport(path)
+
+    monkeypatch.setattr(api, "process_file", process)
+    for name in ("_PROJECT", "_STOP"):  # set by the worker's start, restored after the test
+        monkeypatch.setattr(api, name, getattr(api, name))
+    monkeypatch.setattr(api, "_INTERRUPTED", False)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        monkeypatch.setattr(api, "_hold_collector", lambda: None)
+        api._start_worker(None, stop=None)
+        reports = api._process_chunk(["a.py", "b.py", "c.py", "d.py"], Options())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done == ["a.py", "b.py"]
+    assert [r.error for r in reports] == [None, None] + ["not processed: the run was interrupted"] * 2
+
+
 @pytest.mark.parametrize("mode", ["jobs-1-sigint-to-process", "jobs-2-sigint-to-process-group"])
 def test_real_sigint_during_write(tmp_path, mode):
     """Ctrl-C in a terminal: SIGINT to the command (and, with workers, to its whole
